@@ -1,0 +1,83 @@
+"""Argument checks shared by every transform: fail at construction, name the argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def is_schedule(value: Any) -> bool:
+  """True for an optax-style schedule (a callable of the step count)."""
+  return callable(value)
+
+
+def concrete_float(value: Any) -> float | None:
+  """The value as a Python float, or None when it is traced (e.g. inside `inject_hyperparams`)."""
+  if isinstance(value, jax.core.Tracer):
+    return None
+  try:
+    return float(np.asarray(value))
+  except (TypeError, ValueError):
+    return None
+
+
+def check_number(
+  name: str,
+  value: Any,
+  *,
+  lower: float | None = None,
+  lower_inclusive: bool = True,
+  upper: float | None = None,
+  upper_inclusive: bool = True,
+  allow_schedule: bool = True,
+) -> None:
+  """Raises `ValueError` naming `name` unless `value` is a finite number in range.
+
+  Schedules (callables) pass when `allow_schedule`; traced values pass unchecked,
+  because `optax.inject_hyperparams` rebuilds the transform inside `jit`.
+  """
+  if is_schedule(value):
+    if allow_schedule:
+      return
+    raise ValueError(f"{name} must be a number, not a schedule; got {value!r}.")
+  if isinstance(value, jax.core.Tracer):
+    return
+  if isinstance(value, (str, bytes)) or value is None:
+    raise ValueError(f"{name} must be a finite number, got {value!r}.")
+  x = concrete_float(value)
+  if x is None:
+    raise ValueError(f"{name} must be a finite number, got {value!r}.")
+  if not math.isfinite(x):
+    raise ValueError(f"{name} must be finite, got {value!r}.")
+  if lower is not None and (x < lower or (x == lower and not lower_inclusive)):
+    op = ">=" if lower_inclusive else ">"
+    raise ValueError(f"{name} must be {op} {lower}, got {value!r}.")
+  if upper is not None and (x > upper or (x == upper and not upper_inclusive)):
+    op = "<=" if upper_inclusive else "<"
+    raise ValueError(f"{name} must be {op} {upper}, got {value!r}.")
+
+
+def check_weight_decay(value: Any, name: str = "weight_decay") -> None:
+  check_number(name, value, lower=0.0)
+
+
+def check_learning_rate(value: Any, name: str = "learning_rate") -> None:
+  check_number(name, value, lower=0.0, lower_inclusive=False)
+
+
+def check_beta(name: str, value: Any) -> None:
+  check_number(name, value, lower=0.0, upper=1.0, upper_inclusive=False, allow_schedule=False)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+
+
+def evaluate(value: float | Callable[[Any], Any], count: Any) -> Any:
+  """A hyperparameter at step `count`: calls schedules, passes constants through."""
+  return value(count) if is_schedule(value) else value
