@@ -351,7 +351,7 @@ class VariantsTest(chex.TestCase):
 
     def step(params, state, grads):
       u, state = opt.update(grads, state, params)
-      m_loss, m_l2 = wd_jax.first_moment_split(state)
+      _, m_l2 = wd_jax.first_moment_split(state)
       return optax.apply_updates(params, u), wd_jax.l2_share(state), m_l2
 
     # chex's pmap variant broadcasts the arguments to all 4 devices and returns device 0's output.
@@ -375,7 +375,7 @@ class VariantsTest(chex.TestCase):
         **({"peak_learning_rate": 0.1} if "w" in name else {}),
       )
       state = opt.init(params)
-      fn = lambda p, s, g: opt.update(g, s, p)[0]
+      fn = lambda p, s, g, opt=opt: opt.update(g, s, p)[0]
       got = self.variant(fn)(params, state, grads)
       chex.assert_trees_all_close(got, fn(params, state, grads), rtol=1e-6, atol=1e-7)
       chex.assert_tree_all_finite(got)
