@@ -1,0 +1,240 @@
+"""The training engine end to end: accuracy, ridge, kill-and-resume, bad config, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+import wd_jax
+from wd_jax import data as data_lib
+from wd_jax import train
+from wd_jax.runlog import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+from configs import mnist1d_cnn, mnist1d_mlp  # noqa: E402
+
+
+def _smoke(**overrides):
+  c = mnist1d_mlp.get_config("smoke")
+  for k, v in overrides.items():
+    target = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = v
+  return c
+
+
+def _read(path):
+  with open(path) as f:
+    return f.read()
+
+
+def _restore_params(workdir, step):
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
+    return mngr.restore(step)["params"]
+
+
+def test_smoke_run_writes_every_output(tmp_path):
+  workdir = str(tmp_path / "run")
+  result = train.fit(_smoke(), workdir, verbose=False)
+  for name in ("config.json", "metrics.jsonl", "summary.md", "checkpoints", "tensorboard"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  assert [r["step"] for r in records] == [20, 40]
+  for key in (
+    "loss",
+    "accuracy",
+    "param_norm",
+    "grad_norm",
+    "update_norm",
+    "learning_rate",
+    "weight_decay",
+    "steps_per_sec",
+    "test_accuracy",
+    "angular_update/hidden/0/kernel",
+  ):
+    assert key in records[-1], key
+  assert np.isfinite(result["test_accuracy"])
+  assert json.loads(_read(os.path.join(workdir, "config.json")))["optimizer"]["name"] == "adamw"
+  assert "completed" in _read(os.path.join(workdir, "summary.md"))
+
+
+def test_same_seed_same_result(tmp_path):
+  a = train.fit(_smoke(), str(tmp_path / "a"), verbose=False)
+  b = train.fit(_smoke(), str(tmp_path / "b"), verbose=False)
+  c = train.fit(_smoke(seed=1), str(tmp_path / "c"), verbose=False)
+  assert a["loss"] == b["loss"] and a["test_accuracy"] == b["test_accuracy"]
+  assert a["loss"] != c["loss"]
+
+
+def test_l2_share_logged_for_tracked_adam(tmp_path):
+  cfg = _smoke(**{"optimizer.name": "adam_l2", "optimizer.weight_decay": 0.1})
+  cfg.optimizer.kwargs = {"track_moments": True}
+  train.fit(cfg, str(tmp_path / "r"), verbose=False)
+  last = read_metrics(str(tmp_path / "r" / "metrics.jsonl"))[-1]
+  assert 0.0 < last["l2_share"] < 1.0
+  assert "l2_share/hidden/0/kernel" in last
+
+
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
+    ("optimizer.weight_decay", -1.0, "weight_decay"),
+    ("optimizer.learning_rate", 0.0, "learning_rate"),
+    ("optimizer.name", "adamx", "optimizer.name"),
+    ("dataset.name", "imagenet", "dataset.name"),
+    ("steps", 0, "config.steps"),
+    ("optimizer.lr_schedule", "step", "lr_schedule"),
+  ],
+)
+def test_bad_config_rejected_before_workdir_exists(tmp_path, field, value, message):
+  workdir = tmp_path / "never"
+  with pytest.raises(ValueError, match=message):
+    train.fit(_smoke(**{field: value}), str(workdir), verbose=False)
+  assert not workdir.exists()
+
+
+def test_corrupt_cifar_file_clear_error_and_no_workdir(tmp_path):
+  data_dir = tmp_path / "cifar"
+  data_dir.mkdir()
+  for name in data_lib.CIFAR10_TRAIN_FILES + data_lib.CIFAR10_TEST_FILES:
+    (data_dir / name).write_bytes(b"\x01" * 3073 * 2)
+  (data_dir / "data_batch_3.bin").write_bytes(b"\x01" * 3000)  # truncated
+  cfg = _smoke(**{"dataset.name": "cifar10", "model.name": "resnet"})
+  cfg.dataset.kwargs = {"data_dir": str(data_dir)}
+  with pytest.raises(ValueError, match=r"data_batch_3\.bin"):
+    train.fit(cfg, str(tmp_path / "never"), verbose=False)
+  assert not (tmp_path / "never").exists()
+
+
+def test_existing_workdir_needs_resume(tmp_path):
+  train.fit(_smoke(), str(tmp_path / "r"), verbose=False)
+  with pytest.raises(ValueError, match="--resume"):
+    train.fit(_smoke(), str(tmp_path / "r"), verbose=False)
+  with pytest.raises(ValueError, match="different config"):
+    train.fit(_smoke(seed=3), str(tmp_path / "r"), resume=True, verbose=False)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+  # Decoupled "constant" decay of 1e30 from step 10 on sends θ to inf within a few steps.
+  cfg = _smoke(
+    **{
+      "optimizer.name": "sgdw",
+      "optimizer.learning_rate": 0.01,
+      "optimizer.weight_decay": 1e30,
+      "optimizer.wd_schedule": "late",
+      "optimizer.lr_schedule": "constant",
+      "steps": 40,
+      "log_every": 5,
+      "diagnostics_every": 0,
+      "checkpoint_every": 5,
+      "eval_every": 40,
+    }
+  )
+  cfg.optimizer.kwargs = {"coupling": "constant"}
+  cfg.optimizer.wd_switch_fraction = 0.25
+  workdir = str(tmp_path / "r")
+  result = train.fit(cfg, workdir, verbose=False)
+  assert result["diverged"] and result["diverged_at_step"] <= 15
+  assert result["last_checkpoint_step"] == 10
+  summary = _read(os.path.join(workdir, "summary.md"))
+  assert "diverged" in summary and "last good checkpoint: step 10" in summary
+  params = _restore_params(workdir, 10)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params))
+
+
+def _train_cmd(workdir, *extra):
+  return [
+    sys.executable,
+    os.path.join(ROOT, "experiments", "train.py"),
+    f"--config={os.path.join(ROOT, 'experiments/configs/mnist1d_mlp.py')}:smoke",
+    f"--workdir={workdir}",
+    "--config.steps=3000",
+    "--config.checkpoint_every=100",
+    "--config.log_every=100",
+    "--config.diagnostics_every=300",
+    "--config.eval_every=1000",
+    "--config.max_checkpoints=3",
+    *extra,
+  ]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+  full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(
+    _train_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+  deadline = time.time() + 120
+  ckpt = os.path.join(killed, "checkpoints", "300")
+  while not os.path.exists(ckpt) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert os.path.exists(ckpt), "the run ended or timed out before its step-300 checkpoint"
+  with ocp.CheckpointManager(os.path.join(killed, "checkpoints")) as mngr:
+    assert mngr.latest_step() < 3000, "the kill came after the run had finished"
+  subprocess.run(_train_cmd(killed, "--resume"), env=env, check=True, capture_output=True)
+  subprocess.run(_train_cmd(full), env=env, check=True, capture_output=True)
+  a, b = _restore_params(full, 3000), _restore_params(killed, 3000)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)  # bitwise
+  ma, mb = read_metrics(f"{full}/metrics.jsonl"), read_metrics(f"{killed}/metrics.jsonl")
+  assert [r["step"] for r in ma] == [r["step"] for r in mb]
+  assert [r["loss"] for r in ma] == [r["loss"] for r in mb]
+
+
+def test_mnist1d_cnn_default_config_reaches_85_percent(tmp_path):
+  start = time.perf_counter()
+  result = train.fit(mnist1d_cnn.get_config(), str(tmp_path / "cnn"), verbose=False)
+  assert result["test_accuracy"] >= 0.85, result["test_accuracy"]
+  assert time.perf_counter() - start < 180
+
+
+def _full_batch(opt, steps, x, y):
+  theta = jnp.zeros(x.shape[1])
+  state = opt.init(theta)
+  loss = lambda t: 0.5 * jnp.mean((x @ t - y) ** 2)
+
+  def body(carry, _):
+    t, s = carry
+    u, s = opt.update(jax.grad(loss)(t), s, t)
+    return (optax.apply_updates(t, u), s), None
+
+  return jax.jit(lambda c: jax.lax.scan(body, c, None, length=steps))((theta, state))[0][0]
+
+
+@pytest.mark.parametrize("name", ["sgd_l2", "adam_l2"])
+def test_coupled_l2_converges_to_ridge(name):
+  with jax.enable_x64(True):
+    ds = data_lib.linear_regression(num_examples=256, dim=16, noise=0.5, seed=0)
+    x, y = np.asarray(ds.x_train, np.float64), np.asarray(ds.y_train, np.float64)
+    lam = 0.3
+    target = data_lib.ridge_solution(x, y, lam)
+    if name == "sgd_l2":
+      opt = wd_jax.sgd_l2(0.5, lam, momentum=0.9)
+      steps = 2000
+    else:  # Adam needs its lr to decay to land on a point rather than circle it
+      steps = 6000
+      opt = wd_jax.adam_l2(optax.exponential_decay(0.05, steps, 1e-4), lam)
+    theta = _full_batch(opt, steps, jnp.asarray(x), jnp.asarray(y))
+    np.testing.assert_allclose(theta, target, atol=1e-5, rtol=0)
+    # AdamW's fixed point solves a different equation: it is not the ridge minimiser.
+    theta_w = _full_batch(
+      wd_jax.adamw(optax.exponential_decay(0.05, 6000, 1e-4), lam),
+      6000,
+      jnp.asarray(x),
+      jnp.asarray(y),
+    )
+    assert float(jnp.max(jnp.abs(theta_w - target))) > 1e-2

@@ -1,0 +1,198 @@
+"""Run configuration: the schema every run and sweep shares, checked before any file is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from wd_jax import _validation
+from wd_jax.masks import default_mask, regex_mask
+from wd_jax.optimizers import OPTIMIZERS, get_optimizer
+from wd_jax.schedules import early_weight_decay, late_weight_decay
+
+DATASETS = ("mnist1d", "digits", "linear_regression", "teacher_student", "cifar10", "char_corpus")
+MODELS = ("mlp", "cnn1d", "resnet", "transformer")
+LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
+WD_SCHEDULES = ("constant", "early", "late")
+MASKS = ("all", "default", "rules")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults for every field; experiment configs override a few of them."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.dataset = ml_collections.ConfigDict({"name": "mnist1d", "kwargs": {}})
+  c.model = ml_collections.ConfigDict({"name": "cnn1d", "kwargs": {}})
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 1e-3  # peak of the lr schedule
+  c.optimizer.weight_decay = 1e-4  # λ; what multiplies it depends on name/coupling (README table)
+  c.optimizer.lr_schedule = "warmup_cosine"
+  c.optimizer.warmup_fraction = 0.05  # of all steps
+  c.optimizer.wd_schedule = "constant"
+  c.optimizer.wd_switch_fraction = 0.5  # early: on before it; late: on from it
+  c.optimizer.mask = "default"  # all | default (ndim >= 2) | rules
+  c.optimizer.mask_rules = ()  # ((regex, multiplier), ...), first match wins, else default mask
+  c.optimizer.kwargs = (
+    ml_collections.ConfigDict()
+  )  # b1, b2, eps, coupling, momentum, track_moments ...
+  c.steps = 3000
+  c.batch_size = 128
+  c.eval_batch_size = 1000
+  c.log_every = 100  # metrics to JSONL/TensorBoard; the only host sync of the loop
+  c.diagnostics_every = 100  # weight/grad/update norms, angles, L2 share (0 = off)
+  c.per_leaf_diagnostics = True
+  c.eval_every = 1000
+  c.checkpoint_every = 1000
+  c.max_checkpoints = 2
+  return c
+
+
+def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+    bound = ">= 0" if allow_zero else ">= 1"
+    raise ValueError(f"config.{name} must be an int {bound}, got {value!r}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises `ValueError` naming the field and the value; touches no file."""
+  _validation.check_choice("config.dataset.name", config.dataset.name, DATASETS)
+  _validation.check_choice("config.model.name", config.model.name, MODELS)
+  _validation.check_choice("config.optimizer.name", config.optimizer.name, tuple(OPTIMIZERS))
+  _validation.check_choice(
+    "config.optimizer.lr_schedule", config.optimizer.lr_schedule, LR_SCHEDULES
+  )
+  _validation.check_choice(
+    "config.optimizer.wd_schedule", config.optimizer.wd_schedule, WD_SCHEDULES
+  )
+  _validation.check_choice("config.optimizer.mask", config.optimizer.mask, MASKS)
+  for name in (
+    "steps",
+    "batch_size",
+    "eval_batch_size",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "max_checkpoints",
+  ):
+    _positive_int(name, config[name])
+  _positive_int("diagnostics_every", config.diagnostics_every, allow_zero=True)
+  _validation.check_number(
+    "config.optimizer.warmup_fraction",
+    config.optimizer.warmup_fraction,
+    lower=0.0,
+    upper=1.0,
+    upper_inclusive=False,
+    allow_schedule=False,
+  )
+  _validation.check_number(
+    "config.optimizer.wd_switch_fraction",
+    config.optimizer.wd_switch_fraction,
+    lower=0.0,
+    upper=1.0,
+    allow_schedule=False,
+  )
+  build_optimizer(config)  # every optimizer hyperparameter is checked by its constructor
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, peak: Any = None) -> optax.Schedule:
+  """The lr schedule of `config`, peaking at `peak` (default `config.optimizer.learning_rate`).
+
+  Built as ``peak × shape(t)`` with a unit-peak shape, so that `peak` may be a traced value
+  (optax's warmup-cosine branches on its peak in Python).
+  """
+  o, steps = config.optimizer, config.steps
+  peak = o.learning_rate if peak is None else peak
+  _validation.check_learning_rate(peak, "config.optimizer.learning_rate")
+  warmup = int(o.warmup_fraction * steps)
+  if o.lr_schedule == "constant":
+    shape = optax.constant_schedule(1.0)
+  elif o.lr_schedule == "cosine" or not warmup:
+    shape = optax.cosine_decay_schedule(1.0, steps)
+  else:
+    shape = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, steps)
+  return lambda count: peak * shape(count)
+
+
+def weight_decay_schedule(config: ml_collections.ConfigDict, value: Any = None):
+  """λ (or its early/late schedule) of `config`, with λ = `value` if given."""
+  o = config.optimizer
+  lam = o.weight_decay if value is None else value
+  _validation.check_weight_decay(lam, "config.optimizer.weight_decay")
+  switch = round(o.wd_switch_fraction * config.steps)
+  if o.wd_schedule == "early":
+    return early_weight_decay(lam, switch)
+  if o.wd_schedule == "late":
+    return late_weight_decay(lam, switch)
+  return lam
+
+
+def mask_from_config(config: ml_collections.ConfigDict):
+  o = config.optimizer
+  if o.mask == "all":
+    return None
+  if o.mask == "default":
+    return default_mask
+  return regex_mask([tuple(r) for r in o.mask_rules], default=default_mask)
+
+
+def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The optimizer a config describes; its constructor validates every hyperparameter."""
+  o = config.optimizer
+  kwargs = dict(o.kwargs)
+  if o.name in ("adamw", "sgdw") and kwargs.get("coupling", "lr") in ("schedule", "corrected"):
+    kwargs.setdefault("peak_learning_rate", o.learning_rate)
+  return get_optimizer(
+    o.name,
+    learning_rate=learning_rate_schedule(config),
+    weight_decay=weight_decay_schedule(config),
+    mask=mask_from_config(config),
+    **kwargs,
+  )
+
+
+SWEEPABLE = ("learning_rate", "weight_decay")
+
+
+def build_injectable_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """`build_optimizer` with the peak lr and λ held in `optax.inject_hyperparams` state.
+
+  The schedules are rebuilt from the injected values at every step, so a stack of K
+  optimizer states with different ``hyperparams["learning_rate"|"weight_decay"]`` runs K
+  configurations as one vmapped program (`wd_jax.sweep`). Set the values with
+  `set_hyperparams`. With the config's own values it is the same map as `build_optimizer`.
+  """
+  o = config.optimizer
+  validate(config)
+  mask = mask_from_config(config)
+  kwargs = dict(o.kwargs)
+  name = o.name
+
+  def factory(learning_rate, weight_decay):
+    extra = dict(kwargs)
+    if name in ("adamw", "sgdw") and extra.get("coupling", "lr") in ("schedule", "corrected"):
+      extra.setdefault("peak_learning_rate", learning_rate)
+    return get_optimizer(
+      name,
+      learning_rate=learning_rate_schedule(config, learning_rate),
+      weight_decay=weight_decay_schedule(config, weight_decay),
+      mask=mask,
+      **extra,
+    )
+
+  return optax.inject_hyperparams(factory)(
+    learning_rate=o.learning_rate, weight_decay=o.weight_decay
+  )
+
+
+def set_hyperparams(opt_state: Any, **values: Any) -> Any:
+  """A copy of an `inject_hyperparams` state with some hyperparameters replaced."""
+  for k in values:
+    if k not in opt_state.hyperparams:
+      raise ValueError(f"hyperparameter must be one of {sorted(opt_state.hyperparams)}, got {k!r}.")
+  hp = dict(opt_state.hyperparams)
+  hp.update({k: jnp.asarray(v, dtype=hp[k].dtype) for k, v in values.items()})
+  return opt_state._replace(hyperparams=hp)
