@@ -136,14 +136,19 @@ def decay_factor(
   learning_rate: Any,
   peak_learning_rate: Any,
   count: chex.Array,
+  dtype: Any = None,
 ) -> Any:
   """The factor c_t multiplying λ in θ ← θ − c_t λ θ (REFERENCES §1).
 
   ``"lr"``: α_t. ``"schedule"``: α_t/α_peak. ``"constant"``: 1. ``"corrected"``: α_t²/α_peak.
+  With `dtype`, α_t is cast to it first: optax schedules return float32 at an int32 count
+  even under x64, and c_t·λ must not be rounded to float32 before it meets float64 params.
   """
   if coupling == "constant":
     return 1.0
   lr = _validation.evaluate(learning_rate, count)
+  if dtype is not None:
+    lr = jnp.asarray(lr, dtype)
   if coupling == "lr":
     return lr
   peak = learning_rate if peak_learning_rate is None else peak_learning_rate
@@ -192,10 +197,14 @@ def decoupled_weight_decay(
 
   def update_fn(updates, state, params=None):
     _require_params(params, "decoupled_weight_decay")
-    c = decay_factor(coupling, learning_rate, peak_learning_rate, state.count)
-    step = c * _validation.evaluate(weight_decay, state.count)
+    lam = _validation.evaluate(weight_decay, state.count)
     mults = leaf_multipliers(params, mask)
-    updates = map_decay(lambda k, u, p: u - (k * step) * p, mults, updates, params)
+
+    def decay(k, u, p):
+      c = decay_factor(coupling, learning_rate, peak_learning_rate, state.count, p.dtype)
+      return u - (c * (k * jnp.asarray(lam, p.dtype))) * p
+
+    updates = map_decay(decay, mults, updates, params)
     return updates, DecoupledWeightDecayState(count=optax.safe_increment(state.count))
 
   return optax.GradientTransformation(_count_state(DecoupledWeightDecayState, mask), update_fn)
@@ -224,12 +233,13 @@ def prox_l1(
 
   def update_fn(updates, state, params=None):
     _require_params(params, "prox_l1")
-    tau = _validation.evaluate(learning_rate, state.count) * _validation.evaluate(
-      weight_decay, state.count
-    )
+    lr = _validation.evaluate(learning_rate, state.count)
+    lam = _validation.evaluate(weight_decay, state.count)
     mults = leaf_multipliers(params, mask)
 
     def prox(k, u, p):
+      # α_t in the params' dtype: a float32 schedule value must not round α_t·λ (see decay_factor).
+      tau = jnp.asarray(lr, p.dtype) * jnp.asarray(lam, p.dtype)
       z = p + u
       return jnp.sign(z) * jnp.maximum(jnp.abs(z) - k * tau, 0.0) - p
 
