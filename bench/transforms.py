@@ -1,0 +1,336 @@
+"""Overhead of wd_jax's optimizers against `optax.adamw`, timed side by side in two modes.
+
+What is measured, on one MLP (40→256→256→10, ReLU, softmax cross-entropy, float32, params a
+plain dict, batch 512), per optimizer variant:
+
+* ``step``: the jitted train step (loss+grad, ``opt.update``, ``optax.apply_updates``).
+* ``update``: only ``opt.update`` + ``optax.apply_updates`` on a fixed, precomputed gradient.
+  The optimizer is ~5% of the full step for this MLP, so the step ratio cannot resolve a 2%
+  optimizer overhead; this mode isolates it (per-call dispatch included).
+
+Methodology, identical in both modes: one separately compiled jit per variant, params and
+optimizer state donated. Every variant is compiled and warmed up first; then each of
+`--rounds` rounds runs every variant for `--steps` steps (default 50 for ``step``, 200 for
+``update``) in a freshly shuffled order, and the per-round ratio ``variant_time /
+optax.adamw_time`` is taken. Each table reports the median over rounds of that ratio (robust
+to a noisy, shared machine), its interquartile range, and the median absolute time per step;
+a second, separately compiled copy of `optax.adamw` gives the noise floor ("baseline vs
+itself"). ``--mode=both`` (the default) runs ``step`` then ``update``, each with its own
+baseline and noise-floor row.
+
+  python bench/transforms.py --mode=both --rounds=40 --json_out=/tmp/bench_transforms.json
+
+Targets the project reports against: ``wd_jax.adamw`` ≤ 1.02x, ``adam_l2`` with
+``track_moments=True`` ≤ 1.25x.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+import wd_jax
+
+MODES = ("step", "update")
+DEFAULT_STEPS = {"step": 50, "update": 200}
+
+_MODE = flags.DEFINE_enum(
+  "mode",
+  "both",
+  [*MODES, "both"],
+  "step: loss+grad+update+apply; update: opt.update+apply_updates on a fixed gradient; "
+  "both: run step then update, one table each.",
+)
+_ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds; each runs every variant once.")
+_STEPS = flags.DEFINE_integer(
+  "steps",
+  None,
+  "Steps per variant per round; default 50 in step mode, 200 in update mode. "
+  "If set, used for every mode that runs.",
+)
+_BATCH = flags.DEFINE_integer("batch", 512, "Batch size.")
+_WARMUP = flags.DEFINE_integer("warmup_rounds", 2, "Untimed rounds after compilation.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for params, data and the round orders.")
+_OPTIONAL = flags.DEFINE_bool(
+  "optional", True, "Also time wd_jax.adamw(mask=default_mask) and wd_jax.adams."
+)
+_HLO = flags.DEFINE_bool(
+  "hlo_stats", True, "Print per-variant optimizer-state size and compiled-HLO op counts."
+)
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Write the results as JSON to this path.")
+
+LR, WD = 1e-3, 1e-4
+LAYERS = (40, 256, 256, 10)
+BASELINE = "optax.adamw"
+_OPCODE = re.compile(r"(?:^|\s)([a-z][\w.-]*)\(")
+
+
+def variants(optional: bool) -> dict[str, Callable[[], optax.GradientTransformation]]:
+  """Name → optimizer factory, the baseline first."""
+  out = {
+    BASELINE: lambda: optax.adamw(LR, weight_decay=WD),
+    "optax.adamw (2nd copy)": lambda: optax.adamw(LR, weight_decay=WD),
+    "wd_jax.adamw": lambda: wd_jax.adamw(LR, WD),
+    "wd_jax.adam_l2": lambda: wd_jax.adam_l2(LR, WD),
+    "wd_jax.adam_l2(track_moments)": lambda: wd_jax.adam_l2(LR, WD, track_moments=True),
+  }
+  if optional:
+    out["wd_jax.adamw(mask=default_mask)"] = lambda: wd_jax.adamw(LR, WD, mask=wd_jax.default_mask)
+    out["wd_jax.adams"] = lambda: wd_jax.adams(LR, WD)
+  return out
+
+
+def init_params(key: jax.Array) -> dict[str, dict[str, jax.Array]]:
+  params = {}
+  for i, (n_in, n_out) in enumerate(itertools.pairwise(LAYERS)):
+    key, sub = jax.random.split(key)
+    params[f"dense{i}"] = {
+      "kernel": jax.random.normal(sub, (n_in, n_out), jnp.float32) * np.sqrt(2.0 / n_in),
+      "bias": jnp.zeros((n_out,), jnp.float32),
+    }
+  return params
+
+
+def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+  h = x
+  names = sorted(params)
+  for i, name in enumerate(names):
+    h = h @ params[name]["kernel"] + params[name]["bias"]
+    if i < len(names) - 1:
+      h = jax.nn.relu(h)
+  return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+
+
+def make_step(opt: optax.GradientTransformation):
+  """A fresh (separately traced and compiled) jitted train step for `opt`."""
+
+  def step(params, opt_state, x, y):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_update(opt: optax.GradientTransformation):
+  """A fresh jitted optimizer-only step for `opt`: update + apply on a given gradient."""
+
+  def update(params, opt_state, grads):
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  return jax.jit(update, donate_argnums=(0, 1))
+
+
+class Runner:
+  """One variant in one mode: its optimizer, jitted function and (donated) buffers.
+
+  `fn(params, opt_state, *args)` returns ``(params, opt_state, *aux)``; `args` are shared,
+  never donated (the batch in step mode, the fixed gradient in update mode).
+  """
+
+  def __init__(
+    self, name: str, mode: str, opt: optax.GradientTransformation, key: jax.Array, args: tuple
+  ):
+    self.name = name
+    self.opt = opt
+    self.fn = make_step(opt) if mode == "step" else make_update(opt)
+    self.args = args
+    self.params = init_params(key)
+    self.opt_state = opt.init(self.params)
+    self.aux: tuple = ()
+
+  def run(self, n: int) -> float:
+    """Seconds for `n` steps, blocking once at the end."""
+    params, opt_state, fn, args = self.params, self.opt_state, self.fn, self.args
+    aux = ()
+    t0 = time.perf_counter()
+    for _ in range(n):
+      params, opt_state, *aux = fn(params, opt_state, *args)
+    jax.block_until_ready((params, opt_state, aux))
+    dt = time.perf_counter() - t0
+    self.params, self.opt_state, self.aux = params, opt_state, tuple(aux)
+    return dt
+
+  def check_finite(self) -> float | None:
+    """Raises on non-finite params or loss; returns the last loss (step mode) or None."""
+    for leaf in jax.tree.leaves(self.params):
+      if not np.all(np.isfinite(np.asarray(leaf))):
+        raise RuntimeError(f"{self.name}: non-finite params")
+    if not self.aux:
+      return None
+    loss = float(self.aux[0])
+    if not np.isfinite(loss):
+      raise RuntimeError(f"{self.name}: non-finite loss {loss}")
+    return loss
+
+
+def hlo_stats(runner: Runner) -> dict[str, Any]:
+  """Optimizer-state size and op counts of the compiled function (a separate compilation)."""
+  state_leaves = jax.tree.leaves(runner.opt_state)
+  text = runner.fn.lower(runner.params, runner.opt_state, *runner.args).compile().as_text()
+  ops = collections.Counter()
+  entry = False
+  for line in text.splitlines():
+    s = line.strip()
+    if s.startswith("ENTRY"):
+      entry = True
+    elif entry and s == "}":
+      entry = False
+    elif entry and " = " in s:
+      # "%fusion.3 = f32[40,256]{1,0} fusion(%p0, ...), kind=kLoop": the opcode precedes "(".
+      m = _OPCODE.search(s.split(" = ", 1)[1])
+      ops[m.group(1) if m else "?"] += 1
+  return {
+    "opt_state_leaves": len(state_leaves),
+    "opt_state_floats": int(sum(np.size(a) for a in state_leaves)),
+    "entry_ops": int(sum(ops.values())),
+    "entry_fusions": int(ops.get("fusion", 0)),
+    "entry_ops_by_kind": dict(ops.most_common()),
+    "hlo_instructions_total": sum(1 for ln in text.splitlines() if " = " in ln),
+  }
+
+
+def quartiles(a: np.ndarray) -> tuple[float, float, float]:
+  q25, q50, q75 = np.percentile(a, [25, 50, 75])
+  return float(q25), float(q50), float(q75)
+
+
+def run_mode(
+  mode: str, rounds: int, steps: int, pkey: jax.Array, x: jax.Array, y: jax.Array
+) -> dict[str, Any]:
+  """Compiles, warms up and times every variant in `mode`; prints its table(s)."""
+  if mode == "step":
+    args, what = (x, y), "loss+grad+update+apply"
+  else:
+    grads = jax.grad(loss_fn)(init_params(pkey), x, y)  # fixed; shared by every variant
+    args, what = (grads,), "update+apply on a fixed gradient"
+  print()
+  print(f"== mode={mode} ({what}): {rounds} rounds x {steps} steps, {_WARMUP.value} warm-up rounds")
+  runners = [Runner(name, mode, f(), pkey, args) for name, f in variants(_OPTIONAL.value).items()]
+  names = [r.name for r in runners]
+
+  # Compile (first call) and warm up every variant before anything is timed.
+  t0 = time.perf_counter()
+  for r in runners:
+    r.run(1)
+  print(f"compiled {len(runners)} variants in {time.perf_counter() - t0:.1f}s")
+  rng = np.random.default_rng([_SEED.value, MODES.index(mode)])
+  for _ in range(_WARMUP.value):
+    for i in rng.permutation(len(runners)):
+      runners[i].run(steps)
+
+  times = {n: [] for n in names}
+  orders = []
+  for _ in range(rounds):
+    order = rng.permutation(len(runners))
+    orders.append([names[i] for i in order])
+    for i in order:
+      times[names[i]].append(runners[i].run(steps))
+
+  final_loss = {r.name: r.check_finite() for r in runners}
+
+  base = np.asarray(times[BASELINE])
+  results = {}
+  for n in names:
+    t = np.asarray(times[n])
+    q25, med, q75 = quartiles(t / base)
+    results[n] = {
+      "median_ms_per_step": float(np.median(t)) / steps * 1e3,
+      "ratio_median": med,
+      "ratio_q25": q25,
+      "ratio_q75": q75,
+      "ratio_iqr": q75 - q25,
+      "round_seconds": t.tolist(),
+    }
+    if final_loss[n] is not None:
+      results[n]["final_loss"] = final_loss[n]
+
+  # Step mode in ms/step; update mode (tens of µs) in µs/step.
+  unit, scale = ("ms", 1.0) if mode == "step" else ("µs", 1e3)
+  print()
+  print(f"| variant ({mode}) | median {unit}/step | ratio to {BASELINE} (median) | IQR |")
+  print("|---|---:|---:|---:|")
+  for n in names:
+    res = results[n]
+    print(
+      f"| {n} | {res['median_ms_per_step'] * scale:.3f} | {res['ratio_median']:.3f} | "
+      f"{res['ratio_iqr']:.3f} [{res['ratio_q25']:.3f}, {res['ratio_q75']:.3f}] |"
+    )
+
+  if _HLO.value:
+    print()
+    print(f"| variant ({mode}) | opt-state leaves | opt-state floats | entry ops | entry fusions |")
+    print("|---|---:|---:|---:|---:|")
+    for r in runners:
+      st = hlo_stats(r)
+      results[r.name]["hlo"] = st
+      print(
+        f"| {r.name} | {st['opt_state_leaves']} | {st['opt_state_floats']:,} | "
+        f"{st['entry_ops']} | {st['entry_fusions']} |"
+      )
+
+  return {"steps": steps, "rounds": rounds, "orders": orders, "variants": results}
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  modes = MODES if _MODE.value == "both" else (_MODE.value,)
+  steps = {m: _STEPS.value or DEFAULT_STEPS[m] for m in modes}
+  rounds, batch = _ROUNDS.value, _BATCH.value
+  if rounds < 1 or batch < 1 or (_STEPS.value is not None and _STEPS.value < 1):
+    raise app.UsageError("--rounds, --steps and --batch must be >= 1.")
+  command = shlex.join([sys.executable, *sys.argv])
+  device = jax.devices()[0]
+  print(f"command: {command}")
+  print(f"jax {jax.__version__}, optax {optax.__version__}, wd_jax {wd_jax.__version__}")
+  print(
+    f"device: {device.platform} {device.device_kind} ({device}), "
+    f"{len(jax.devices())} device(s), {os.cpu_count()} host CPUs, {platform.processor() or '?'}"
+  )
+  print(f"MLP {'→'.join(map(str, LAYERS))}, batch {batch}, float32; modes: {', '.join(modes)}")
+
+  key = jax.random.PRNGKey(_SEED.value)
+  pkey, xkey, ykey = jax.random.split(key, 3)
+  x = jax.random.normal(xkey, (batch, LAYERS[0]), jnp.float32)
+  y = jax.random.randint(ykey, (batch,), 0, LAYERS[-1])
+  results = {m: run_mode(m, rounds, steps[m], pkey, x, y) for m in modes}
+
+  if _JSON_OUT.value:
+    payload = {
+      "command": command,
+      "jax_version": jax.__version__,
+      "optax_version": optax.__version__,
+      "wd_jax_version": wd_jax.__version__,
+      "device": str(device),
+      "platform": device.platform,
+      "cpu_count": os.cpu_count(),
+      "rounds": rounds,
+      "batch": batch,
+      "warmup_rounds": _WARMUP.value,
+      "seed": _SEED.value,
+      "baseline": BASELINE,
+      "modes": results,
+    }
+    with open(_JSON_OUT.value, "w") as f:
+      json.dump(payload, f, indent=2)
+    print(f"\nwrote {_JSON_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
