@@ -1,25 +1,40 @@
 """Train any model/dataset/optimizer combination from an ml_collections config.
 
-python experiments/train.py --config=experiments/configs/mnist1d_cnn.py --workdir=runs/cnn
-python experiments/train.py --config=experiments/configs/mnist1d_cnn.py:smoke --workdir=/tmp/s
-python experiments/train.py --config=... --workdir=runs/cnn --config.optimizer.weight_decay=0.1
-python experiments/train.py --config=... --workdir=runs/cnn --resume   # after a crash or kill
+  python experiments/train.py --config=experiments/configs/mnist1d_cnn.py --workdir=runs/cnn
+  python experiments/train.py --config=experiments/configs/mnist1d_cnn.py:smoke --workdir=/tmp/s
+  python experiments/train.py --config=... --workdir=runs/cnn --config.optimizer.weight_decay=0.1
+  python experiments/train.py --config=... --workdir=runs/cnn --resume  # after a crash or kill
+  python experiments/train.py --config=... --workdir=runs/cnn --config.parallel=sharded
+
+Several hosts: run the same command once per process, adding
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (or the
+``WD_JAX_COORDINATOR_ADDRESS`` / ``WD_JAX_NUM_PROCESSES`` / ``WD_JAX_PROCESS_ID`` variables);
+see BUILD.md for GPU clusters and TPU pod slices.
 """
+
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from wd_jax import train
+from wd_jax import parallel, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory for this run.", required=True)
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in --workdir.")
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", None, "Multi-host: host:port of process 0 (or WD_JAX_COORDINATOR_ADDRESS)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 flags.mark_flag_as_required("config")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _COORDINATOR.value or _NUM_PROCESSES.value or "WD_JAX_COORDINATOR_ADDRESS" in os.environ:
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   result = train.fit(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
   if result.get("diverged"):
     raise SystemExit(f"diverged: {result['message']} (see {_WORKDIR.value}/summary.md)")

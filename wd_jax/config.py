@@ -18,6 +18,7 @@ MODELS = ("mlp", "cnn1d", "resnet", "transformer")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
 WD_SCHEDULES = ("constant", "early", "late")
 MASKS = ("all", "default", "rules")
+PARALLEL = ("none", "pmap", "sharded")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -48,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 1000
   c.checkpoint_every = 1000
   c.max_checkpoints = 2
+  c.parallel = (
+    "none"  # none | pmap | sharded (data parallel over every device; see wd_jax.parallel)
+  )
   return c
 
 
@@ -69,6 +73,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     "config.optimizer.wd_schedule", config.optimizer.wd_schedule, WD_SCHEDULES
   )
   _validation.check_choice("config.optimizer.mask", config.optimizer.mask, MASKS)
+  _validation.check_choice("config.parallel", config.parallel, PARALLEL)
   for name in (
     "steps",
     "batch_size",

@@ -28,6 +28,7 @@ from wd_jax import config as config_lib
 from wd_jax import data as data_lib
 from wd_jax import diagnostics
 from wd_jax import models as models_lib
+from wd_jax import parallel as parallel_lib
 from wd_jax.masks import leaf_multipliers, param_paths
 from wd_jax.runlog import MetricWriter, Progress, write_atomic
 from wd_jax.transforms import decay_factor
@@ -122,25 +123,42 @@ def make_train_step(
   *,
   with_diagnostics: bool = False,
   axis_name: str | None = None,
+  graphdef: Any = None,
+  batch_sharding: Any = None,
 ) -> Callable[[TrainState, data_lib.BatchSampler], tuple[TrainState, dict[str, jax.Array]]]:
   """The pure step ``(state, sampler) -> (state, metrics)``.
 
-  The sampler (from `data_lib.make_batch_fn`) is an argument, not a closure, so the data
-  is not baked into the compiled program. With `axis_name`, each device draws its own
-  batch and gradients, metrics and BatchNorm statistics are averaged over that axis.
+  The sampler (from `data_lib.make_batch_fn`, global batch size) is an argument, not a
+  closure, so the data is not baked into the compiled program. Every strategy draws the
+  same global batch from ``fold_in(key, step)``, so data parallel runs compute the
+  single-device step:
+
+  - `axis_name` (``jax.pmap``): each device keeps its slice of the global batch;
+    gradients, metrics and BatchNorm statistics are averaged over the axis (pass a
+    `graphdef` whose BatchNorm layers carry the same ``axis_name``, see `wd_jax.parallel`).
+  - `batch_sharding` (``jax.jit`` over a mesh): the batch is constrained to it and XLA
+    partitions the step.
   """
   config, task = exp.config, exp.dataset.task
   per_leaf = config.per_leaf_diagnostics
   si = exp.scale_invariant
+  train_graphdef = exp.train_graphdef if graphdef is None else graphdef
 
   def step_fn(state: TrainState, sampler: data_lib.BatchSampler):
     key = jax.random.fold_in(state.key, state.step)
-    if axis_name is not None:
-      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     x, y = sampler(key)
+    if axis_name is not None:
+      n = jax.lax.axis_size(axis_name)
+      if x.shape[0] % n:
+        raise ValueError(f"batch_size {x.shape[0]} is not divisible by the {n} devices.")
+      local = x.shape[0] // n
+      start = jax.lax.axis_index(axis_name) * local
+      x, y = (jax.lax.dynamic_slice_in_dim(a, start, local) for a in (x, y))
+    if batch_sharding is not None:
+      x, y = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (x, y))
 
     def loss_fn(params):
-      logits, new_rest = models_lib.apply_model(exp.train_graphdef, params, state.rest, x)
+      logits, new_rest = models_lib.apply_model(train_graphdef, params, state.rest, x)
       loss, metrics = loss_and_metrics(task, logits, y)
       return loss, (new_rest, metrics)
 
@@ -234,10 +252,42 @@ def equilibrium_predictions(
 
 
 def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+  """Process 0's manager; on several hosts it runs alone (``active_processes={0}``)."""
+  mp = {}
+  if jax.process_count() > 1:
+    mp["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+      primary_host=0, active_processes={0}
+    )
+  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  os.makedirs(directory, exist_ok=True)  # orbax cannot create it itself with active_processes
   return ocp.CheckpointManager(
-    os.path.abspath(os.path.join(workdir, "checkpoints")),
-    options=ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints, create=True),
+    directory,
+    options=ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints, create=False, **mp),
   )
+
+
+def _broadcast_int(value: int) -> int:
+  """Process 0's `value` on every process (a no-op on one host)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def _restore(workdir: str, config, step: int, like: TrainState) -> TrainState:
+  """The checkpoint at `step`, read by every process (the files are on a shared filesystem)."""
+  mngr = ocp.CheckpointManager(
+    os.path.abspath(os.path.join(workdir, "checkpoints")),
+    options=ocp.CheckpointManagerOptions(
+      read_only=True, multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=None)
+    )
+    if jax.process_count() > 1
+    else ocp.CheckpointManagerOptions(read_only=True),
+  )
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  with mngr:
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
 def _all_finite(tree) -> bool:
@@ -284,23 +334,26 @@ def fit(
   Bad config values and unreadable data raise before `workdir` is created.
   """
   exp = build(config)  # validates and loads: nothing written yet
-  prepare_workdir(config, workdir, resume=resume)
-  mngr = _checkpoint_manager(workdir, config)
+  dp = parallel_lib.DataParallel(config.parallel)
+  dp.check_batch_size(config.batch_size)
+  lead = jax.process_index() == 0  # only process 0 writes logs, summaries and checkpoints
+  if lead:
+    prepare_workdir(config, workdir, resume=resume)
+  mngr = _checkpoint_manager(workdir, config) if lead else None
   state = exp.init_state
   start = 0
-  if resume and mngr.latest_step() is not None:
-    start = mngr.latest_step()
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    state = mngr.restore(start, args=ocp.args.StandardRestore(abstract))
-  writer = MetricWriter(workdir, resume_step=start if resume else None)
-  train_step = jax.jit(make_train_step(exp), donate_argnums=0)
+  if resume:
+    start = _broadcast_int(mngr.latest_step() if lead and mngr.latest_step() is not None else 0)
+    if start:
+      state = _restore(workdir, config, start, state)
+  state = dp.place(state)
+  writer = MetricWriter(workdir, resume_step=start if resume else None) if lead else None
+  train_step = dp.compile_step(exp, make_train_step)
   diag_every = config.diagnostics_every
-  diag_step = (
-    jax.jit(make_train_step(exp, with_diagnostics=True), donate_argnums=0) if diag_every else None
-  )
+  diag_step = dp.compile_step(exp, make_train_step, with_diagnostics=True) if diag_every else None
   eval_fn = jax.jit(make_eval_step(exp))
-  sampler = data_lib.make_batch_fn(exp.dataset, config.batch_size)
-  progress = Progress(config.steps, start) if verbose else None
+  sampler = dp.place(data_lib.make_batch_fn(exp.dataset, config.batch_size))
+  progress = Progress(config.steps, start) if verbose and lead else None
   t_start = time.perf_counter()
   last_log_t, last_log_step = t_start, start
   final: dict[str, Any] = {}
@@ -312,7 +365,7 @@ def fit(
       diag_now = bool(diag_every) and (nxt % diag_every == 0)
       state, metrics = (diag_step if diag_now else train_step)(state, sampler)
       if log_now or diag_now:
-        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        m = dp.fetch(metrics)
         if not math.isfinite(m["loss"]):
           diverged_at = nxt
           raise Diverged(f"non-finite loss {m['loss']} at step {nxt}")
@@ -325,30 +378,36 @@ def fit(
         if diag_now:
           m.update(equilibrium_predictions(exp, step, m))
         if nxt % config.eval_every == 0 or nxt == config.steps:
-          m.update(evaluate(exp, eval_fn, state))
-        writer.write(nxt, m)
+          m.update(evaluate(exp, eval_fn, dp.local(state)))
+        if writer:
+          writer.write(nxt, m)
         final = m
         if progress:
           progress.update(nxt, m)
       if nxt % config.checkpoint_every == 0 or nxt == config.steps:
-        if not _all_finite(state.params):
+        local = dp.local(state)
+        if not _all_finite(local.params):
           diverged_at = nxt
           raise Diverged(f"non-finite parameters at step {nxt}")
-        mngr.save(nxt, args=ocp.args.StandardSave(state))
+        if mngr:
+          mngr.save(nxt, args=ocp.args.StandardSave(jax.device_get(local)))
   except Diverged as e:
     final = {"diverged": True, "diverged_at_step": diverged_at, "message": str(e)}
-    if verbose:
+    if verbose and lead:
       print(f"\nrun diverged: {e}; last good checkpoint: step {mngr.latest_step()}")
   finally:
-    mngr.wait_until_finished()
-    mngr.close()
-    writer.close()
+    if mngr:
+      mngr.wait_until_finished()
+    if writer:
+      writer.close()
     if progress:
       progress.close()
   final["wall_time_sec"] = time.perf_counter() - t_start
-  final["last_checkpoint_step"] = mngr.latest_step()
-  write_summary(workdir, config, final)
-  final["state"] = state if diverged_at is None else None
+  if mngr:
+    final["last_checkpoint_step"] = mngr.latest_step()
+    mngr.close()
+    write_summary(workdir, config, final)
+  final["state"] = dp.local(state) if diverged_at is None else None
   return final
 
 
