@@ -38,12 +38,14 @@ def initialize_distributed(
   """Joins JAX's multi-process runtime (`jax.distributed.initialize`), once per process.
 
   Arguments default to the environment variables ``WD_JAX_COORDINATOR_ADDRESS``,
-  ``WD_JAX_NUM_PROCESSES`` and ``WD_JAX_PROCESS_ID``; with none of them set, JAX's own
-  cluster detection runs (TPU pod slices, SLURM, Open MPI). On CPU, cross-process
-  collectives use gloo.
+  ``WD_JAX_NUM_PROCESSES`` and ``WD_JAX_PROCESS_ID``; an address of ``"auto"`` (or none)
+  leaves the cluster to JAX's own detection (TPU pod slices, SLURM, Open MPI). On CPU,
+  cross-process collectives use gloo.
   """
   env = os.environ
   coordinator_address = coordinator_address or env.get("WD_JAX_COORDINATOR_ADDRESS")
+  if coordinator_address == "auto":  # let JAX detect the cluster (TPU pod slice, SLURM, MPI)
+    coordinator_address = None
   if num_processes is None and "WD_JAX_NUM_PROCESSES" in env:
     num_processes = int(env["WD_JAX_NUM_PROCESSES"])
   if process_id is None and "WD_JAX_PROCESS_ID" in env:
