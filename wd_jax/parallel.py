@@ -63,7 +63,7 @@ def initialize_distributed(
 
 def sync_batchnorm_graphdef(exp: Any) -> Any:
   """The train graphdef with every BatchNorm reducing its statistics over `AXIS`."""
-  model = nnx.merge(exp.train_graphdef, exp.init_state.params, exp.init_state.rest)
+  model = nnx.merge(exp.train_graphdef, *exp.nnx_states(exp.init_state.params, exp.init_state.rest))
   model = nnx.with_attributes(model, axis_name=AXIS, raise_if_not_found=False)
   return nnx.split(model, nnx.Param, ...)[0]
 

@@ -81,6 +81,21 @@ class Experiment:
   wd_schedule: Any
   scale_invariant: list[bool]  # per params leaf
   init_state: TrainState
+  params_def: Any = None  # treedef of the nnx.State that params (a plain dict) came from
+  rest_def: Any = None
+
+  def nnx_states(self, params: Any, rest: Any) -> tuple[nnx.State, nnx.State]:
+    """The plain-dict params/rest of a TrainState as the nnx.State trees a graphdef merges with."""
+    return (
+      jax.tree.unflatten(self.params_def, jax.tree.leaves(params)),
+      jax.tree.unflatten(self.rest_def, jax.tree.leaves(rest)),
+    )
+
+  def apply(self, graphdef: Any, params: Any, rest: Any, x: jax.Array) -> tuple[jax.Array, Any]:
+    """`models.apply_model` on plain-dict state; the new rest comes back as a plain dict."""
+    p, r = self.nnx_states(params, rest)
+    logits, new_rest = models_lib.apply_model(graphdef, p, r, x)
+    return logits, jax.tree.unflatten(jax.tree.structure(rest), jax.tree.leaves(new_rest))
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
@@ -95,7 +110,10 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     **dict(config.model.kwargs),
   )
   si_mask = model.scale_invariant_mask()
-  train_gd, eval_gd, params, rest = models_lib.split_model(model)
+  train_gd, eval_gd, params_state, rest_state = models_lib.split_model(model)
+  # TrainState holds plain dicts: nnx.State trees cost ~100 µs of Python per jitted call to
+  # flatten and rebuild (measured by bench/engine.py); the step rebuilds them inside the trace.
+  params, rest = nnx.to_pure_dict(params_state), nnx.to_pure_dict(rest_state)
   optimizer = config_lib.build_optimizer(config)
   state = TrainState(
     step=jnp.zeros([], jnp.int32),
@@ -115,6 +133,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     config_lib.weight_decay_schedule(config),
     si,
     state,
+    jax.tree.structure(params_state),
+    jax.tree.structure(rest_state),
   )
 
 
@@ -158,7 +178,7 @@ def make_train_step(
       x, y = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (x, y))
 
     def loss_fn(params):
-      logits, new_rest = models_lib.apply_model(train_graphdef, params, state.rest, x)
+      logits, new_rest = exp.apply(train_graphdef, params, state.rest, x)
       loss, metrics = loss_and_metrics(task, logits, y)
       return loss, (new_rest, metrics)
 
@@ -187,7 +207,7 @@ def make_eval_step(exp: Experiment):
   task = exp.dataset.task
 
   def eval_fn(params, rest, x, y, w):
-    logits, _ = models_lib.apply_model(exp.eval_graphdef, params, rest, x)
+    logits, _ = exp.apply(exp.eval_graphdef, params, rest, x)
     _, metrics = loss_and_metrics(task, logits, y, w)
     n = jnp.sum(w)
     return {k: v * n for k, v in metrics.items()} | {"count": n}
