@@ -50,6 +50,8 @@ def test_mean_spread_and_fmt():
   m, s = study.mean_spread([1.0, 2.0, 3.0, float("nan")])
   assert m == 2.0 and s == 1.0
   assert study.fmt([1.0, 2.0, 3.0]) == "2.000 ± 1.000 (n=3)"
+  assert study.fmt([1.0, 3.0, float("nan")]) == "2.000 ± 1.414 (n=2, 1 of 3 diverged)"
+  assert study.fmt([float("nan")] * 2) == "diverged (n=2)"
 
 
 def test_summary_lists_claim_verdict_tables_and_figures(tmp_path):

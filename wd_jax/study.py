@@ -58,9 +58,13 @@ def mean_spread(values: Sequence[float]) -> tuple[float, float]:
 
 
 def fmt(values: Sequence[float], digits: int = 3) -> str:
-  """``"0.912 ± 0.004 (n=3)"``."""
+  """``"0.912 ± 0.004 (n=3)"``; non-finite values (diverged runs) are counted, not averaged."""
+  bad = sum(1 for v in values if v is None or not math.isfinite(v))
+  if bad == len(values):
+    return f"diverged (n={len(values)})"
   m, s = mean_spread(values)
-  return f"{m:.{digits}f} ± {s:.{digits}f} (n={len(values)})"
+  note = f", {bad} of {len(values)} diverged" if bad else ""
+  return f"{m:.{digits}f} ± {s:.{digits}f} (n={len(values) - bad}{note})"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -295,7 +295,7 @@ def _broadcast_int(value: int) -> int:
   return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
-def _restore(workdir: str, config, step: int, like: TrainState) -> TrainState:
+def _restore(workdir: str, step: int, like: TrainState) -> TrainState:
   """The checkpoint at `step`, read by every process (the files are on a shared filesystem)."""
   mngr = ocp.CheckpointManager(
     os.path.abspath(os.path.join(workdir, "checkpoints")),
@@ -365,7 +365,7 @@ def fit(
   if resume:
     start = _broadcast_int(mngr.latest_step() if lead and mngr.latest_step() is not None else 0)
     if start:
-      state = _restore(workdir, config, start, state)
+      state = _restore(workdir, start, state)
   state = dp.place(state)
   writer = MetricWriter(workdir, resume_step=start if resume else None) if lead else None
   train_step = dp.compile_step(exp, make_train_step)
