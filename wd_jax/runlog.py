@@ -18,6 +18,9 @@ def write_atomic(path: str, text: str) -> None:
   try:
     with os.fdopen(fd, "w") as f:
       f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
