@@ -1,0 +1,56 @@
+r"""MNIST-1D, MLP 40→100→100→10, AdamW: a 4 × 4 sweep of peak learning rate × weight decay.
+
+    python experiments/sweep.py --workdir=runs/sweep_mlp \
+      --config=experiments/configs/sweep_mnist1d_mlp.py
+    python experiments/sweep.py --workdir=/tmp/sweep_smoke \
+      --config=experiments/configs/sweep_mnist1d_mlp.py:smoke
+    python experiments/sweep.py --config=... --workdir=... --config.sweep.strategy=vmap
+
+The base run is experiments/configs/mnist1d_mlp.py (6000 steps, batch 128, warmup + cosine to 0,
+λ multiplied by the scheduled lr as in torch AdamW, biases undecayed). The 16 configurations
+differ only in injected hyperparameters, so they form one group: one compiled program.
+Outputs in WORKDIR: results.csv/.md, summary.md, heatmap_test_accuracy.png, runs/<i>-<name>/.
+Variants: default (16 configurations), ``smoke`` (2 × 2, 40 steps, seconds).
+
+Expected (default, seed 0, measured on 2 shared CPU cores): 38 s wall with ``auto`` (it chose
+``vmap``); no configuration diverges; final test accuracy from 0.616 (lr 1e-3, λ 1e-2) to 0.765
+(lr 3e-2, λ 0.1, the best cell; best-during-training 0.78 at step 4000); λ = 0.1 is the best
+or within 0.006 of the best λ in every lr column. One seed, and the cell is selected on the test
+split: read the best value as optimistic.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def _base(variant: str) -> ml_collections.ConfigDict:
+  # The run config is mnist1d_mlp.py's, loaded by path (config files are not a package import).
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist1d_mlp.py")
+  spec = importlib.util.spec_from_file_location("_mnist1d_mlp_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def get_config(variant: str = "default") -> ml_collections.ConfigDict:
+  if variant not in ("default", "smoke"):
+    raise ValueError(f"variant must be 'default' or 'smoke', got {variant!r}.")
+  c = ml_collections.ConfigDict()
+  c.base = _base(variant)
+  c.grid = ml_collections.ConfigDict()
+  # Peak of the warmup-cosine lr schedule (per step).
+  c.grid.learning_rate = [1e-3, 3e-3, 1e-2, 3e-2]
+  # λ per step, multiplied by the scheduled lr (adamw coupling "lr", torch AdamW).
+  c.grid.weight_decay = [1e-4, 1e-3, 1e-2, 1e-1]
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.strategy = "auto"  # auto | vmap | sequential | processes
+  c.sweep.chunk_size = config_dict.placeholder(int)  # vmap: configurations per program
+  c.sweep.num_workers = config_dict.placeholder(int)  # processes: worker processes
+  c.report_metrics = ("test_accuracy", "best_test_accuracy")  # one heat map each
+  if variant == "smoke":
+    c.grid.learning_rate = [1e-3, 1e-2]
+    c.grid.weight_decay = [1e-4, 1e-1]
+  return c

@@ -1,0 +1,222 @@
+"""Sweeps: every strategy reproduces the solo runs, divergence stays local, outputs, bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from wd_jax import report, sweep, train
+from wd_jax.runlog import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+from configs import mnist1d_mlp  # noqa: E402
+
+GRID = {"learning_rate": [1e-3, 3e-3], "weight_decay": [1e-4, 1e-1]}
+# Measured max |Δθ| against the solo train.fit run after 40 steps: 0 to 3e-8 (sequential and
+# processes: the injected lr/λ are traced scalars instead of constants, which moves a few float32
+# roundings) and 3e-8 to 6e-8 (vmap: batched matmuls also reorder sums). The bound leaves ~15×.
+PARAM_ATOL = 1e-6
+
+
+def _smoke():
+  c = mnist1d_mlp.get_config("smoke")  # 40 steps, logs and evals at 20 and 40
+  c.diagnostics_every = 0  # diagnostics double the compile time; the experiment test runs them
+  return c
+
+
+def _solo_config(lr, wd):
+  c = _smoke()
+  c.optimizer.learning_rate, c.optimizer.weight_decay = lr, wd
+  return c
+
+
+def _max_param_diff(a, b):
+  diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+  return max(jax.tree.leaves(diffs))
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory):
+  """train.fit of each grid configuration alone: (lr, wd) -> (final dict, metrics records)."""
+  out = {}
+  for lr in GRID["learning_rate"]:
+    for wd in GRID["weight_decay"]:
+      workdir = str(tmp_path_factory.mktemp("solo") / "run")
+      result = train.fit(_solo_config(lr, wd), workdir, verbose=False)
+      out[lr, wd] = result, read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  return out
+
+
+@pytest.fixture(scope="module")
+def sequential_sweep(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("seq") / "sweep")
+  rows = sweep.run_sweep(
+    _smoke(), GRID, workdir, strategy="sequential", verbose=False, return_states=True
+  )
+  return workdir, rows
+
+
+def _assert_matches_solo(workdir, rows, solo):
+  assert len(rows) == 4
+  for row in rows:
+    result, records = solo[row["learning_rate"], row["weight_decay"]]
+    assert not row["diverged"] and row["steps"] == 40
+    assert _max_param_diff(row["state"].params, result["state"].params) < PARAM_ATOL
+    np.testing.assert_allclose(row["loss"], result["loss"], rtol=1e-5)
+    np.testing.assert_allclose(row["test_loss"], result["test_loss"], rtol=1e-5)
+    assert abs(row["test_accuracy"] - result["test_accuracy"]) <= 1e-3  # one test example
+    mine = read_metrics(os.path.join(workdir, row["run_dir"], "metrics.jsonl"))
+    assert [r["step"] for r in mine] == [r["step"] for r in records] == [20, 40]
+    for a, b in zip(mine, records):
+      assert a.keys() == b.keys()
+      assert a["learning_rate"] == b["learning_rate"] and a["weight_decay"] == b["weight_decay"]
+      np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+
+
+def test_vmap_matches_solo_runs(tmp_path, solo):
+  workdir = str(tmp_path / "sweep")
+  rows = sweep.run_sweep(
+    _smoke(), GRID, workdir, strategy="vmap", verbose=False, return_states=True
+  )
+  _assert_matches_solo(workdir, rows, solo)
+  assert [r["strategy"] for r in rows] == ["vmap"] * 4
+  with open(os.path.join(workdir, "strategy.json")) as f:
+    assert json.load(f)["compiles"] == [{"vmap_step": 1, "vmap_eval": 1}]  # 4 configs, 1 program
+  for name in ("config.json", "results.csv", "results.md", "summary.md"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "results.csv")) as f:
+    table = list(csv.DictReader(f))
+  assert [float(r["learning_rate"]) for r in table] == [1e-3, 1e-3, 3e-3, 3e-3]
+  assert {"loss", "test_accuracy", "best_test_accuracy", "test_loss", "diverged", "steps"} <= set(
+    table[0]
+  )
+
+
+def test_sequential_matches_solo_runs_and_compiles_once(sequential_sweep, solo):
+  workdir, rows = sequential_sweep
+  _assert_matches_solo(workdir, rows, solo)
+  with open(os.path.join(workdir, "strategy.json")) as f:
+    info = json.load(f)
+  # One executable per jitted function for all four configurations: lr and λ are state.
+  assert info["compiles"] == [{"single_step": 1, "single_eval": 1}]
+
+
+def test_diverging_configuration_is_marked_and_leaves_the_others_alone(tmp_path, solo):
+  configs = [{"learning_rate": 3e-3, "weight_decay": 1e-1}, {"learning_rate": 1e6}]
+  workdir = str(tmp_path / "sweep")
+  rows = sweep.run_sweep(
+    _smoke(), configs, workdir, strategy="vmap", verbose=False, return_states=True
+  )
+  good, bad = rows
+  assert bad["diverged"] and bad["diverged_at_step"] == bad["steps"] == 20
+  assert np.isnan(bad["test_accuracy"]) and np.isnan(bad["loss"])
+  assert read_metrics(os.path.join(workdir, bad["run_dir"], "metrics.jsonl")) == []
+  # It shared a vmapped program with `good` until the end; its NaNs stayed in its own slice.
+  result, _ = solo[3e-3, 1e-1]
+  assert not good["diverged"] and good["steps"] == 40
+  assert _max_param_diff(good["state"].params, result["state"].params) < PARAM_ATOL
+  solo_bad = train.fit(_solo_config(1e6, 1e-2), str(tmp_path / "solo_bad"), verbose=False)
+  assert solo_bad["diverged"] and solo_bad["diverged_at_step"] == bad["diverged_at_step"]
+  with open(os.path.join(workdir, "summary.md")) as f:
+    assert "1 diverged" in f.read()
+
+
+def test_processes_give_the_sequential_results(tmp_path, sequential_sweep):
+  _, expected = sequential_sweep
+  workdir = str(tmp_path / "sweep")
+  rows = sweep.run_sweep(
+    _smoke(), GRID, workdir, strategy="processes", num_workers=2, verbose=False
+  )
+  with open(os.path.join(workdir, "strategy.json")) as f:
+    workers = json.load(f)["workers"]
+  assert len(workers) == 2
+  if len(os.sched_getaffinity(0)) >= 2:  # each worker pinned to its own core
+    assert not set(workers[0]["cores"]) & set(workers[1]["cores"])
+  for row, exp in zip(rows, expected):
+    assert row["name"] == exp["name"] and row["strategy"] == "processes"
+    for k in ("loss", "test_loss", "test_accuracy", "best_test_accuracy"):
+      np.testing.assert_allclose(row[k], exp[k], rtol=1e-5, err_msg=k)
+    assert os.path.exists(os.path.join(workdir, row["run_dir"], "metrics.jsonl"))
+
+
+@pytest.mark.parametrize(
+  "grid, field",
+  [
+    ({"learning_rat": [1e-3]}, "learning_rat"),
+    ({"weight_decay": []}, "weight_decay"),
+    ({"learning_rate": ["fast"]}, "learning_rate"),
+    ({"learning_rate": [-1e-3]}, "learning_rate"),
+    ({"optimizer.kwargs.b1": [1.5]}, "optimizer.kwargs.b1"),
+    ({"seed": [0.5]}, "seed"),
+    ([{"model.kwargs.nonexistent.depth": 2}], "model.kwargs.nonexistent.depth"),
+    ({"learning_rate": 1e-3}, "learning_rate"),
+  ],
+)
+def test_bad_grid_raises_before_the_workdir_exists(tmp_path, grid, field):
+  workdir = str(tmp_path / "sweep")
+  with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+    sweep.run_sweep(_smoke(), grid, workdir, strategy="sequential", verbose=False)
+  assert not os.path.exists(workdir)
+
+
+@pytest.mark.parametrize("grid", [{}, []])
+def test_empty_grid_raises(tmp_path, grid):
+  with pytest.raises(ValueError, match="empty"):
+    sweep.run_sweep(_smoke(), grid, str(tmp_path / "sweep"), verbose=False)
+  assert not os.path.exists(tmp_path / "sweep")
+
+
+def test_grid_expansion_and_names():
+  runs = sweep.expand_grid(_smoke(), {"learning_rate": [1e-3, 1e-2], "seed": [0, 1, 2]})
+  assert [(r.config.optimizer.learning_rate, r.config.seed) for r in runs[:4]] == [
+    (1e-3, 0),
+    (1e-3, 1),
+    (1e-3, 2),
+    (1e-2, 0),
+  ]
+  assert runs[4].name == "4-lr=0.01_seed=1"
+  assert len(sweep.group_runs(runs)) == 1  # lr and seed are state: one compiled program
+  runs = sweep.expand_grid(_smoke(), {"optimizer.name": ["adamw", "sgdw"], "weight_decay": [0.0]})
+  assert len(sweep.group_runs(runs)) == 2
+
+
+def test_heatmap_and_line_plot(tmp_path, sequential_sweep):
+  workdir, _ = sequential_sweep
+  out = str(tmp_path / "heat.png")
+  assert report.heatmap(workdir, out=out) == out
+  with open(out, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert 1_000 < os.path.getsize(out) <= 150_000
+  with pytest.raises(ValueError, match="metric"):
+    report.heatmap(workdir, metric="nope")
+  line = report.line_plot(
+    {"a": ([1, 2, 3], [3.0, 2.0, 1.0])}, "t", "step", "loss", str(tmp_path / "l.png"), logy=True
+  )
+  assert os.path.getsize(line) > 1_000
+
+
+def test_experiment_smoke_end_to_end(tmp_path):
+  workdir = str(tmp_path / "sweep")
+  cmd = [
+    sys.executable,
+    os.path.join(ROOT, "experiments", "sweep.py"),
+    f"--config={os.path.join(ROOT, 'experiments/configs/sweep_mnist1d_mlp.py')}:smoke",
+    f"--workdir={workdir}",
+  ]
+  subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+  for name in ("results.csv", "summary.md", "heatmap_test_accuracy.png", "strategy.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "strategy.json")) as f:
+    info = json.load(f)
+  assert info["requested"] == "auto" and info["chosen"] in sweep.STRATEGIES
+  assert {"sequential", "vmap"} <= set(info["measurements"])
+  rows = report.read_results(workdir)
+  assert len(rows) == 4
+  records = read_metrics(os.path.join(workdir, rows[0]["run_dir"], "metrics.jsonl"))
+  assert "param_norm" in records[-1] and "test_accuracy" in records[-1]  # diagnostics on

@@ -1,0 +1,323 @@
+"""Figures from run outputs: lr × λ heat maps of a sweep workdir, and a generic line plot.
+
+Everything is drawn with matplotlib's Agg backend (no display needed) into small PNGs
+(100 dpi, well under 150 kB), from files the runs wrote, never inside a training step:
+
+>>> path = heatmap("runs/sweep")                      # runs/sweep/heatmap_test_accuracy.png
+>>> line_plot({"adamw": (steps, losses)}, "train loss", "step", "loss", "loss.png", logy=True)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import colors as mcolors
+from matplotlib.patches import Rectangle
+
+DPI = 100
+_LABELS = {
+  "test_accuracy": "final test accuracy",
+  "best_test_accuracy": "best test accuracy",
+  "test_loss": "final test loss",
+  "loss": "final train loss (last logged batch)",
+  "accuracy": "final train accuracy (last logged batch)",
+}
+
+
+def _float(text: str) -> float:
+  try:
+    return float(text)
+  except (TypeError, ValueError):
+    return math.nan
+
+
+def read_results(workdir: str) -> list[dict[str, Any]]:
+  """The rows of a sweep's ``results.csv``, numbers parsed (empty cells: NaN / None)."""
+  path = os.path.join(workdir, "results.csv")
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir!r} holds no results.csv: is it a finished sweep workdir?")
+  rows = []
+  with open(path, newline="") as f:
+    for raw in csv.DictReader(f):
+      row: dict[str, Any] = dict(raw)
+      for k, v in raw.items():
+        if k in ("name", "optimizer", "strategy", "run_dir"):
+          continue
+        if k == "diverged":
+          row[k] = v == "True"
+        elif v != "" and not math.isnan(_float(v)):
+          row[k] = _float(v)
+        elif v == "" or v.lower() == "nan":
+          row[k] = math.nan
+      rows.append(row)
+  return rows
+
+
+def _edges(values: Sequence[float], log: bool) -> np.ndarray:
+  """Cell edges around sorted grid values: geometric (log axes) or arithmetic midpoints."""
+  v = np.asarray(values, float)
+  if len(v) == 1:
+    return np.array([v[0] / 2, v[0] * 2]) if log else np.array([v[0] - 0.5, v[0] + 0.5])
+  t = np.log(v) if log else v
+  mids = (t[1:] + t[:-1]) / 2
+  e = np.concatenate([[t[0] - (mids[0] - t[0])], mids, [t[-1] + (t[-1] - mids[-1])]])
+  return np.exp(e) if log else e
+
+
+def _subtitle(workdir: str) -> str:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    base = json.load(f).get("base", {})
+  try:
+    o = base["optimizer"]
+    coupling = o.get("kwargs", {}).get("coupling")
+    extra = f", coupling {coupling}" if coupling else ""
+    return (
+      f"{base['dataset']['name']} / {base['model']['name']}, {base['steps']} steps, "
+      f"batch {base['batch_size']}, lr schedule {o['lr_schedule']}{extra}"
+    )
+  except (KeyError, TypeError):
+    return ""
+
+
+def heatmap(
+  workdir: str,
+  metric: str = "test_accuracy",
+  out: str | None = None,
+  *,
+  higher_is_better: bool | None = None,
+) -> str:
+  """Draws the sweep's lr × λ grid coloured by `metric`, one panel per optimizer (and per value of
+  any other grid field besides lr, λ and seed).
+
+  Configurations that share a panel, lr and λ (several seeds) are averaged; a cell
+  whose configurations all diverged is grey and hatched. The best cell of each panel is outlined
+  in red. Axes are log-scaled when every value is > 0 (a λ of 0 gives evenly spaced values).
+
+  Args:
+    workdir: a sweep workdir (`wd_jax.sweep.run_sweep`) holding ``results.csv``.
+    metric: a results column: ``test_accuracy`` (final), ``best_test_accuracy``, ``test_loss``,
+      ``loss`` (final train loss)...
+    out: the PNG path; default ``<workdir>/heatmap_<metric>.png``.
+    higher_is_better: which end is best; default: True for accuracies, False otherwise.
+
+  Returns:
+    The path of the PNG written.
+
+  Raises:
+    ValueError: no results.csv, or `metric` is not one of its columns.
+  """
+  rows = read_results(workdir)
+  if not rows or metric not in rows[0]:
+    cols = sorted(rows[0]) if rows else []
+    raise ValueError(f"metric must be a column of results.csv {cols}, got {metric!r}.")
+  if higher_is_better is None:
+    higher_is_better = "accuracy" in metric
+  out = out or os.path.join(workdir, f"heatmap_{metric}.png")
+  cols = list(rows[0])
+  # Grid fields other than lr, λ and seed (e.g. optimizer.kwargs.b1) get panels of their own.
+  extra = cols[cols.index("seed") + 1 : cols.index("loss")] if "seed" in cols else []
+
+  def panel_of(r: dict[str, Any]) -> str:
+    parts = [str(r["optimizer"])]
+    parts += [f"{c.split('.')[-1]}={_fmt(r.get(c))}" for c in extra]
+    return ", ".join(parts)
+
+  optimizers = list(dict.fromkeys(panel_of(r) for r in rows))
+  lrs = sorted({r["learning_rate"] for r in rows})
+  wds = sorted({r["weight_decay"] for r in rows})
+  log_x, log_y = min(lrs) > 0, min(wds) > 0
+  xs = lrs if log_x else list(range(len(lrs)))
+  ys = wds if log_y else list(range(len(wds)))
+  grids, dead, counts = {}, {}, {}
+  for opt in optimizers:
+    total = np.zeros((len(wds), len(lrs)))
+    n = np.zeros_like(total)
+    seen = np.zeros_like(total)
+    div = np.zeros_like(total)
+    for r in rows:
+      if panel_of(r) != opt:
+        continue
+      i, j = wds.index(r["weight_decay"]), lrs.index(r["learning_rate"])
+      seen[i, j] += 1
+      div[i, j] += bool(r["diverged"])
+      v = r.get(metric, math.nan)
+      if not r["diverged"] and isinstance(v, float) and math.isfinite(v):
+        total[i, j] += v
+        n[i, j] += 1
+    grids[opt] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    dead[opt] = (seen > 0) & (div == seen)
+    counts[opt] = int(seen.max()) if seen.size else 0
+  finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+  vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+  if vmin == vmax:
+    pad = max(abs(vmin) * 0.05, 1e-3)
+    vmin, vmax = vmin - pad, vmax + pad
+  norm = mcolors.Normalize(vmin, vmax)
+  cmap = plt.get_cmap("viridis" if higher_is_better else "viridis_r")
+  k = len(optimizers)
+  ncols = min(k, 4)
+  nrows = math.ceil(k / ncols)
+  fig, axes = plt.subplots(
+    nrows,
+    ncols,
+    figsize=(1.4 + 3.6 * ncols, 0.5 + 3.4 * nrows),
+    dpi=DPI,
+    squeeze=False,
+    layout="constrained",
+  )
+  for ax in axes.flat[k:]:
+    ax.set_visible(False)
+  annotate = len(lrs) * len(wds) <= 64
+  xe, ye = _edges(xs, log_x), _edges(ys, log_y)
+  mesh = None
+  for ax, opt in zip(axes.flat, optimizers):
+    g = grids[opt]
+    mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(g), cmap=cmap, norm=norm)
+    for i in range(len(wds)):
+      for j in range(len(lrs)):
+        cell = (xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i]
+        if dead[opt][i, j]:  # every run of the cell diverged
+          ax.add_patch(Rectangle(*cell, facecolor="0.8", edgecolor="0.45", hatch="///", lw=0))
+          if annotate:
+            ax.text(
+              *_center(xe, ye, i, j, log_x, log_y),
+              "diverged",
+              ha="center",
+              va="center",
+              fontsize=8,
+              color="0.1",
+              bbox={"facecolor": "0.8", "edgecolor": "none", "pad": 1},
+            )
+        elif np.isnan(g[i, j]):  # not in the sweep, or no value of this metric: left blank
+          continue
+        elif annotate:
+          rgb = cmap(norm(g[i, j]))[:3]
+          dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.5
+          ax.text(
+            *_center(xe, ye, i, j, log_x, log_y),
+            f"{g[i, j]:.3g}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if dark else "black",
+          )
+    if np.isfinite(g).any():
+      flat = np.nanargmax(g) if higher_is_better else np.nanargmin(g)
+      i, j = np.unravel_index(flat, g.shape)
+      ax.add_patch(
+        Rectangle(
+          (xe[j], ye[i]),
+          xe[j + 1] - xe[j],
+          ye[i + 1] - ye[i],
+          fill=False,
+          edgecolor="red",
+          lw=2.2,
+          clip_on=False,
+        )
+      )
+      ax.set_title(f"{opt}: best {g[i, j]:.3g} at lr {lrs[j]:g}, λ {wds[i]:g}", fontsize=9)
+    else:
+      ax.set_title(f"{opt}: every run diverged", fontsize=9)
+    if log_x:
+      ax.set_xscale("log")
+    if log_y:
+      ax.set_yscale("log")
+    ax.set_xticks(xs, [f"{v:g}" for v in lrs], fontsize=8, rotation=30 if len(lrs) > 5 else 0)
+    ax.set_yticks(ys, [f"{v:g}" for v in wds], fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlim(xe[0], xe[-1])
+    ax.set_ylim(ye[0], ye[-1])
+    ax.set_xlabel("peak learning rate (per step" + (", log scale)" if log_x else ")"), fontsize=9)
+    ax.set_ylabel("weight decay λ (per step" + (", log scale)" if log_y else ")"), fontsize=9)
+  label = _LABELS.get(metric, metric)
+  seeds = max(counts.values())
+  avg = f", mean of {seeds} runs per cell" if seeds > 1 else ""
+  cbar = fig.colorbar(mesh, ax=list(axes.flat[:k]), shrink=0.95, pad=0.03)
+  cbar.set_label(label, fontsize=9)
+  cbar.ax.tick_params(labelsize=8)
+  sub = _subtitle(workdir)
+  fig.suptitle(f"Sweep: {label}{avg}" + (f"\n{sub}" if sub else ""), fontsize=10)
+  fig.savefig(out, dpi=DPI)
+  plt.close(fig)
+  return out
+
+
+def _fmt(v: Any) -> str:
+  if isinstance(v, float):
+    return "nan" if math.isnan(v) else f"{v:g}"
+  return str(v)
+
+
+def _center(xe, ye, i, j, log_x, log_y) -> tuple[float, float]:
+  x = math.sqrt(xe[j] * xe[j + 1]) if log_x else (xe[j] + xe[j + 1]) / 2
+  y = math.sqrt(ye[i] * ye[i + 1]) if log_y else (ye[i] + ye[i + 1]) / 2
+  return x, y
+
+
+def line_plot(
+  series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+  title: str,
+  xlabel: str,
+  ylabel: str,
+  out: str,
+  *,
+  logx: bool = False,
+  logy: bool = False,
+) -> str:
+  """One line per labelled series ``label -> (x, y)``; non-finite points are left out.
+
+  Args:
+    series: label -> (x values, y values), each a sequence of numbers of the same length.
+    title: the figure title.
+    xlabel: x-axis label (with its unit).
+    ylabel: y-axis label (with its unit).
+    out: the PNG path.
+    logx: log-scaled x axis.
+    logy: log-scaled y axis.
+
+  Returns:
+    `out`.
+
+  Raises:
+    ValueError: a series whose x and y differ in length.
+  """
+  fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=DPI)
+  for label, (x, y) in series.items():
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape:
+      raise ValueError(f"series {label!r}: x has shape {x.shape} but y has {y.shape}.")
+    keep = np.isfinite(x) & np.isfinite(y)
+    if logx:
+      keep &= x > 0
+    if logy:
+      keep &= y > 0
+    ax.plot(x[keep], y[keep], label=str(label), lw=1.5)
+  if logx:
+    ax.set_xscale("log")
+  if logy:
+    ax.set_yscale("log")
+  ax.set_title(title, fontsize=10)
+  ax.set_xlabel(xlabel, fontsize=9)
+  ax.set_ylabel(ylabel, fontsize=9)
+  ax.tick_params(labelsize=8)
+  ax.grid(alpha=0.3, which="both" if (logx or logy) else "major")
+  if len(series) > 1 or any(series):
+    ax.legend(fontsize=8, frameon=False)
+  fig.tight_layout()
+  fig.savefig(out, dpi=DPI)
+  plt.close(fig)
+  return out
