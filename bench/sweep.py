@@ -15,11 +15,18 @@ configuration, over the grid peak lr {1e-3, 3e-3, 1e-2, 3e-2} × λ {1e-4, 1e-3,
 The time of a variant is the wall time of its process(es), from launch to exit: interpreter and
 JAX import, dataset generation, model build, compilation, training, evaluation and outputs. The
 sweep's own split is printed too: ``run_sweep`` = inside `run_sweep`; ``train loop`` = the
-strategy's training after auto's measurements (strategy.json ``run_sec``). Then a smaller model,
-MLP 40→64→10 with batch 128 (per-step dispatch dominates), for ``vmap`` vs ``sequential``.
-Sanity: the final test accuracy of every sweep configuration is compared with its separate run.
+strategy's training after auto's measurements (strategy.json ``run_sec``); ``CPU s`` = user +
+system CPU time of the process tree, far less sensitive than wall time to other load on a shared
+machine. ``--rounds`` repeats the four strategies in rotated order and reports medians. Then a
+smaller model, MLP 40→64→10 with batch 128 (per-step dispatch dominates), ``vmap`` vs
+``sequential`` end to end, and the steady-state time per configuration-step of the sequential
+and the vmapped (×16) step for both models (median of 3 alternating ≥ 1 s timings).
+Sanity: the final test accuracy of every configuration is compared with its separate run (equal
+at small lr; at peak lr ≥ 3e-3 float rounding differences grow chaotically after ~100 steps,
+see wd_jax/sweep.py, so they agree only to within run-to-run noise).
 
-  python bench/sweep.py --steps=6000 --json_out=/tmp/bench_sweep.json
+  python bench/sweep.py --steps=1000 --json_out=/tmp/bench_sweep.json
+  python bench/sweep.py --steps=1000 --rounds=3 --skip_separate
 
 Targets the project reports against: ``auto`` within 5% of the best strategy; ``auto`` ≥ 3× faster
 than the 16 separate launches.
@@ -46,7 +53,8 @@ _SMALL_STEPS = flags.DEFINE_integer("small_steps", None, "Steps for the small mo
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs go (default: a temporary dir).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the results as JSON to this path.")
 _SKIP_SEPARATE = flags.DEFINE_bool("skip_separate", False, "Skip the 16 separate launches.")
-_RUN = flags.DEFINE_string("run", None, "Internal: run one sweep with this strategy and exit.")
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "Rounds of the 4 strategies (median reported).")
+_RUN = flags.DEFINE_string("run", None, "Internal: one sweep with this strategy, or 'throughput'.")
 _MODEL = flags.DEFINE_enum("model", "main", ["main", "small"], "Internal: which model --run uses.")
 
 LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
@@ -148,111 +156,184 @@ def _separate_launches(steps: int, workdir: str) -> dict:
   return {"wall_sec": wall, "cpu_sec": cpu, "test_accuracy": acc}
 
 
+def _throughput(model: str) -> None:
+  """Child process: steady-state step time of the sequential step and of the vmapped step."""
+  import statistics
+
+  from wd_jax import sweep
+
+  grid = {"learning_rate": list(LEARNING_RATES), "weight_decay": list(WEIGHT_DECAYS)}
+  runs = sweep.expand_grid(_base_config(model, 10**6), grid)
+  (group,) = sweep._build_groups(runs)
+  sweep._MEASURE_SECONDS = 1.0
+  out: dict[str, list[tuple[float, float]]] = {"sequential": [], "vmap": []}
+  for _ in range(3):  # alternate, so a change of machine load hits both alike
+    for name, batched in (("sequential", False), ("vmap", True)):
+      state = group.init_states(runs if batched else runs[:1], batched)
+      _, wall, cpu, _ = sweep._time_steps(group.step_fn(batched), state, group.sampler, 10**9)
+      k = len(runs) if batched else 1
+      out[name].append((wall / k, cpu / k))
+  med = {n: [statistics.median(x[i] for x in v) for i in (0, 1)] for n, v in out.items()}
+  print("BENCH_RESULT " + json.dumps(med), flush=True)
+
+
+def _launch_throughput(model: str) -> dict:
+  cmd = [sys.executable, os.path.abspath(__file__), "--run=throughput", f"--model={model}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+  if proc.returncode != 0:
+    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+  line = next(x for x in proc.stdout.splitlines() if x.startswith("BENCH_RESULT "))
+  return json.loads(line.split(" ", 1)[1])
+
+
 def _load() -> str:
   return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _median(results: list[dict], key: str) -> float:
+  values = sorted(r[key] for r in results)
+  mid = len(values) // 2
+  return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   steps = _STEPS.value
+  if _RUN.value == "throughput":
+    _throughput(_MODEL.value)
+    return
   if _RUN.value:
     _run_one(_RUN.value, _MODEL.value, steps, _WORKDIR.value)
     return
   import jax
 
   small_steps = _SMALL_STEPS.value or steps
+  rounds = _ROUNDS.value
   root = _WORKDIR.value or tempfile.mkdtemp(prefix="bench_sweep_")
   print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
   print(
     f"host: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} usable "
     f"cores, jax {jax.__version__} ({jax.default_backend()}); load average at start {_load()}"
   )
-  print(f"grid: lr {LEARNING_RATES} × λ {WEIGHT_DECAYS} = 16 configurations, {steps} steps each")
-  results: dict[str, dict] = {}
-  for strategy in STRATEGIES:
-    results[strategy] = _launch_sweep(strategy, "main", steps, os.path.join(root, strategy))
-    print(f"  done {strategy}: {results[strategy]['wall_sec']:.1f} s  (load {_load()})", flush=True)
+  print(
+    f"grid: lr {LEARNING_RATES} × λ {WEIGHT_DECAYS} = 16 configurations, {steps} steps each; "
+    f"{rounds} round(s) of the 4 strategies, order rotated each round"
+  )
+  runs: dict[str, list[dict]] = {s: [] for s in STRATEGIES}
+  for r in range(rounds):
+    order = STRATEGIES[r % len(STRATEGIES) :] + STRATEGIES[: r % len(STRATEGIES)]
+    for strategy in order:
+      out = _launch_sweep(strategy, "main", steps, os.path.join(root, f"r{r}_{strategy}"))
+      runs[strategy].append(out)
+      print(f"  round {r}: {strategy} {out['wall_sec']:.1f} s  (load {_load()})", flush=True)
+  separate = None
   if not _SKIP_SEPARATE.value:
-    results["separate"] = _separate_launches(steps, os.path.join(root, "separate"))
-    print(f"  done separate launches: {results['separate']['wall_sec']:.1f} s  (load {_load()})")
+    separate = _separate_launches(steps, os.path.join(root, "separate"))
+    print(f"  separate launches: {separate['wall_sec']:.1f} s  (load {_load()})", flush=True)
   small = {
     s: _launch_sweep(s, "small", small_steps, os.path.join(root, f"small_{s}"))
     for s in ("vmap", "sequential")
   }
-  print(f"  done small model  (load {_load()})\n")
+  throughput = {m: _launch_throughput(m) for m in ("main", "small")}
+  print(f"  small model and step throughput done  (load {_load()})\n")
 
-  best = min(STRATEGIES, key=lambda s: results[s]["wall_sec"])
-  best_wall = results[best]["wall_sec"]
-  sep = results.get("separate", {}).get("wall_sec")
+  wall = {s: _median(runs[s], "wall_sec") for s in STRATEGIES}
+  best = min(STRATEGIES, key=wall.get)
+  sep = separate["wall_sec"] if separate else None
+  agg = "median of rounds" if rounds > 1 else "one round"
   header = (
-    f"{'variant':<32}{'wall s':>8}{'CPU s':>8}{'run_sweep s':>13}{'train loop s':>14}"
-    f"{'wall ÷ best':>13}{'separate ÷ wall':>17}"
+    f"{'variant (' + agg + ')':<34}{'wall s':>8}{'CPU s':>8}{'run_sweep s':>13}"
+    f"{'train loop s':>14}{'wall ÷ best':>13}{'separate ÷ wall':>17}"
   )
   print(header)
   print("-" * len(header))
   for s in STRATEGIES:
-    r = results[s]
+    chosen = sorted({r["chosen"] for r in runs[s]})
     label = {
       "processes": f"processes ({NUM_WORKERS} workers)",
-      "auto": f"auto (chose {r['chosen']})",
+      "auto": f"auto (chose {'/'.join(chosen)})",
     }.get(s, s)
     print(
-      f"{label:<32}{r['wall_sec']:>8.1f}{r['cpu_sec']:>8.1f}{r['run_sweep_sec']:>13.1f}"
-      f"{r['run_sec']:>14.1f}{r['wall_sec'] / best_wall:>13.3f}"
-      + (f"{sep / r['wall_sec']:>16.2f}x" if sep else "")
+      f"{label:<34}{wall[s]:>8.1f}{_median(runs[s], 'cpu_sec'):>8.1f}"
+      f"{_median(runs[s], 'run_sweep_sec'):>13.1f}{_median(runs[s], 'run_sec'):>14.1f}"
+      f"{wall[s] / wall[best]:>13.3f}" + (f"{sep / wall[s]:>16.2f}x" if sep else "")
     )
   if sep:
-    sep_cpu = results["separate"]["cpu_sec"]
     print(
-      f"{'16 separate train.py launches':<32}{sep:>8.1f}{sep_cpu:>8.1f}{'':>13}{'':>14}"
-      f"{sep / best_wall:>13.3f}{1.0:>16.2f}x"
+      f"{'16 separate train.py launches':<34}{sep:>8.1f}{separate['cpu_sec']:>8.1f}{'':>13}"
+      f"{'':>14}{sep / wall[best]:>13.3f}{1.0:>16.2f}x"
     )
+  if rounds > 1:
+    for s in STRATEGIES:
+      print(f"  {s} wall per round: " + ", ".join(f"{r['wall_sec']:.1f}" for r in runs[s]))
   print()
-  m = results["auto"]["measurements"]
-  for s in ("vmap", "sequential", "processes"):
-    if s in m:
-      print(f"auto measured {s}: " + json.dumps(m[s]))
-  if results["processes"].get("workers"):
-    for w, info in enumerate(results["processes"]["workers"]):
-      print(
-        f"processes worker {w}: cores {info['cores']}, import {info['import_sec']:.1f} s, "
-        f"build {info['build_sec']:.1f} s, train (with compilation) {info['train_sec']:.1f} s"
+  for r in runs["auto"]:
+    m = r["measurements"]
+    print(
+      f"auto chose {r['chosen']}; predicted s: "
+      + ", ".join(
+        f"{k} {m[k].get('predicted_sec', m[k].get('optimistic_sec', float('nan'))):.1f}"
+        for k in ("vmap", "sequential", "processes")
+        if k in m and isinstance(m[k], dict)
       )
-  if sep:
-    diffs = [
-      abs(results["vmap"]["test_accuracy"][k] - v)
-      for k, v in results["separate"]["test_accuracy"].items()
-    ]
-    print(f"max |test accuracy (vmap sweep) - test accuracy (separate run)|: {max(diffs):.4f}")
+      + f"; per config-step: vmap {m['vmap']['step_sec_per_config'] * 1e6:.0f} µs"
+      + (
+        f", sequential {m['sequential']['step_sec'] * 1e6:.0f} µs"
+        if "step_sec" in m.get("sequential", {})
+        else ""
+      )
+    )
+  for w, info in enumerate(runs["processes"][0].get("workers") or []):
+    print(
+      f"processes worker {w}: cores {info['cores']}, import {info['import_sec']:.1f} s, "
+      f"build {info['build_sec']:.1f} s, train (with compilation) {info['train_sec']:.1f} s"
+    )
+  if separate:
+    acc = {s: runs[s][0]["test_accuracy"] for s in ("vmap", "sequential")}
+    for s in ("vmap", "sequential"):
+      diffs = {k: abs(acc[s][k] - v) for k, v in separate["test_accuracy"].items()}
+      worst = max(diffs, key=diffs.get)
+      low = [
+        abs(acc[s][k] - v) for k, v in separate["test_accuracy"].items() if k.startswith("0.001,")
+      ]
+      print(
+        f"|test accuracy ({s} sweep) - (separate run)|: max {diffs[worst]:.4f} (lr,λ = {worst}); "
+        f"max at lr 1e-3: {max(low):.4f}"
+      )
   print()
   v, q = small["vmap"], small["sequential"]
-  print(f"small model MLP 40→64→10, batch 128, {small_steps} steps × 16 configurations:")
   print(
-    f"  vmap: wall {v['wall_sec']:.1f} s, train loop {v['run_sec']:.1f} s; sequential: wall "
-    f"{q['wall_sec']:.1f} s, train loop {q['run_sec']:.1f} s"
+    f"small model MLP 40→64→10, batch 128, {small_steps} steps × 16 configurations, end to end:"
   )
   print(
-    f"  vmap speed-up over sequential: {q['wall_sec'] / v['wall_sec']:.2f}x wall, "
-    f"{q['run_sec'] / v['run_sec']:.2f}x train loop"
+    f"  vmap wall {v['wall_sec']:.1f} s (CPU {v['cpu_sec']:.1f}, train loop {v['run_sec']:.1f}); "
+    f"sequential wall {q['wall_sec']:.1f} s (CPU {q['cpu_sec']:.1f}, train loop {q['run_sec']:.1f})"
   )
-  main_loop = results["sequential"]["run_sec"] / results["vmap"]["run_sec"]
-  print(f"main model, same ratio: {main_loop:.2f}x train loop")
-  auto_ok = results["auto"]["wall_sec"] <= 1.05 * best_wall
-  print(
-    f"\ntargets: auto within 5% of best: {'yes' if auto_ok else 'NO'} "
-    f"({results['auto']['wall_sec'] / best_wall:.3f}); "
-    + (
-      f"auto ≥ 3x faster than separate: {'yes' if sep / results['auto']['wall_sec'] >= 3 else 'NO'}"
-      f" ({sep / results['auto']['wall_sec']:.2f}x)"
-      if sep
-      else "separate launches skipped"
+  print("steady-state step time per configuration (median of 3 alternating ≥1 s timings):")
+  for model, label in (("main", "MLP 40→100→100→10"), ("small", "MLP 40→64→10")):
+    t = throughput[model]
+    print(
+      f"  {label:<18} sequential {t['sequential'][0] * 1e6:6.0f} µs wall "
+      f"{t['sequential'][1] * 1e6:6.0f} µs CPU | vmap ×16 {t['vmap'][0] * 1e6:6.0f} µs wall "
+      f"{t['vmap'][1] * 1e6:6.0f} µs CPU | vmap speed-up {t['sequential'][0] / t['vmap'][0]:.2f}x "
+      f"wall, {t['sequential'][1] / t['vmap'][1]:.2f}x CPU"
     )
-  )
+  ratio = wall["auto"] / wall[best]
+  line = f"\ntargets: auto within 5% of the best: {'yes' if ratio <= 1.05 else 'NO'} ({ratio:.3f})"
+  if sep:
+    speed = sep / wall["auto"]
+    line += f"; auto ≥ 3x faster than separate launches: {'yes' if speed >= 3 else 'NO'} "
+    line += f"({speed:.2f}x)"
+  print(line)
   print(f"load average at end {_load()}; runs in {root}")
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:
-      json.dump({"main": results, "small": small, "steps": steps}, f, indent=2)
+      json.dump(
+        {"steps": steps, "runs": runs, "separate": separate, "small": small, "step": throughput},
+        f,
+        indent=2,
+      )
 
 
 if __name__ == "__main__":

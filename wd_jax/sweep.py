@@ -29,7 +29,8 @@ group. Strategies, per group:
   of the configurations with the sequential strategy and writing its runs' files itself.
 * ``auto``: compiles and times a few steps of ``vmap``, then of ``sequential`` (skipped when
   vmap has less left to run than a compilation costs), on the group with the most work, and
-  extrapolates both to the whole sweep (the winner's compilation is reused). For ``processes``
+  extrapolates both to the whole sweep (the winner's compilation is reused, the loser's is the
+  price of measuring: about one compilation plus 0.4 s). For ``processes``
   it adds an optimistic estimate (this process's build + compile time, plus the measured CPU
   time of the work shared over the workers); only when that could win are the workers started
   in standby to time their own steps, and kept if they win. The choice and every measurement go
@@ -44,9 +45,14 @@ its own slice: nothing in the step mixes configurations) until its chunk ends, b
 it on the device (``jnp.where`` over the whole state every step) cost 10-20% of a vmapped MLP
 step here; a chunk stops early once all its configurations have diverged.
 
-Each configuration's metrics match `train.fit` of the same config: same seed, same batches,
-same records (up to float rounding: vmap and the injected hyperparameters change the
-order of a few float32 operations; tests/test_sweep.py measures the gap).
+Each configuration's run is `train.fit`'s run of the same config: same seed, same batches,
+same records, up to float rounding: injected (traced) hyperparameters instead of constants and,
+under vmap, batched matmuls change a few float32 roundings (max |Δθ| 3e-8 to 6e-8 after 40
+steps, tests/test_sweep.py). Rounding differences grow chaotically at large learning rates:
+at peak lr 3e-2 on MNIST-1D the losses agree to 1e-7 for 100 steps and differ by 1e-2 at step
+130, so long runs agree only to within run-to-run noise (Δ final test accuracy up to 0.02 in
+bench/sweep.py). The sequential strategy is bitwise `train.fit` with the injectable optimizer
+(checked over 1000 steps at lr 3e-2); fit itself bakes lr and λ in as constants.
 
 Outputs, all in ONE workdir and all written atomically: ``config.json`` (base config, grid,
 configurations, requested strategy), ``results.csv`` and ``results.md`` (one row per
@@ -70,7 +76,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -286,11 +291,14 @@ def expand_grid(
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
-  """What a compiled program depends on: the config without its lr, λ and seed (as JSON)."""
+  """What a compiled program depends on: the config without `BATCHED_FIELDS` (as JSON)."""
   c = config.copy_and_resolve_references()
-  c.optimizer.learning_rate = 0.0
-  c.optimizer.weight_decay = 0.0
-  c.seed = 0
+  for path in BATCHED_FIELDS:
+    *parents, leaf = path.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[leaf] = type(node[leaf])(0)
   return c.to_json_best_effort(sort_keys=True)
 
 
@@ -744,20 +752,15 @@ def _run_sequential(
   return rows
 
 
-def _time_steps(
-  fn, state, sampler, limit: int, before_timing: Callable[[], None] | None = None
-) -> tuple[float, float, float, int]:
+def _time_steps(fn, state, sampler, limit: int) -> tuple[float, float, float, int]:
   """(compile + first step seconds, wall seconds per step, CPU seconds per step, steps timed).
 
-  Times at least `_MIN_TIMED_STEPS` steps, then stops after `_MEASURE_SECONDS` or `limit` steps;
-  `before_timing` runs between the first step and the timed ones.
+  Times at least `_MIN_TIMED_STEPS` steps, then stops after `_MEASURE_SECONDS` or `limit` steps.
   """
   t0 = time.perf_counter()
   state, _ = fn(state, sampler)
   jax.block_until_ready(state)
   first = time.perf_counter() - t0
-  if before_timing is not None:
-    before_timing()
   n, t1, c1 = 0, time.perf_counter(), time.process_time()
   while n < _MIN_TIMED_STEPS or (time.perf_counter() - t1 < _MEASURE_SECONDS and n < limit):
     state, _ = fn(state, sampler)
@@ -961,11 +964,11 @@ def _choose(
   m: dict[str, Any] = {"measured_on_group_with_configs": len(g.runs), "config_steps": total_work}
   limit = g.config.steps  # never time more steps than one run trains
 
-  def measure_vmap(before_timing) -> float:
+  def measure_vmap() -> float:
     size = chunk_size or default_chunk_size(g)
     chunks = _split(g.runs, size)
     state = g.init_states(chunks[0], batched=True)
-    first, step, cpu, n = _time_steps(g.step_fn(True), state, g.sampler, limit, before_timing)
+    first, step, cpu, n = _time_steps(g.step_fn(True), state, g.sampler, limit)
     per_config = step / len(chunks[0])
     extra_compiles = len({len(c) for c in chunks}) - 1 + len(groups) - 1
     m["vmap"] = {
@@ -991,20 +994,11 @@ def _choose(
     return cpu
 
   if max(len(x.runs) for x in groups) > 1:
-    background = None
-    if len(os.sched_getaffinity(0)) > 1:
-      # XLA compiles on one thread: compile the sequential step on another core meanwhile, so
-      # measuring both strategies costs about as much as measuring one.
-      seq_fn, seq_state = g.step_fn(False), g.init_states(g.runs[:1], batched=False)
-      background = threading.Thread(
-        target=_compile_quietly, args=(seq_fn, seq_state, g.sampler), daemon=True
-      )
-      background.start()
-    cpu_per_config_step = measure_vmap(background.join if background else None)
-    m["sequential_compiled_in_background"] = background is not None
-    # Otherwise measuring sequential costs at least one compilation (about vmap's): only worth
-    # it when vmap has more than that left to run.
-    if background is not None or m["vmap"]["predicted_sec"] > m["vmap"]["compile_sec"]:
+    cpu_per_config_step = measure_vmap()
+    # Measuring sequential costs a compilation (about vmap's; compiling it on another thread
+    # meanwhile saved nothing here: XLA's compilations did not overlap): only worth it when vmap
+    # has more than that left to run.
+    if m["vmap"]["predicted_sec"] > m["vmap"]["compile_sec"]:
       cpu_per_config_step = measure_sequential()
     else:
       m["sequential"] = {"skipped": "vmap has less left to run than sequential would compile"}
@@ -1033,12 +1027,6 @@ def _choose(
         return_states=return_states,
       )
   return best, m, workers
-
-
-def _compile_quietly(fn, *args) -> None:
-  """Ahead-of-time compilation into `fn`'s cache; a failure resurfaces at the real call."""
-  with contextlib.suppress(Exception):
-    fn.lower(*args).compile()
 
 
 def _decide_processes(workers, m, best, say) -> str:
