@@ -1,0 +1,615 @@
+"""The four decoupled couplings of AdamW under warmup + cosine: weight norms, the end-of-training
+gradient-norm rise (Defazio et al. 2025) and final accuracy.
+
+AdamW's decay step is θ ← θ − c_t λ θ with c_t = α_t ("lr", torch/optax), α_t/α ("schedule",
+L&H/Composer), 1 ("constant") or α_t²/α ("corrected", AdamC). λ is matched across couplings so
+that the per-step decay at the peak lr is the same (`matched_weight_decays`). Each coupling's
+seeds are one vmapped program of `wd_jax.sweep`. Writes grad_norm.png, weight_norm.png,
+accuracy.png, metrics.jsonl (one line per run), config.json and summary.md.
+
+  python experiments/coupling.py --config=experiments/configs/coupling.py --workdir=runs/coupling
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from wd_jax import study, sweep
+from wd_jax.runlog import read_metrics, write_atomic
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Flags are defined only when run as a script, so tests can import several study modules."""
+  config_flags.DEFINE_config_file("config", None, "Study config (path[:variant]).")
+  flags.DEFINE_string("workdir", None, "Output directory.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+COUPLINGS = ("lr", "schedule", "constant", "corrected")
+VARIANT = {
+  "lr": "adamw",
+  "schedule": "adamw_schedule",
+  "constant": "adamw_constant",
+  "corrected": "adamw_corrected",
+}
+LABELS = {
+  "lr": '"lr": α_t·λ (torch AdamW)',
+  "schedule": '"schedule": (α_t/α)·λ (L&H)',
+  "constant": '"constant": λ',
+  "corrected": '"corrected": (α_t²/α)·λ (AdamC)',
+}
+# "lr" and "schedule" are the same map once λ is matched: draw "schedule" dashed on top.
+LINESTYLE = {"lr": "-", "schedule": (0, (4, 3)), "constant": "-", "corrected": "-"}
+
+
+def matched_weight_decays(decay_per_step: float, peak_lr: float) -> dict[str, float]:
+  """λ per coupling so that every coupling shrinks θ by `decay_per_step` per step at the peak lr.
+
+  The decay factor c_t·λ at α_t = α is α·λ ("lr"), λ ("schedule"), λ ("constant") and
+  (α²/α)·λ = α·λ ("corrected"): λ_lr·α = λ_schedule = λ_constant = λ_corrected·α. They then differ
+  only in how the decay follows the schedule: ∝ α_t ("lr", "schedule"), constant, ∝ α_t².
+  """
+  if not (decay_per_step > 0 and peak_lr > 0):
+    raise ValueError(f"decay_per_step and peak_lr must be > 0, got {decay_per_step}, {peak_lr}.")
+  s = float(decay_per_step)
+  return {"lr": s / peak_lr, "schedule": s, "constant": s, "corrected": s / peak_lr}
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+  """Centred moving geometric mean over `window` points (shorter at the ends)."""
+  x = np.log(np.maximum(np.asarray(values, np.float64), 1e-30))
+  if window <= 1 or x.size == 0:
+    return np.exp(x)
+  half = window // 2
+  c = np.concatenate([[0.0], np.cumsum(x)])
+  idx = np.arange(x.size)
+  lo, hi = np.maximum(idx - half, 0), np.minimum(idx + half + 1, x.size)
+  return np.exp((c[hi] - c[lo]) / (hi - lo))
+
+
+def grad_norm_rise(
+  steps: Sequence[float],
+  grad_norms: Sequence[float],
+  total_steps: int,
+  *,
+  tail_fraction: float = 0.1,
+  baseline_from: float = 0.0,
+  window: int = 5,
+) -> float:
+  """How much the gradient norm ends above its minimum.
+
+  Mean ‖g‖ over the last `tail_fraction` of the steps divided by the minimum of the smoothed
+  curve (`smooth`, `window` logged points) over the steps after `baseline_from`·total_steps
+  (tail included). ≥ 1 up to smoothing; 1 when the norm is lowest at the end; NaN without a
+  finite point in the tail or after `baseline_from`.
+  """
+  t = np.asarray(steps, np.float64)
+  g = np.asarray(grad_norms, np.float64)
+  keep = np.isfinite(g) & (g > 0)
+  t, g = t[keep], g[keep]
+  tail = t > (1.0 - tail_fraction) * total_steps
+  late = t >= baseline_from * total_steps
+  if not tail.any() or not late.any():
+    return math.nan
+  return float(g[tail].mean() / smooth(g, window)[late].min())
+
+
+def norm_ratio(steps: Sequence[float], norms: Sequence[float], total_steps: int) -> float:
+  """‖θ‖ at the end / ‖θ‖ at mid-training (the logged point nearest total_steps/2)."""
+  t, w = np.asarray(steps, np.float64), np.asarray(norms, np.float64)
+  if not t.size:
+    return math.nan
+  return float(w[-1] / w[np.argmin(np.abs(t - total_steps / 2))])
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+  for c in config.couplings:
+    if c not in COUPLINGS:
+      raise ValueError(f"config.couplings has {c!r}; valid: {list(COUPLINGS)}.")
+  if not config.couplings or not config.seeds:
+    raise ValueError("config.couplings and config.seeds must be non-empty.")
+  if not 0 < config.tail_fraction < 1:
+    raise ValueError(f"config.tail_fraction must be in (0, 1), got {config.tail_fraction}.")
+  if not 0 <= config.baseline_from < 1 - config.tail_fraction:
+    raise ValueError(
+      f"config.baseline_from must be in [0, 1 - tail_fraction), got {config.baseline_from}."
+    )
+  matched_weight_decays(config.decay_per_step, config.run.optimizer.learning_rate)
+
+
+def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+  pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+  if not pts:
+    return np.array([]), np.array([])
+  s, v = zip(*pts)
+  return np.asarray(s, np.float64), np.asarray(v, np.float64)
+
+
+def scale_invariant_series(records: list[dict]) -> dict[str, np.ndarray]:
+  """Gradient and weight norms of the scale-invariant leaves together (empty if there are none).
+
+  The step logs ‖g̃‖ = ‖g‖·‖w‖ per scale-invariant leaf (`grad_norm_unit/<path>`) and ‖w‖
+  (`param_norm/<path>`): ‖g‖ = ‖g̃‖/‖w‖, summed in squares over the leaves.
+  """
+  steps, g, w, gu = [], [], [], []
+  for r in records:
+    keys = [k.split("/", 1)[1] for k in r if k.startswith("grad_norm_unit/")]
+    if not keys or any(f"param_norm/{k}" not in r for k in keys):
+      continue
+    steps.append(r["step"])
+    g.append(math.sqrt(sum((r[f"grad_norm_unit/{k}"] / r[f"param_norm/{k}"]) ** 2 for k in keys)))
+    w.append(math.sqrt(sum(r[f"param_norm/{k}"] ** 2 for k in keys)))
+    gu.append(math.sqrt(sum(r[f"grad_norm_unit/{k}"] ** 2 for k in keys)))
+  return {
+    "steps": np.asarray(steps, np.float64),
+    "grad_norm": np.asarray(g),
+    "weight_norm": np.asarray(w),
+    "grad_norm_unit": np.asarray(gu),
+  }
+
+
+def run_couplings(config: ml_collections.ConfigDict, workdir: str) -> dict[str, list[dict]]:
+  """coupling -> one row per seed (`sweep.run_sweep` rows, with their records)."""
+  base = config.run.copy_and_resolve_references()
+  base.optimizer.name = "adamw"
+  # The key must exist: configs from --config are locked, and the sweep cannot add keys then.
+  base.optimizer.kwargs = {"coupling": config.couplings[0]}
+  lams = matched_weight_decays(config.decay_per_step, base.optimizer.learning_rate)
+  runs = [
+    {"optimizer.kwargs.coupling": c, "weight_decay": lams[c], "seed": int(s)}
+    for c in config.couplings
+    for s in config.seeds
+  ]
+  sdir = os.path.join(workdir, "sweep")
+  rows = sweep.run_sweep(base, runs, sdir, strategy=config.strategy, verbose=False)
+  out: dict[str, list[dict]] = {c: [] for c in config.couplings}
+  for r in rows:
+    r["records"] = read_metrics(os.path.join(sdir, r["run_dir"], "metrics.jsonl"))
+    out[r["optimizer.kwargs.coupling"]].append(r)
+  return out
+
+
+MEASURES = (
+  "test_accuracy",
+  "test_loss",
+  "rise",  # grad_norm_rise of ‖g‖ over all parameters
+  "rise_si",  # the same for the scale-invariant kernels only (NaN without any)
+  "tail_grad_norm",  # mean ‖g‖ over the tail
+  "min_step",  # step of the smoothed minimum after baseline_from
+  "weight_norm",  # final ‖θ‖, all parameters
+  "weight_norm_si",  # final ‖w‖ of the scale-invariant kernels
+  "norm_ratio",  # ‖w‖ end / mid-training: scale-invariant kernels if any, else all parameters
+)
+
+
+def measure(res: dict[str, list[dict]], config) -> dict[str, dict[str, list[float]]]:
+  """Per coupling, one value per seed of every `MEASURES` entry (NaN for a diverged run)."""
+  steps = config.run.steps
+  kw = {
+    "tail_fraction": config.tail_fraction,
+    "baseline_from": config.baseline_from,
+    "window": config.smooth_window,
+  }
+  out = {}
+  for c, rows in res.items():
+    m: dict[str, list[float]] = {k: [] for k in MEASURES}
+    for r in rows:
+      vals = dict.fromkeys(MEASURES, math.nan)
+      t, g = _series(r["records"], "grad_norm")
+      _, p = _series(r["records"], "param_norm")
+      if not r["diverged"] and t.size:
+        vals["test_accuracy"], vals["test_loss"] = r["test_accuracy"], r["test_loss"]
+        vals["rise"] = grad_norm_rise(t, g, steps, **kw)
+        vals["tail_grad_norm"] = float(g[t > (1 - config.tail_fraction) * steps].mean())
+        late = t >= config.baseline_from * steps
+        vals["min_step"] = float(t[late][np.argmin(smooth(g, config.smooth_window)[late])])
+        vals["weight_norm"] = float(p[-1])
+        vals["norm_ratio"] = norm_ratio(t, p, steps)
+        si = scale_invariant_series(r["records"])
+        if si["steps"].size:
+          vals["rise_si"] = grad_norm_rise(si["steps"], si["grad_norm"], steps, **kw)
+          vals["weight_norm_si"] = float(si["weight_norm"][-1])
+          vals["norm_ratio"] = norm_ratio(si["steps"], si["weight_norm"], steps)
+      for k in MEASURES:
+        m[k].append(vals[k])
+    out[c] = m
+  return out
+
+
+def _mean_curve(rows: list[dict], fn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Steps and the across-seed geometric mean, min and max of the series `fn(records)`."""
+  curves = [fn(r["records"]) for r in rows if not r["diverged"]]
+  curves = [c for c in curves if c[0].size]
+  if not curves:
+    return (np.array([]),) * 4
+  n = min(c[0].size for c in curves)
+  ys = np.log(np.maximum(np.stack([c[1][:n] for c in curves]), 1e-30))
+  return curves[0][0][:n], np.exp(ys.mean(0)), np.exp(ys.min(0)), np.exp(ys.max(0))
+
+
+def plain_log_ticks(ax, axis: str = "y") -> None:
+  """Tick labels of a log axis as plain numbers (0.5, 2, 30): every minor tick within about a
+  decade, only the 2s and 5s beyond."""
+  ax_ = ax.yaxis if axis == "y" else ax.xaxis
+  lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+  every = hi / max(lo, 1e-30) < 15
+
+  def minor(v, _):
+    digit = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+    return f"{v:g}" if every or digit in (2, 5) else ""
+
+  ax_.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+  ax_.set_minor_formatter(mticker.FuncFormatter(minor))
+  ax.tick_params(axis=axis, which="minor", labelsize=7)
+
+
+def _plot_curves(res, config, workdir, name, title, ylabel, fns, logy) -> str:
+  """One panel per (panel title, series function); one line per coupling, band over seeds."""
+  panels = [(t, f) for t, f in fns if any(_mean_curve(rows, f)[0].size for rows in res.values())]
+  fig, axes = plt.subplots(
+    1, len(panels), figsize=(0.6 + 5.0 * len(panels), 3.9), dpi=100, squeeze=False
+  )
+  for ax, (ptitle, fn) in zip(axes[0], panels):
+    for c, rows in res.items():
+      t, mean, lo, hi = _mean_curve(rows, fn)
+      if not t.size:
+        continue
+      col = study.color(VARIANT[c])
+      ax.plot(t, mean, color=col, ls=LINESTYLE[c], lw=1.6, label=LABELS[c])
+      ax.fill_between(t, lo, hi, color=col, alpha=0.15, lw=0)
+    tail = (1 - config.tail_fraction) * config.run.steps
+    ax.axvspan(tail, config.run.steps, color="0.85", alpha=0.6, lw=0, label="last 10% (the tail)")
+    if logy:
+      ax.set_yscale("log")
+      plain_log_ticks(ax)
+    ax.set_title(ptitle, fontsize=9)
+    ax.set_xlabel("training step", fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3, which="both")
+  axes[0][0].legend(fontsize=7, loc="best")
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  path = os.path.join(workdir, name)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def plot_accuracy(res, meas, workdir: str) -> str:
+  fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=100)
+  for i, c in enumerate(res):
+    accs = np.asarray(meas[c]["test_accuracy"], np.float64)
+    col = study.color(VARIANT[c])
+    m, s = study.mean_spread(accs.tolist())
+    ax.bar(i, m, yerr=s, color=col, alpha=0.35, capsize=4, ec=col)
+    ax.scatter(np.full(accs.size, i) + np.linspace(-0.2, 0.2, accs.size), accs, color=col, s=14)
+  finite = [x for c in res for x in meas[c]["test_accuracy"] if math.isfinite(x)]
+  if finite:
+    lo, hi = min(finite), max(finite)
+    ax.set_ylim(max(0.0, lo - 0.1 * (hi - lo + 0.02)), min(1.0, hi + 0.15 * (hi - lo + 0.02)))
+  ticks = []
+  for c in res:
+    m, s = study.mean_spread(meas[c]["test_accuracy"])
+    ticks.append(f"{LABELS[c].split(':')[0]}\n{m:.3f} ± {s:.3f}")
+  ax.set_xticks(range(len(res)), ticks, fontsize=8)
+  ax.set_title(
+    "Final test accuracy per coupling\n(bar: mean ± sd over seeds; dots: seeds)", fontsize=10
+  )
+  ax.set(xlabel="decay coupling (mean ± sd)", ylabel="final test accuracy (fraction)")
+  ax.grid(alpha=0.3, axis="y")
+  fig.tight_layout()
+  path = os.path.join(workdir, "accuracy.png")
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def _at_least(a, b, margin: float, names) -> study.Verdict:
+  """ "A is at least as good as B": supported if A's mean is within `margin` of B's or better;
+  not supported if A's band lies below B's by more than `margin`; inconclusive otherwise."""
+  (ma, sa), (mb, sb) = study.mean_spread(a), study.mean_spread(b)
+  detail = f"{names[0]} {study.fmt(a)} vs {names[1]} {study.fmt(b)}"
+  if math.isnan(ma) or math.isnan(mb):
+    return study.Verdict(study.INCONCLUSIVE, detail + " (no finite measurement)")
+  if ma >= mb - margin:
+    return study.Verdict(study.SUPPORTED, detail + f": not lower by more than {margin:g}")
+  if ma + sa < mb - sb - margin:
+    return study.Verdict(study.NOT_SUPPORTED, detail + f": lower by more than {margin:g}")
+  return study.Verdict(study.INCONCLUSIVE, detail + ": the seeds' spreads overlap the margin")
+
+
+def _fmt_seeds(values: Sequence[float], digits: int = 2) -> str:
+  return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+def findings_for(meas, config) -> list[study.Finding]:
+  """The gradient-norm and weight-norm claims (all parameters' ‖g‖, the one users plot)."""
+  out = []
+  cs = set(meas)
+  n = len(config.seeds)
+  margin = config.rise_margin
+  rise_def = (
+    f"rise = mean ‖g‖ over the last {100 * config.tail_fraction:g}% of the steps / minimum of "
+    f"the smoothed ‖g‖ after {100 * config.baseline_from:g}% of the steps"
+  )
+  if "lr" in cs:
+    out.append(
+      study.Finding(
+        'Under the "lr" coupling (torch AdamW) the gradient norm rises at the end of training: '
+        "as α_t decays, the decay keeps dragging the weight norm down towards its equilibrium "
+        f"(∝ √α_t for Adam) and ‖g‖ of normalised weights grows as 1/‖w‖ ({rise_def} > "
+        f"1 + {margin:g}).",
+        "Defazio et al. 2025; REFERENCES §4",
+        study.compare(
+          meas["lr"]["rise"],
+          [1.0] * n,
+          expect="greater",
+          margin=margin,
+          names=('rise, "lr"', "no rise (1)"),
+        ),
+        f'rise per seed, "lr": {_fmt_seeds(meas["lr"]["rise"])}',
+      )
+    )
+  if {"lr", "corrected"} <= cs:
+    out.append(
+      study.Finding(
+        'The "corrected" coupling (AdamC, decay ∝ α_t²/α) removes or reduces that rise.',
+        "Defazio et al. 2025; REFERENCES §1, §4",
+        study.compare(
+          meas["corrected"]["rise"],
+          meas["lr"]["rise"],
+          expect="less",
+          names=('rise, "corrected"', 'rise, "lr"'),
+        ),
+        f'rise per seed, "corrected": {_fmt_seeds(meas["corrected"]["rise"])}; "lr": '
+        f"{_fmt_seeds(meas['lr']['rise'])}",
+      )
+    )
+  if {"lr", "constant"} <= cs:
+    out.append(
+      study.Finding(
+        'A "constant" decay (not falling with α_t) makes the rise larger than "lr": its '
+        'equilibrium norm ∝ α_t falls faster than the "lr" one ∝ √α_t.',
+        "derived here from Defazio et al. 2025's steady state and REFERENCES §4",
+        study.compare(
+          meas["constant"]["rise"],
+          meas["lr"]["rise"],
+          expect="greater",
+          names=('rise, "constant"', 'rise, "lr"'),
+        ),
+        f'rise per seed, "constant": {_fmt_seeds(meas["constant"]["rise"])}',
+      )
+    )
+  if {"lr", "corrected"} <= cs:
+    which = (
+      "the scale-invariant kernels"
+      if all(math.isfinite(x) for x in meas["lr"]["weight_norm_si"])
+      else "all parameters"
+    )
+    out.append(
+      study.Finding(
+        "The mechanism: through the second half of training the weight norm keeps falling under "
+        '"lr" (equilibrium √(α_t C/2λ) follows α_t) but levels off under "corrected" '
+        f"(equilibrium √(α C/2λ) constant): ‖w‖ end / ‖w‖ mid-training is larger for "
+        f'"corrected" ({which}).',
+        "Defazio et al. 2025; Kosson et al. 2023 (REFERENCES §4)",
+        study.compare(
+          meas["corrected"]["norm_ratio"],
+          meas["lr"]["norm_ratio"],
+          expect="greater",
+          names=('‖w‖ end/mid, "corrected"', '"lr"'),
+        ),
+      )
+    )
+  return out
+
+
+def accuracy_findings(meas, config) -> list[study.Finding]:
+  out = []
+  if {"lr", "corrected"} <= set(meas):
+    out.append(
+      study.Finding(
+        f'AdamC ends at least as accurate as torch-style "lr" AdamW (within '
+        f"{config.accuracy_margin:g}): the correction costs nothing.",
+        "Defazio et al. 2025",
+        _at_least(
+          meas["corrected"]["test_accuracy"],
+          meas["lr"]["test_accuracy"],
+          config.accuracy_margin,
+          ('"corrected"', '"lr"'),
+        ),
+      )
+    )
+  if {"lr", "constant"} <= set(meas):
+    out.append(
+      study.Finding(
+        'A decay that ignores the schedule ("constant", optax adafactor) keeps shrinking the '
+        "weights after the lr has annealed: with λ matched at the peak it ends less accurate "
+        'than "lr".',
+        "REFERENCES §1 (what each convention multiplies λ by)",
+        study.compare(
+          meas["constant"]["test_accuracy"],
+          meas["lr"]["test_accuracy"],
+          expect="less",
+          names=('"constant"', '"lr"'),
+        ),
+      )
+    )
+  return out
+
+
+def _table(meas, lams, config) -> str:
+  s = config.decay_per_step
+  has_si = any(math.isfinite(x) for m in meas.values() for x in m["rise_si"])
+  header = ["coupling", "λ", "decay/step at peak", "final test acc.", "final test loss"]
+  header += ["rise of ‖g‖", "tail ‖g‖", "step of min ‖g‖", "‖w‖ end/mid", "final ‖θ‖"]
+  if has_si:
+    header += ["rise of ‖g‖ (scale-inv. only)", "final ‖w‖ (scale-inv.)"]
+  rows = []
+  for c, m in meas.items():
+    row = [LABELS[c], f"{lams[c]:.4g}", f"{s:.3g}", study.fmt(m["test_accuracy"])]
+    row += [study.fmt(m["test_loss"]), study.fmt(m["rise"], 2), study.fmt(m["tail_grad_norm"], 3)]
+    row += [study.fmt(m["min_step"], 0), study.fmt(m["norm_ratio"], 2)]
+    row += [study.fmt(m["weight_norm"], 2)]
+    if has_si:
+      row += [study.fmt(m["rise_si"], 2), study.fmt(m["weight_norm_si"], 2)]
+    rows.append(row)
+  return study.markdown_table(header, rows)
+
+
+def _lr_schedule_identity(res) -> str:
+  """How close "lr" and "schedule" runs are: at matched λ they are the same map up to float
+  rounding (α_t·(s/α) vs (α_t/α)·s), which training then amplifies."""
+  if not {"lr", "schedule"} <= set(res):
+    return ""
+  first, acc = [], []
+  for a, b in zip(res["lr"], res["schedule"]):
+    _, ga = _series(a["records"], "grad_norm")
+    _, gb = _series(b["records"], "grad_norm")
+    if ga.size and gb.size:
+      first.append(abs(ga[0] - gb[0]) / max(abs(ga[0]), 1e-30))
+    acc.append(abs(a["test_accuracy"] - b["test_accuracy"]))
+  if not first:
+    return ""
+  return (
+    f" (relative gap of their gradient norms at the first logged step: {max(first):.1g}; "
+    f"largest final-accuracy gap between the two at one seed: {max(acc):.3f})"
+  )
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  _validate(config)
+  if os.path.exists(os.path.join(workdir, "summary.md")):
+    raise ValueError(f"workdir {workdir!r} already holds a finished study; use a new workdir.")
+  os.makedirs(workdir, exist_ok=True)
+  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+  res = run_couplings(config, workdir)
+  meas = measure(res, config)
+  lams = matched_weight_decays(config.decay_per_step, config.run.optimizer.learning_rate)
+  lines = []
+  for c, rows in res.items():
+    for i, r in enumerate(rows):
+      lines.append(
+        {
+          "coupling": c,
+          "variant": VARIANT[c],
+          "weight_decay": r["weight_decay"],
+          "decay_per_step_at_peak": config.decay_per_step,
+          "learning_rate": r["learning_rate"],
+          "seed": r["seed"],
+          "test_accuracy": r["test_accuracy"],
+          "test_loss": r["test_loss"],
+          "train_loss": r["loss"],
+          "diverged": r["diverged"],
+          **{k: meas[c][k][i] for k in MEASURES if k not in ("test_accuracy", "test_loss")},
+          "run_dir": os.path.join("sweep", r["run_dir"]),
+        }
+      )
+  write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(x) + "\n" for x in lines))
+  has_si = any(math.isfinite(x) for m in meas.values() for x in m["rise_si"])
+  findings = findings_for(meas, config) + accuracy_findings(meas, config)
+  g_panels = [("all parameters", lambda rec: _series(rec, "grad_norm"))]
+  w_panels = [("all parameters", lambda rec: _series(rec, "param_norm"))]
+  if has_si:
+    g_panels.append(
+      (
+        "scale-invariant kernels (conv → BatchNorm)",
+        lambda rec: (lambda s: (s["steps"], s["grad_norm"]))(scale_invariant_series(rec)),
+      )
+    )
+    w_panels.append(
+      (
+        "scale-invariant kernels (conv → BatchNorm)",
+        lambda rec: (lambda s: (s["steps"], s["weight_norm"]))(scale_invariant_series(rec)),
+      )
+    )
+  task = f"{config.run.dataset.name} / {config.run.model.name}"
+  figures = [
+    (
+      "Gradient norm over training per coupling (geometric mean over seeds, band: min–max)",
+      _plot_curves(
+        res,
+        config,
+        workdir,
+        "grad_norm.png",
+        f"Gradient norm over training — AdamW couplings, {task}",
+        "‖g‖₂ of the minibatch loss (log scale)",
+        g_panels,
+        logy=True,
+      ),
+    ),
+    (
+      "Weight norm over training per coupling",
+      _plot_curves(
+        res,
+        config,
+        workdir,
+        "weight_norm.png",
+        f"Weight norm over training — AdamW couplings, {task}",
+        "‖θ‖₂ (log scale)",
+        w_panels,
+        logy=True,
+      ),
+    ),
+    ("Final test accuracy per coupling", plot_accuracy(res, meas, workdir)),
+  ]
+  run_cfg = config.run
+  alpha = run_cfg.optimizer.learning_rate
+  intro = (
+    f"{task} {dict(run_cfg.model.kwargs)}, AdamW at peak lr α = {alpha:g}, {run_cfg.steps} "
+    f"steps of batch {run_cfg.batch_size}, {run_cfg.optimizer.lr_schedule} (warmup "
+    f"{run_cfg.optimizer.warmup_fraction:g} of the steps, cosine to 0), decay mask "
+    f"{run_cfg.optimizer.mask}, seeds {list(config.seeds)}. λ is matched so that every coupling "
+    f"shrinks θ by the same {config.decay_per_step:g} per step at the peak lr "
+    f"(λ_lr·α = λ_schedule = λ_constant = λ_corrected·α): "
+    + ", ".join(f"λ_{c} = {lams[c]:.4g}" for c in config.couplings)
+    + ". The couplings then differ only in how the decay follows the schedule, so any "
+    'difference is the coupling\'s. At matched λ, "lr" and "schedule" are the same map up '
+    f"to float rounding{_lr_schedule_identity(res)}; they differ in what happens when α "
+    "changes (see the lr_wd_grid study). Rise = mean ‖g‖ over the last "
+    f"{100 * config.tail_fraction:g}% of the steps / minimum of ‖g‖ (moving geometric mean of "
+    f"{config.smooth_window} logged points, one every {run_cfg.diagnostics_every} steps) after "
+    f"the first {100 * config.baseline_from:g}% of the steps. {config.baseline_note} "
+    + config.task_note
+  )
+  study.write_summary(
+    workdir,
+    "AdamW's four decay couplings: weight norm, end-of-training gradient norm, accuracy",
+    findings,
+    intro=intro,
+    tables=[("Per coupling (mean ± sd over seeds)", _table(meas, lams, config))],
+    figures=figures,
+    footer="Per-run records: metrics.jsonl; training curves: sweep/runs/*/metrics.jsonl.",
+  )
+  return {"findings": findings, "results": res, "measurements": meas}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  out = run(FLAGS.config, FLAGS.workdir)
+  for f in out["findings"]:
+    print(f"{f.verdict.status:>13}: {f.claim[:110]}")
+  print(f"wrote {FLAGS.workdir}/summary.md")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
