@@ -447,6 +447,7 @@ def plot_best_wd(res: dict[str, dict], workdir: str, level: float) -> str:
   xs = np.geomspace(1.0, hi_rel, 20)
   ax.plot(xs, 1.0 / xs, color="0.5", ls=":", lw=1.2, label="slope −1 (best λ ∝ 1/α)")
   ax.plot(xs, np.ones_like(xs), color="0.5", ls="--", lw=1.0, label="slope 0 (best λ fixed)")
+  ax.plot(xs, xs, color="0.5", ls="-.", lw=1.0, label="slope +1 (best λ ∝ α)")
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))

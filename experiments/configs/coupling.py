@@ -38,10 +38,12 @@ _NOTES = {
   ),
 }
 _BASELINE_NOTE = (
-  "The first quarter is left out of the minimum: the weights start far above their equilibrium "
-  "norm (time constant ~1/decay-per-step steps), so ‖g‖ starts small and climbs while they "
-  "shrink, a transient all couplings share (their decays differ by < 15% before a quarter of "
-  "the cosine)."
+  "The minimum is taken over the annealing half (α_t ≤ α/2), where the couplings part: before "
+  "it, ‖g‖ climbs for all of them while the decay shrinks the kernels from their initial norm "
+  "to equilibrium (on the default task a ~20× climb over the first ~40% of the steps, see the "
+  'figure). Measured with the minimum after the first 25% instead, the "lr" rise was 1.66 ± '
+  "0.19 (supported), but its minimum then sat at the window's first point for every seed, on "
+  "that climb; that is why the window was moved."
 )
 
 
@@ -94,8 +96,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.strategy = "vmap"  # each coupling's seeds are one vmapped program
   c.decay_per_step = 1e-2  # c_t·λ at the peak lr, the same for every coupling (per step)
   c.tail_fraction = 0.1  # "the end of training": the last 10% of the steps
-  c.baseline_from = 0.25  # the minimum ‖g‖ is taken after this fraction of the steps
-  c.smooth_window = 7  # logged points in the moving geometric mean whose minimum is the baseline
+  c.baseline_from = 0.5  # the minimum ‖g‖ is taken over the annealing half (α_t ≤ α/2)
   c.rise_margin = 0.1  # "rises" = rise ratio > 1.1
   c.accuracy_margin = 0.01  # "as accurate" = within 1 point of accuracy
   c.task = "digits_resnet"
@@ -114,7 +115,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.task = "mnist1d_mlp"
     c.run = _mnist1d_mlp(20, widths=(16,))
     c.run.log_every = c.run.diagnostics_every = 1  # every step a diagnostics step: one compile
-    c.smooth_window = 3
     c.seeds = (0, 1)
   elif variant == "full":  # the LLM-like setting where the rise was reported; for a GPU/TPU
     c.task = "char_lm"
