@@ -12,6 +12,7 @@ accuracy.png, metrics.jsonl (one line per run), config.json and summary.md.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -27,11 +28,25 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+from PIL import Image
 
 from wd_jax import study, sweep
 from wd_jax.runlog import read_metrics, write_atomic
 
 FLAGS = flags.FLAGS
+
+
+def save_png(fig, path: str, dpi: int = 100) -> None:
+  """Saves `fig` as a 256-colour PNG (about a third of the bytes of matplotlib's RGBA PNG, the
+  same picture for line plots and heat maps), then closes it."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=dpi)
+  plt.close(fig)
+  buf.seek(0)
+  with Image.open(buf) as im:
+    im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+      path, optimize=True
+    )
 
 
 def _define_flags() -> None:
@@ -96,8 +111,9 @@ def grad_norm_rise(
   The geometric mean of ‖g‖ over the last `tail_fraction` of the steps divided by the minimum,
   over the steps after `baseline_from`·total_steps (tail included), of the moving geometric mean
   over as many logged points as the tail holds: both sides average the same number of noisy
-  minibatch norms. ≥ 1; ≈ 1 when the norm is lowest at the end or flat; NaN without a finite
-  point in the tail or after `baseline_from`.
+  minibatch norms. About 1 or more (the tail's own window is among those minimised over); ≈ 1
+  when the norm is flat or lowest at the end; NaN without a finite point in the tail or after
+  `baseline_from`.
   """
   t = np.asarray(steps, np.float64)
   g = np.asarray(grad_norms, np.float64)
@@ -279,35 +295,39 @@ def plain_log_ticks(ax, axis: str = "y") -> None:
 
 
 def _plot_curves(res, config, workdir, name, title, ylabel, fns, logy) -> str:
-  """One panel per (panel title, series function); one line per coupling, band over seeds."""
+  """One panel per (panel title, series function); one line per coupling, band over seeds.
+
+  `logy`: True, False or "auto" (log when a panel's values span more than a factor of 10)."""
   panels = [(t, f) for t, f in fns if any(_mean_curve(rows, f)[0].size for rows in res.values())]
   fig, axes = plt.subplots(
     1, len(panels), figsize=(0.6 + 5.0 * len(panels), 3.9), dpi=100, squeeze=False
   )
   for ax, (ptitle, fn) in zip(axes[0], panels):
+    span = [math.inf, 0.0]
     for c, rows in res.items():
       t, mean, lo, hi = _mean_curve(rows, fn)
       if not t.size:
         continue
+      span = [min(span[0], lo.min()), max(span[1], hi.max())]
       col = study.color(VARIANT[c])
       ax.plot(t, mean, color=col, ls=LINESTYLE[c], lw=1.6, label=LABELS[c])
       ax.fill_between(t, lo, hi, color=col, alpha=0.15, lw=0)
     tail = (1 - config.tail_fraction) * config.run.steps
     ax.axvspan(tail, config.run.steps, color="0.85", alpha=0.6, lw=0, label="last 10% (the tail)")
-    if logy:
+    log = logy is True or (logy == "auto" and span[1] > 10 * max(span[0], 1e-30))
+    if log:
       ax.set_yscale("log")
       plain_log_ticks(ax)
     ax.set_title(ptitle, fontsize=9)
     ax.set_xlabel("training step", fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_ylabel(ylabel + (" (log scale)" if log else ""), fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3, which="both")
   axes[0][0].legend(fontsize=7, loc="best")
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   path = os.path.join(workdir, name)
-  fig.savefig(path)
-  plt.close(fig)
+  save_png(fig, path)
   return path
 
 
@@ -335,8 +355,7 @@ def plot_accuracy(res, meas, workdir: str) -> str:
   ax.grid(alpha=0.3, axis="y")
   fig.tight_layout()
   path = os.path.join(workdir, "accuracy.png")
-  fig.savefig(path)
-  plt.close(fig)
+  save_png(fig, path)
   return path
 
 
@@ -590,7 +609,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         workdir,
         "grad_norm.png",
         f"Gradient norm over training — AdamW couplings, {task}",
-        "‖g‖₂ of the minibatch loss (log scale)",
+        "‖g‖₂ of the minibatch loss",
         g_panels,
         logy=True,
       ),
@@ -603,9 +622,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         workdir,
         "weight_norm.png",
         f"Weight norm over training — AdamW couplings, {task}",
-        "‖θ‖₂ (log scale)",
+        "‖θ‖₂ (Euclidean norm)",
         w_panels,
-        logy=True,
+        logy="auto",
       ),
     ),
     ("Final test accuracy per coupling", plot_accuracy(res, meas, workdir)),

@@ -74,6 +74,15 @@ def test_verdicts_tell_minus_one_from_zero():
   assert verdict(one, -1.0) == study.INCONCLUSIVE
 
 
+def test_analyse_survives_diverged_cells():
+  lrs, wds = [1e-3, 2e-3, 4e-3], [1e-3, 1e-2, 1e-1]
+  scores = _synthetic_scores(lrs, wds, 0.0, 2, width=1.0)
+  scores[:, :, 0] = np.nan  # every seed diverged at the smallest lr
+  a = lr_wd_grid.analyse(scores, lrs, wds, 0.95)  # no warning (warnings are errors here)
+  assert np.isnan(a["best_log10_wd"][:, 0]).all() and np.isnan(a["mean_grid"][:, 0]).all()
+  assert all(math.isfinite(s) for s in a["slopes"])  # fitted on the two remaining lrs
+
+
 def test_slope_ci_is_the_t_interval():
   ci = lr_wd_grid.slope_ci([-1.0, -0.8, -1.2, math.nan])
   assert ci["n"] == 3 and ci["mean"] == pytest.approx(-1.0) and ci["sd"] == pytest.approx(0.2)

@@ -201,7 +201,9 @@ def _set_field(config: ml_collections.ConfigDict, field: str, path: str, value: 
   for p in parents:
     node = node[p]
   try:
-    node[leaf] = value
+    # A config from --config is locked; a grid may add new keys (e.g. optimizer.kwargs.coupling).
+    with node.unlocked():
+      node[leaf] = value
   except (TypeError, ValueError) as e:
     raise ValueError(
       f"sweep grid field {field!r}: {value!r} does not fit config.{path}: {e}"
