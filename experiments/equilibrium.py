@@ -26,8 +26,6 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import ml_collections
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 
 from wd_jax import study, sweep
 from wd_jax.runlog import read_metrics, write_atomic
@@ -614,19 +612,5 @@ def report(config: ml_collections.ConfigDict, workdir: str, res: dict[str, list[
   return {"findings": findings, "results": res, "summary": summ}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  workdir = flags.FLAGS.workdir
-  out = run(flags.FLAGS.config, workdir)
-  for f in out["findings"]:
-    print(f"{f.verdict.status:>13}: {f.claim}")
-  print(f"wrote {workdir}/summary.md")
-
-
 if __name__ == "__main__":
-  # Flags are defined here, not at import, so tests can import several studies in one process.
-  config_flags.DEFINE_config_file("config", None, "Study config (path[:variant]).")
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  study.main(run)

@@ -163,3 +163,28 @@ def write_summary(
   path = os.path.join(workdir, "summary.md")
   write_atomic(path, "\n".join(out))
   return path
+
+
+def main(run_fn) -> None:
+  """The absl main of a study script: ``--config`` (path[:variant]) and ``--workdir``.
+
+  Flags are defined here, when the script runs, not at import, so tests can import several
+  studies into one process. `run_fn(config, workdir)` returns ``{"findings": [...], ...}``.
+  """
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("config", None, "Study config (path[:variant]).")
+  flags.DEFINE_string("workdir", None, "Output directory.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def _main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    workdir = flags.FLAGS.workdir
+    out = run_fn(flags.FLAGS.config, workdir)
+    for f in out["findings"]:
+      print(f"{f.verdict.status:>13}: {f.claim}")
+    print(f"wrote {workdir}/summary.md")
+
+  app.run(_main)
