@@ -170,7 +170,7 @@ def _throughput(model: str) -> None:
   for _ in range(3):  # alternate, so a change of machine load hits both alike
     for name, batched in (("sequential", False), ("vmap", True)):
       state = group.init_states(runs if batched else runs[:1], batched)
-      _, wall, cpu, _ = sweep._time_steps(group.step_fn(batched), state, group.sampler, 10**9)
+      _, wall, cpu, _, _ = sweep._time_steps(group.step_fn(batched), state, group.sampler, 10**9)
       k = len(runs) if batched else 1
       out[name].append((wall / k, cpu / k))
   med = {n: [statistics.median(x[i] for x in v) for i in (0, 1)] for n, v in out.items()}

@@ -108,6 +108,62 @@ def test_sequential_matches_solo_runs_and_compiles_once(sequential_sweep, solo):
   assert info["compiles"] == [{"single_step": 1, "single_eval": 1}]
 
 
+@pytest.mark.parametrize("winner", ["vmap", "sequential"])
+def test_auto_keeps_its_measured_steps_and_matches_the_strategy_it_chose(
+  tmp_path, monkeypatch, sequential_sweep, winner
+):
+  # Steer the choice: the other candidate's measured step time is inflated 100×.
+  timer = sweep._time_steps
+
+  def steered(fn, state, sampler, limit):
+    first, wall, cpu, n, state = timer(fn, state, sampler, limit)
+    batched = np.ndim(state.step) == 1
+    slow = 1.0 if batched == (winner == "vmap") else 100.0
+    return first, wall * slow, cpu * slow, n, state
+
+  monkeypatch.setattr(sweep, "_time_steps", steered)
+  fresh = []  # (batched, first run index) of every fresh state the training loop starts from
+  group_train, init_states = sweep._Group.train, sweep._Group.init_states
+
+  def counted_train(self, *args, **kwargs):
+    fresh.append(None)  # marks "inside train"
+    try:
+      return group_train(self, *args, **kwargs)
+    finally:
+      fresh.remove(None)
+
+  def counted_init(self, runs, batched):
+    if None in fresh:
+      fresh.append((batched, runs[0].index))
+    return init_states(self, runs, batched)
+
+  monkeypatch.setattr(sweep._Group, "train", counted_train)
+  monkeypatch.setattr(sweep._Group, "init_states", counted_init)
+  workdir = str(tmp_path / "auto")
+  rows = sweep.run_sweep(
+    _smoke(), GRID, workdir, strategy="auto", num_workers=1, verbose=False, return_states=True
+  )
+  with open(os.path.join(workdir, "strategy.json")) as f:
+    info = json.load(f)
+  assert info["chosen"] == winner
+  # The smoke config logs first at step 20: the measurement's steps 1..19 are kept.
+  assert 1 + sweep._MIN_TIMED_STEPS <= info["measurements"][winner]["steps_kept"] <= 19
+  # The measured state went on training: only the other runs started from a fresh state.
+  assert fresh == ([] if winner == "vmap" else [(False, 1), (False, 2), (False, 3)])
+  if winner == "sequential":
+    expected = sequential_sweep[1]
+  else:
+    expected = sweep.run_sweep(
+      _smoke(), GRID, str(tmp_path / "vmap"), strategy="vmap", verbose=False, return_states=True
+    )
+  for got, want in zip(rows, expected, strict=True):
+    assert got["steps"] == want["steps"] == 40
+    assert _max_param_diff(got["state"].params, want["state"].params) == 0.0  # bitwise
+    assert got["loss"] == want["loss"] and got["test_loss"] == want["test_loss"]
+    mine = read_metrics(os.path.join(workdir, got["run_dir"], "metrics.jsonl"))
+    assert [r["step"] for r in mine] == [20, 40]
+
+
 def test_diverging_configuration_is_marked_and_leaves_the_others_alone(tmp_path, solo):
   configs = [{"learning_rate": 3e-3, "weight_decay": 1e-1}, {"learning_rate": 1e6}]
   workdir = str(tmp_path / "sweep")

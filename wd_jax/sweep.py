@@ -29,8 +29,10 @@ group. Strategies, per group:
   of the configurations with the sequential strategy and writing its runs' files itself.
 * ``auto``: compiles and times a few steps of ``vmap``, then of ``sequential`` (skipped when
   vmap has less left to run than a compilation costs), on the group with the most work, and
-  extrapolates both to the whole sweep (the winner's compilation is reused, the loser's is the
-  price of measuring: about one compilation plus 0.4 s). For ``processes``
+  extrapolates both to the whole sweep. The winner's compilation is reused, and so are its
+  measured steps when they all come before the first logging step (the winner's runs continue
+  from the measured state, bitwise as if it had not been measured); the loser's compilation and
+  ~0.2 s of steps are the price of measuring. For ``processes``
   it adds an optimistic estimate (this process's build + compile time, plus the measured CPU
   time of the work shared over the workers); only when that could win are the workers started
   in standby to time their own steps, and kept if they win. The choice and every measurement go
@@ -487,21 +489,26 @@ class _Group:
     tensorboard: bool = False,
     status: Callable[[str], None] | None = None,
     return_states: bool = False,
+    warm: tuple[Any, int] | None = None,
   ) -> list[dict[str, Any]]:
-    """Trains `runs` (one at a time, or stacked if `batched`), writing their run directories."""
+    """Trains `runs` (one at a time, or stacked if `batched`), writing their run directories.
+
+    `warm` = (state, steps): continue from the state `auto` measured, `steps` steps in (none of
+    them a logging or diagnostics step, see `_reusable_steps`), instead of from step 0.
+    """
     config = self.config
     num = len(runs)
     if not batched and num != 1:
       raise ValueError(f"an unbatched call trains one run, got {num}.")
     trackers = [_Tracker(self, run, workdir, tensorboard, strategy) for run in runs]
-    state = self.init_states(runs, batched)
+    state, start = warm if warm is not None else (self.init_states(runs, batched), 0)
     plain = self.step_fn(batched)
     diag = self.step_fn(batched, True) if config.diagnostics_every else None
     unit_lr = config_lib.learning_rate_schedule(config, 1.0)
-    last_t, last_step = time.perf_counter(), 0
+    last_t, last_step = time.perf_counter(), start
     last_status = last_t
     try:
-      for step in range(config.steps):
+      for step in range(start, config.steps):
         nxt = step + 1
         log_now = nxt % config.log_every == 0 or nxt == config.steps
         diag_now = bool(config.diagnostics_every) and nxt % config.diagnostics_every == 0
@@ -713,7 +720,11 @@ def default_chunk_size(group: _Group, budget_bytes: int | None = None) -> int:
   return int(max(1, min(len(group.runs), budget // max(group.bytes_per_config(), 1))))
 
 
-def _run_vmap(groups, workdir, chunk_size, tensorboard, say, return_states) -> list[dict]:
+def _run_vmap(
+  groups, workdir, chunk_size, tensorboard, say, return_states, warm=None
+) -> list[dict]:
+  """`warm`: {(group index, first run index of the chunk): (state, steps)} from `auto`."""
+  warm = warm or {}
   rows = []
   for g, group in enumerate(groups):
     size = chunk_size or default_chunk_size(group)
@@ -728,17 +739,20 @@ def _run_vmap(groups, workdir, chunk_size, tensorboard, say, return_states) -> l
         tensorboard=tensorboard,
         status=(lambda s, label=label: say(f"{label} {s}")) if say else None,
         return_states=return_states,
+        warm=warm.get((g, chunk[0].index)),
       )
   return rows
 
 
 def _run_sequential(
-  groups, workdir, tensorboard, say, return_states, strategy: str = "sequential"
+  groups, workdir, tensorboard, say, return_states, strategy: str = "sequential", warm=None
 ) -> list[dict]:
+  """`warm`: {(group index, run index): (state, steps)} from `auto`."""
+  warm = warm or {}
   rows = []
   total = sum(len(g.runs) for g in groups)
   done = 0
-  for group in groups:
+  for g, group in enumerate(groups):
     for run in group.runs:
       done += 1
       label = f"[{strategy}] run {done}/{total} {run.name}"
@@ -750,28 +764,39 @@ def _run_sequential(
         tensorboard=tensorboard,
         status=(lambda s, label=label: say(f"{label} {s}")) if say else None,
         return_states=return_states,
+        warm=warm.get((g, run.index)),
       )
   return rows
 
 
-def _time_steps(fn, state, sampler, limit: int) -> tuple[float, float, float, int]:
-  """(compile + first step seconds, wall seconds per step, CPU seconds per step, steps timed).
+def _time_steps(fn, state, sampler, limit: int) -> tuple[float, float, float, int, Any]:
+  """(compile + first step seconds, wall s per step, CPU s per step, steps timed, final state).
 
-  Times at least `_MIN_TIMED_STEPS` steps, then stops after `_MEASURE_SECONDS` or `limit` steps.
+  Times at least `_MIN_TIMED_STEPS` steps, then stops after `_MEASURE_SECONDS` or when `limit`
+  steps (the first, untimed one included) have run.
   """
   t0 = time.perf_counter()
   state, _ = fn(state, sampler)
   jax.block_until_ready(state)
   first = time.perf_counter() - t0
   n, t1, c1 = 0, time.perf_counter(), time.process_time()
-  while n < _MIN_TIMED_STEPS or (time.perf_counter() - t1 < _MEASURE_SECONDS and n < limit):
+  while n < _MIN_TIMED_STEPS or (time.perf_counter() - t1 < _MEASURE_SECONDS and n + 1 < limit):
     state, _ = fn(state, sampler)
     n += 1
     if n % 4 == 0:
       jax.block_until_ready(state)
   jax.block_until_ready(state)
   wall, cpu = time.perf_counter() - t1, time.process_time() - c1
-  return first, wall / n, cpu / n, n
+  return first, wall / n, cpu / n, n, state
+
+
+def _reusable_steps(config: ml_collections.ConfigDict) -> int:
+  """Steps `auto` may time and then keep as training: all before the first step that logs,
+  runs diagnostics or ends the run (those need the training loop's bookkeeping)."""
+  bounds = [config.steps, config.log_every]
+  if config.diagnostics_every:
+    bounds.append(config.diagnostics_every)
+  return min(bounds) - 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -920,7 +945,7 @@ def _worker_main(spec_path: str) -> int:
   if spec["standby"]:
     g = max(groups, key=lambda g: g.work)
     state = g.init_states(g.runs[:1], batched=False)
-    first, step_sec, cpu_sec, n = _time_steps(g.step_fn(False), state, g.sampler, g.config.steps)
+    first, step_sec, cpu_sec, n, _ = _time_steps(g.step_fn(False), state, g.sampler, g.config.steps)
     write_atomic(
       spec["ready"],
       json.dumps(
@@ -955,22 +980,35 @@ def _worker_main(spec_path: str) -> int:
 
 def _choose(
   groups, chunk_size, num_workers, say, workdir, tensorboard, return_states
-) -> tuple[str, dict[str, Any], Any]:
-  """Measures the candidates and returns (strategy, measurements, workers kept in standby).
+) -> tuple[str, dict[str, Any], Any, dict[str, dict]]:
+  """Measures the candidates; returns (strategy, measurements, workers kept in standby, warm).
 
   Predictions are of the time still to spend (the compilation a measurement did is reused by
   the strategy chosen), for the whole sweep, extrapolated from the group with the most work.
+  The measured steps are real training steps when none of them has to log (`_reusable_steps`):
+  ``warm[strategy]`` then holds the measured state, which that strategy continues from.
   """
-  g = max(groups, key=lambda g: g.work)
+  gi = max(range(len(groups)), key=lambda i: groups[i].work)
+  g = groups[gi]
   total_work = sum(x.work for x in groups)
   m: dict[str, Any] = {"measured_on_group_with_configs": len(g.runs), "config_steps": total_work}
-  limit = g.config.steps  # never time more steps than one run trains
+  reusable = _reusable_steps(g.config)
+  # Never time more steps than one run trains; keep them if the loop need not have seen them.
+  limit = reusable if reusable >= _MIN_TIMED_STEPS + 1 else g.config.steps
+  warm: dict[str, dict] = {}
+
+  def keep(name, key, state, n) -> int:
+    if n + 1 <= reusable:
+      warm[name] = {key: (state, n + 1)}
+      return n + 1
+    return 0
 
   def measure_vmap() -> float:
     size = chunk_size or default_chunk_size(g)
     chunks = _split(g.runs, size)
     state = g.init_states(chunks[0], batched=True)
-    first, step, cpu, n = _time_steps(g.step_fn(True), state, g.sampler, limit)
+    first, step, cpu, n, state = _time_steps(g.step_fn(True), state, g.sampler, limit)
+    kept = keep("vmap", (gi, chunks[0][0].index), state, n)
     per_config = step / len(chunks[0])
     extra_compiles = len({len(c) for c in chunks}) - 1 + len(groups) - 1
     m["vmap"] = {
@@ -979,19 +1017,22 @@ def _choose(
       "step_sec": step,
       "step_sec_per_config": per_config,
       "timed_steps": n,
-      "predicted_sec": total_work * per_config + extra_compiles * first,
+      "steps_kept": kept,
+      "predicted_sec": (total_work - kept * len(chunks[0])) * per_config + extra_compiles * first,
     }
     return cpu / len(chunks[0])
 
   def measure_sequential() -> float:
     state = g.init_states(g.runs[:1], batched=False)
-    first, step, cpu, n = _time_steps(g.step_fn(False), state, g.sampler, limit)
+    first, step, cpu, n, state = _time_steps(g.step_fn(False), state, g.sampler, limit)
+    kept = keep("sequential", (gi, g.runs[0].index), state, n)
     m["sequential"] = {
       "compile_sec": first,
       "step_sec": step,
       "cpu_sec_per_step": cpu,
       "timed_steps": n,
-      "predicted_sec": total_work * step + (len(groups) - 1) * first,
+      "steps_kept": kept,
+      "predicted_sec": (total_work - kept) * step + (len(groups) - 1) * first,
     }
     return cpu
 
@@ -1028,7 +1069,7 @@ def _choose(
         tensorboard=tensorboard,
         return_states=return_states,
       )
-  return best, m, workers
+  return best, m, workers, warm
 
 
 def _decide_processes(workers, m, best, say) -> str:
@@ -1223,11 +1264,11 @@ def run_sweep(
     "groups": len(groups),
     "configurations": len(runs),
   }
-  workers = None
+  workers, warm = None, {}
   try:
     chosen = strategy
     if strategy == "auto":
-      chosen, info["measurements"], workers = _choose(
+      chosen, info["measurements"], workers, warm = _choose(
         groups, chunk_size, num_workers, say, workdir, tensorboard, return_states
       )
       if workers is not None:
@@ -1236,6 +1277,7 @@ def run_sweep(
           workers.send("stop")
           workers.close()
           workers = None
+      warm = {k: v for k, v in warm.items() if k == chosen}  # frees the other measured state
       if say:
         say(f"[auto] chose {chosen}: " + json.dumps(info["measurements"], default=str))
     info["chosen"] = chosen
@@ -1256,9 +1298,13 @@ def run_sweep(
       rows, infos = workers.join(say)
       info["workers"] = infos
     elif chosen == "vmap":
-      rows = _run_vmap(groups, workdir, chunk_size, tensorboard, say, return_states)
+      rows = _run_vmap(
+        groups, workdir, chunk_size, tensorboard, say, return_states, warm.get("vmap")
+      )
     else:
-      rows = _run_sequential(groups, workdir, tensorboard, say, return_states)
+      rows = _run_sequential(
+        groups, workdir, tensorboard, say, return_states, warm=warm.get("sequential")
+      )
     info["run_sec"] = time.perf_counter() - t_run
   finally:
     if workers is not None:
