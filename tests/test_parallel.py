@@ -1,9 +1,12 @@
 """Data parallel (pmap, sharded jit, two processes) gives the single-device result."""
 
+import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -92,10 +95,9 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_train_together_like_one(tmp_path, single):
-  """Two processes with 2 CPU devices each form one 4-device mesh over 127.0.0.1."""
+def _launch_two(workdir, *extra, devices_per_process=2):
+  """Two processes with `devices_per_process` CPU devices each: one mesh over 127.0.0.1."""
   port = _free_port()
-  workdir = str(tmp_path / "multi")
   cmd = [
     sys.executable,
     os.path.join(ROOT, "experiments", "train.py"),
@@ -106,25 +108,84 @@ def test_two_processes_train_together_like_one(tmp_path, single):
     "--config.optimizer.weight_decay=0.05",
     f"--coordinator_address=127.0.0.1:{port}",
     "--num_processes=2",
+    *extra,
   ]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-  procs = [
-    subprocess.Popen(
-      [*cmd, f"--process_id={i}"],
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  outs = [p.communicate(timeout=300)[0] for p in procs]
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  flags = f"--xla_force_host_platform_device_count={devices_per_process}"
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+  procs = []
+  for i in range(2):
+    # Output to files, not pipes: a full pipe would stall one process and, through the
+    # collectives, the other.
+    log = f"{workdir}.{'resume.' if '--resume' in extra else ''}{i}.log"
+    with open(log, "w") as f:
+      procs.append(
+        subprocess.Popen([*cmd, f"--process_id={i}"], env=env, stdout=f, stderr=subprocess.STDOUT)
+      )
+    procs[-1].log = log
+  return procs
+
+
+def _wait(procs, timeout=300):
+  deadline = time.time() + timeout
+  for p in procs:
+    try:
+      p.wait(timeout=max(deadline - time.time(), 1))
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+        q.wait()
+    with open(p.log) as f:
+      tail = f.read()[-3000:]
+    assert p.returncode == 0, f"{p.args[-1]} exited with {p.returncode}:\n{tail}"
+
+
+def _latest_params(workdir):
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
+    return mngr.latest_step(), mngr.restore(mngr.latest_step())["params"]
+
+
+def test_two_processes_train_together_like_one(tmp_path, single):
+  workdir = str(tmp_path / "multi")
+  _wait(_launch_two(workdir))
   assert os.path.exists(os.path.join(workdir, "metrics.jsonl"))
   ref_cfg = _mlp("none")
   ref_cfg.optimizer.kwargs = {}
   ref = train.fit(ref_cfg, str(tmp_path / "ref"), verbose=False)
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
-    got = mngr.restore(mngr.latest_step())["params"]
+  _, got = _latest_params(workdir)
   _assert_params_close(got, ref["state"].params, rtol=2e-4)
+
+
+def test_two_processes_killed_mid_run_resume_to_the_uninterrupted_result(tmp_path):
+  """Both processes SIGKILLed after the step-50 checkpoint; both relaunched with --resume.
+
+  One CPU device per process: with two forced host devices per process, 2 of 4 uninterrupted
+  400-step runs here hung inside PjRtCpuLoadedExecutable::Execute in both processes (gloo
+  collectives between two devices of one process and a remote one; see BUILD.md), 0 of 4 with
+  one device per process.
+  """
+  extra = [f"--config.{k}={v}" for k, v in (("steps", 400), ("checkpoint_every", 50))]
+  extra += [f"--config.{k}=50" for k in ("log_every", "diagnostics_every", "eval_every")]
+  full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+  launch = functools.partial(_launch_two, devices_per_process=1)
+  procs = launch(killed, *extra)
+  ckpt = os.path.join(killed, "checkpoints", "50")
+  deadline = time.time() + 240
+  while not os.path.exists(ckpt) and all(p.poll() is None for p in procs):
+    assert time.time() < deadline, "no step-50 checkpoint within 240 s"
+    time.sleep(0.02)
+  for p in procs:
+    p.send_signal(signal.SIGKILL)
+  for p in procs:
+    p.wait()
+  assert os.path.exists(ckpt), "a process ended before the step-50 checkpoint"
+  with ocp.CheckpointManager(os.path.join(killed, "checkpoints")) as mngr:
+    assert mngr.latest_step() < 400, "the kill came after the run had finished"
+  _wait(launch(killed, *extra, "--resume"))
+  _wait(launch(full, *extra))
+  (step_a, a), (step_b, b) = _latest_params(full), _latest_params(killed)
+  assert step_a == step_b == 400
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)  # bitwise
+  ma, mb = read_metrics(f"{full}/metrics.jsonl"), read_metrics(f"{killed}/metrics.jsonl")
+  assert [r["step"] for r in ma] == [r["step"] for r in mb] == list(range(50, 401, 50))
+  assert [r["loss"] for r in ma] == [r["loss"] for r in mb]
