@@ -32,6 +32,7 @@ def main(argv):
     strategy=c.sweep.strategy,
     chunk_size=c.sweep.chunk_size,
     num_workers=c.sweep.num_workers,
+    remeasure=c.sweep.get("remeasure", False),
   )
   figures = [report.heatmap(workdir, metric=m) for m in c.report_metrics]
   summary = os.path.join(workdir, "summary.md")

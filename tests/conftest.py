@@ -7,3 +7,6 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
   os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
   ).strip()
+
+# Sweeps with strategy "auto" measure in every test (tests/test_sweep.py checks the record).
+os.environ.setdefault("WD_JAX_AUTO_CACHE", "off")

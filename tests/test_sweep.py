@@ -164,6 +164,50 @@ def test_auto_keeps_its_measured_steps_and_matches_the_strategy_it_chose(
     assert [r["step"] for r in mine] == [20, 40]
 
 
+def test_auto_records_its_choice_per_sweep_shape(tmp_path, monkeypatch):
+  cache = tmp_path / "cache" / "sweep_auto.json"
+  monkeypatch.setenv(sweep.AUTO_CACHE_ENV, str(cache))
+  assert sweep.auto_cache_path() == str(cache)
+  grid = {"learning_rate": [1e-3, 3e-3]}
+
+  def run(name, grid=grid, **kw):
+    workdir = str(tmp_path / name)
+    rows = sweep.run_sweep(
+      _smoke(), grid, workdir, strategy="auto", num_workers=1, verbose=False, **kw
+    )
+    with open(os.path.join(workdir, "strategy.json")) as f:
+      return rows, json.load(f)
+
+  first_rows, first = run("first")
+  assert "measurements" in first and "recorded_choice" not in first
+  with open(cache) as f:
+    (entry,) = json.load(f).values()
+  assert entry["chosen"] == first["chosen"]
+  again_rows, again = run("again")  # same shape: the recorded choice, no measurement
+  assert again["chosen"] == first["chosen"] and "measurements" not in again
+  assert again["recorded_choice"]["measurements"] == json.loads(json.dumps(first["measurements"]))
+  with open(tmp_path / "again" / "summary.md") as f:
+    assert "recorded for this sweep's shape" in f.read()
+  for a, b in zip(first_rows, again_rows, strict=True):
+    assert a["loss"] == b["loss"] and a["test_accuracy"] == b["test_accuracy"]
+  _, fresh = run("remeasured", remeasure=True)
+  assert "measurements" in fresh
+  _, other = run("other_shape", grid={"learning_rate": [1e-3, 3e-3, 1e-2]})  # 3 configurations
+  assert "measurements" in other
+  with open(cache) as f:
+    assert len(json.load(f)) == 2
+  cache.write_text("{not json")  # a corrupt record is measured over and rewritten
+  _, redone = run("after_corruption")
+  assert "measurements" in redone
+  with open(cache) as f:
+    assert len(json.load(f)) == 1
+  monkeypatch.setenv(sweep.AUTO_CACHE_ENV, "off")
+  assert sweep.auto_cache_path() is None
+  monkeypatch.delenv(sweep.AUTO_CACHE_ENV)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  assert sweep.auto_cache_path() == str(tmp_path / "xdg" / "wd_jax" / "sweep_auto.json")
+
+
 def test_diverging_configuration_is_marked_and_leaves_the_others_alone(tmp_path, solo):
   configs = [{"learning_rate": 3e-3, "weight_decay": 1e-1}, {"learning_rate": 1e6}]
   workdir = str(tmp_path / "sweep")

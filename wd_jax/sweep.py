@@ -36,7 +36,11 @@ group. Strategies, per group:
   it adds an optimistic estimate (this process's build + compile time, plus the measured CPU
   time of the work shared over the workers); only when that could win are the workers started
   in standby to time their own steps, and kept if they win. The choice and every measurement go
-  to ``strategy.json`` and ``summary.md``.
+  to ``strategy.json`` and ``summary.md``. The choice is also recorded per sweep shape
+  (`auto_cache_key`: jax/jaxlib versions, backend, device kind and count, usable cores, every
+  group's program and size) in `auto_cache_path()`, like an autotuning cache: a later sweep of
+  the same shape takes it without measuring (``remeasure=True`` measures again; setting
+  ``WD_JAX_AUTO_CACHE=off`` disables the record).
 
 Every configuration trains on the default device (config.parallel must be ``"none"``); the
 sweep writes no checkpoints.
@@ -1072,6 +1076,65 @@ def _choose(
   return best, m, workers, warm
 
 
+# A recorded choice per sweep shape, so that repeating a sweep does not pay for measuring again.
+AUTO_CACHE_ENV = "WD_JAX_AUTO_CACHE"
+_AUTO_CACHE_ENTRIES = 200
+
+
+def auto_cache_path() -> str | None:
+  """Where `auto` records its choices: ``$WD_JAX_AUTO_CACHE`` (``off`` or empty disables it),
+  else ``$XDG_CACHE_HOME/wd_jax/sweep_auto.json`` (default ``~/.cache/wd_jax/...``)."""
+  value = os.environ.get(AUTO_CACHE_ENV)
+  if value is not None:
+    return None if value.strip().lower() in ("", "0", "off", "false", "no") else value
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "wd_jax", "sweep_auto.json")
+
+
+def auto_cache_key(groups: Sequence[_Group], chunk_size, num_workers) -> str:
+  """What `auto`'s choice depends on: software, hardware, and every group's program and size."""
+  import jaxlib
+
+  dev = jax.devices()[0]
+  parts = {
+    "jax": jax.__version__,
+    "jaxlib": jaxlib.__version__,
+    "backend": jax.default_backend(),
+    "device_kind": dev.device_kind,
+    "devices": jax.device_count(),
+    "usable_cores": len(os.sched_getaffinity(0)),
+    "groups": [[group_key(g.config), len(g.runs)] for g in groups],
+    "chunk_size": chunk_size,
+    "num_workers": num_workers,
+  }
+  return json.dumps(parts, sort_keys=True)
+
+
+def _read_auto_cache(path: str | None) -> dict[str, Any]:
+  if not path or not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      table = json.load(f)
+  except (OSError, ValueError):  # unreadable or corrupt: measure again (and rewrite it)
+    return {}
+  return table if isinstance(table, dict) else {}
+
+
+def _write_auto_cache(path: str | None, key: str, chosen: str, measurements) -> None:
+  if not path:
+    return
+  try:
+    table = _read_auto_cache(path)
+    table.pop(key, None)
+    table[key] = {"chosen": chosen, "measured_at": time.time(), "measurements": measurements}
+    keep = dict(list(table.items())[-_AUTO_CACHE_ENTRIES:])  # oldest entries go first
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, json.dumps(keep, default=str) + "\n")
+  except OSError:  # a read-only home directory must not fail the sweep
+    pass
+
+
 def _decide_processes(workers, m, best, say) -> str:
   ready = workers.wait_ready()
   remaining = max(r["work"] * r["step_sec"] for r in ready)
@@ -1176,6 +1239,9 @@ def _write_outputs(workdir, base_config, rows, info, wall) -> None:
     )
   if diverged:
     lines.append("- diverged: " + ", ".join(r["name"] for r in diverged))
+  if info.get("recorded_choice"):
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["recorded_choice"]["measured_at"]))
+    lines.append(f"- auto: the choice recorded for this sweep's shape on {when} (not measured)")
   if info.get("measurements"):
     lines += ["", "## auto: measurements (predicted seconds for the whole sweep)", ""]
     for name, v in info["measurements"].items():
@@ -1206,6 +1272,7 @@ def run_sweep(
   verbose: bool = True,
   tensorboard: bool = False,
   return_states: bool = False,
+  remeasure: bool = False,
 ) -> list[dict[str, Any]]:
   """Trains every configuration of a sweep and writes one workdir (see the module docstring).
 
@@ -1220,6 +1287,8 @@ def run_sweep(
     verbose: print progress to stderr.
     tensorboard: also write TensorBoard event files in every run directory.
     return_states: add each run's final TrainState (host arrays) under ``"state"``.
+    remeasure: auto only: measure even if `auto_cache_path()` records a choice for this sweep's
+      shape (`auto_cache_key`); the new choice replaces the recorded one.
 
   Returns:
     One dict per configuration, in sweep order: the row of ``results.csv`` (index, name,
@@ -1268,18 +1337,35 @@ def run_sweep(
   try:
     chosen = strategy
     if strategy == "auto":
-      chosen, info["measurements"], workers, warm = _choose(
-        groups, chunk_size, num_workers, say, workdir, tensorboard, return_states
-      )
-      if workers is not None:
-        chosen = _decide_processes(workers, info["measurements"], chosen, say)
-        if chosen != "processes":
-          workers.send("stop")
-          workers.close()
-          workers = None
-      warm = {k: v for k, v in warm.items() if k == chosen}  # frees the other measured state
-      if say:
-        say(f"[auto] chose {chosen}: " + json.dumps(info["measurements"], default=str))
+      cache_path = auto_cache_path()
+      key = auto_cache_key(groups, chunk_size, num_workers)
+      recorded = None if remeasure else _read_auto_cache(cache_path).get(key)
+      info["auto_cache"] = cache_path
+      if recorded is not None and recorded.get("chosen") in STRATEGIES[1:]:
+        chosen = recorded["chosen"]
+        info["recorded_choice"] = {
+          "measured_at": recorded.get("measured_at"),
+          "measurements": recorded.get("measurements"),
+        }
+        if say:
+          say(
+            f"[auto] {chosen}, as recorded for this sweep's shape in {cache_path} (remeasure=True"
+            " measures again)"
+          )
+      else:
+        chosen, info["measurements"], workers, warm = _choose(
+          groups, chunk_size, num_workers, say, workdir, tensorboard, return_states
+        )
+        if workers is not None:
+          chosen = _decide_processes(workers, info["measurements"], chosen, say)
+          if chosen != "processes":
+            workers.send("stop")
+            workers.close()
+            workers = None
+        warm = {k: v for k, v in warm.items() if k == chosen}  # frees the other measured state
+        _write_auto_cache(cache_path, key, chosen, info["measurements"])
+        if say:
+          say(f"[auto] chose {chosen}: " + json.dumps(info["measurements"], default=str))
     info["chosen"] = chosen
     t_run = time.perf_counter()
     if chosen == "processes":

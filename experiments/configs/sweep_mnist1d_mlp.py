@@ -47,6 +47,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.grid.weight_decay = [1e-4, 1e-3, 1e-2, 1e-1]
   c.sweep = ml_collections.ConfigDict()
   c.sweep.strategy = "auto"  # auto | vmap | sequential | processes
+  c.sweep.remeasure = False  # auto: measure even if a choice is recorded for this sweep's shape
   c.sweep.chunk_size = config_dict.placeholder(int)  # vmap: configurations per program
   c.sweep.num_workers = config_dict.placeholder(int)  # processes: worker processes
   c.report_metrics = ("test_accuracy", "best_test_accuracy")  # one heat map each
