@@ -83,6 +83,21 @@ class _Model(nnx.Module):
     )
 
 
+def _float_dtype(dtype: str | None) -> Any:
+  """A model's float dtype from its config name (None: float32), checked against x64 mode."""
+  if dtype is None:
+    return jnp.float32
+  if dtype not in ("float32", "float64", "bfloat16", "float16"):
+    raise ValueError(
+      f"dtype must be one of 'float32', 'float64', 'bfloat16', 'float16', got {dtype!r}."
+    )
+  if dtype == "float64" and not jax.config.read("jax_enable_x64"):
+    raise ValueError(
+      "dtype='float64' needs 64-bit mode: jax.config.update('jax_enable_x64', True) first."
+    )
+  return jnp.dtype(dtype)
+
+
 def _flatten(x: jax.Array) -> jax.Array:
   return x.reshape(x.shape[0], -1)
 
@@ -97,16 +112,26 @@ class MLP(_Model):
     widths: widths of the hidden layers (may be empty: a linear model).
     num_classes: number of outputs.
     rngs: random streams for initialisation.
+    dtype: parameter and computation dtype, e.g. ``"float64"`` (needs
+      ``jax.config.update("jax_enable_x64", True)``); default float32.
 
   Input (B, in_features) or (B, ...) with prod(...) = in_features; output (B, num_classes).
   """
 
   def __init__(
-    self, in_features: int, widths: Sequence[int], num_classes: int, *, rngs: nnx.Rngs
+    self,
+    in_features: int,
+    widths: Sequence[int],
+    num_classes: int,
+    *,
+    rngs: nnx.Rngs,
+    dtype: str | None = None,
   ) -> None:
+    dt = _float_dtype(dtype)
     sizes = [int(in_features), *(int(w) for w in widths)]
-    self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes)])
-    self.head = nnx.Linear(sizes[-1], int(num_classes), rngs=rngs)
+    linear = lambda a, b: nnx.Linear(a, b, dtype=dt, param_dtype=dt, rngs=rngs)
+    self.hidden = nnx.List([linear(a, b) for a, b in itertools.pairwise(sizes)])
+    self.head = linear(sizes[-1], int(num_classes))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = _flatten(x)
