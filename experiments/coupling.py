@@ -26,14 +26,10 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import ml_collections
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 from PIL import Image
 
 from wd_jax import study, sweep
 from wd_jax.runlog import read_metrics, write_atomic
-
-FLAGS = flags.FLAGS
 
 
 def save_png(fig, path: str, dpi: int = 100) -> None:
@@ -47,13 +43,6 @@ def save_png(fig, path: str, dpi: int = 100) -> None:
     im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
       path, optimize=True
     )
-
-
-def _define_flags() -> None:
-  """Flags are defined only when run as a script, so tests can import several study modules."""
-  config_flags.DEFINE_config_file("config", None, "Study config (path[:variant]).")
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  flags.mark_flags_as_required(["config", "workdir"])
 
 
 COUPLINGS = ("lr", "schedule", "constant", "corrected")
@@ -555,10 +544,7 @@ def _lr_schedule_identity(res) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   _validate(config)
-  if os.path.exists(os.path.join(workdir, "summary.md")):
-    raise ValueError(f"workdir {workdir!r} already holds a finished study; use a new workdir.")
-  os.makedirs(workdir, exist_ok=True)
-  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+  study.begin(config, workdir)
   res = run_couplings(config, workdir)
   meas = measure(res, config)
   lams = matched_weight_decays(config.decay_per_step, config.run.optimizer.learning_rate)
@@ -660,15 +646,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return {"findings": findings, "results": res, "measurements": meas}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  out = run(FLAGS.config, FLAGS.workdir)
-  for f in out["findings"]:
-    print(f"{f.verdict.status:>13}: {f.claim[:110]}")
-  print(f"wrote {FLAGS.workdir}/summary.md")
-
-
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  study.main(run, claim_width=110)

@@ -249,10 +249,7 @@ def findings_for(res: dict[str, list[dict]], margin: float, switch: int) -> list
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   _validate(config)
-  if os.path.exists(os.path.join(workdir, "summary.md")):
-    raise ValueError(f"workdir {workdir!r} already holds a finished study; use a new workdir.")
-  os.makedirs(workdir, exist_ok=True)
-  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+  study.begin(config, workdir)
   res = run_schedules(config, workdir)
   return report(config, workdir, res)
 

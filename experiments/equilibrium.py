@@ -543,10 +543,7 @@ def plot_layer_angles(summ, workdir: str) -> tuple[str, str]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   _validate(config)
-  if os.path.exists(os.path.join(workdir, "summary.md")):
-    raise ValueError(f"workdir {workdir!r} already holds a finished study; use a new workdir.")
-  os.makedirs(workdir, exist_ok=True)
-  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+  study.begin(config, workdir)
   res = run_variants(config, workdir)
   return report(config, workdir, res)
 

@@ -258,10 +258,7 @@ def findings_for(name: str, res: dict[str, list[dict]], wds) -> tuple[list, str]
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   _validate(config)
-  if os.path.exists(os.path.join(workdir, "summary.md")):
-    raise ValueError(f"workdir {workdir!r} already holds a finished study; use a new workdir.")
-  os.makedirs(workdir, exist_ok=True)
-  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+  study.begin(config, workdir)
   findings, tables, figures, lines, results = [], [], [], [], {}
   for name, task in config.tasks.items():
     res = run_task(name, task, config.variants, config.strategy, workdir)

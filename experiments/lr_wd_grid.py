@@ -27,17 +27,13 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import ml_collections
 import numpy as np
-from absl import app, flags
 from matplotlib import colors as mcolors
 from matplotlib.patches import Rectangle
-from ml_collections import config_flags
 from PIL import Image
 from scipy import stats
 
 from wd_jax import study, sweep
 from wd_jax.runlog import write_atomic
-
-FLAGS = flags.FLAGS
 
 
 def save_png(fig, path: str, dpi: int = 100) -> None:
@@ -51,13 +47,6 @@ def save_png(fig, path: str, dpi: int = 100) -> None:
     im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
       path, optimize=True
     )
-
-
-def _define_flags() -> None:
-  """Flags are defined only when run as a script, so tests can import several study modules."""
-  config_flags.DEFINE_config_file("config", None, "Study config (path[:variant]).")
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  flags.mark_flags_as_required(["config", "workdir"])
 
 
 # variant -> (optimizer recipe, its flags). SGD runs use heavy-ball momentum 0.9, as L&H did.
@@ -587,10 +576,7 @@ def _best_table(res: dict[str, dict]) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   _validate(config)
-  if os.path.exists(os.path.join(workdir, "summary.md")):
-    raise ValueError(f"workdir {workdir!r} already holds a finished study; use a new workdir.")
-  os.makedirs(workdir, exist_ok=True)
-  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+  study.begin(config, workdir)
   seeds = list(config.seeds)
   res, lines = {}, []
   for v in config.variants:
@@ -687,15 +673,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return {"findings": findings, "results": res}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  out = run(FLAGS.config, FLAGS.workdir)
-  for f in out["findings"]:
-    print(f"{f.verdict.status:>13}: {f.claim[:100]}")
-  print(f"wrote {FLAGS.workdir}/summary.md")
-
-
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  study.main(run, claim_width=100)

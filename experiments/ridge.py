@@ -26,9 +26,7 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags
 from jax.scipy.stats import norm
-from ml_collections import config_flags
 
 import wd_jax
 from wd_jax import data as data_lib
@@ -419,13 +417,11 @@ def plot(rows, config, problems, workdir: str) -> list[tuple[str, str]]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   _validate(config)
-  if os.path.exists(os.path.join(workdir, "summary.md")):
-    raise ValueError(f"workdir {workdir!r} already holds a finished study; use a new workdir.")
+  study.check_workdir(workdir)
   t0 = time.perf_counter()
   with jax.enable_x64(True):
     problems = {s: _problem(config, s) for s in config.seeds}
-    os.makedirs(workdir, exist_ok=True)
-    write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+    study.begin(config, workdir)
     wds = sorted(config.weight_decays)
     pairs = [(wd, s) for wd in wds for s in config.seeds]
     rows = []
@@ -494,19 +490,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return {"findings": findings, "rows": rows, "wall_time_sec": wall}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  workdir = flags.FLAGS.workdir
-  out = run(flags.FLAGS.config, workdir)
-  for f in out["findings"]:
-    print(f"{f.verdict.status:>13}: {f.claim}")
-  print(f"wrote {workdir}/summary.md ({out['wall_time_sec']:.0f} s)")
-
-
 if __name__ == "__main__":
-  # Flags are defined only when run as a script, so tests can import several studies at once.
-  config_flags.DEFINE_config_file("config", None, "Study config (path[:variant]).")
-  flags.DEFINE_string("workdir", None, "Output directory.", required=True)
-  flags.mark_flag_as_required("config")
-  app.run(main)
+  study.main(run)

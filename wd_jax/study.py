@@ -165,11 +165,25 @@ def write_summary(
   return path
 
 
-def main(run_fn) -> None:
+def check_workdir(workdir: str) -> None:
+  """Refuses a workdir that already holds a finished study (before anything is computed)."""
+  if os.path.exists(os.path.join(workdir, "summary.md")):
+    raise ValueError(f"workdir {workdir!r} already holds a finished study; use a new workdir.")
+
+
+def begin(config, workdir: str) -> None:
+  """`check_workdir`, then creates `workdir` and writes ``config.json`` first."""
+  check_workdir(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+
+
+def main(run_fn, claim_width: int | None = None) -> None:
   """The absl main of a study script: ``--config`` (path[:variant]) and ``--workdir``.
 
   Flags are defined here, when the script runs, not at import, so tests can import several
-  studies into one process. `run_fn(config, workdir)` returns ``{"findings": [...], ...}``.
+  studies into one process. `run_fn(config, workdir)` returns ``{"findings": [...], ...}``
+  and optionally ``"wall_time_sec"``; each claim is printed cut to `claim_width` characters.
   """
   from absl import app, flags
   from ml_collections import config_flags
@@ -184,7 +198,8 @@ def main(run_fn) -> None:
     workdir = flags.FLAGS.workdir
     out = run_fn(flags.FLAGS.config, workdir)
     for f in out["findings"]:
-      print(f"{f.verdict.status:>13}: {f.claim}")
-    print(f"wrote {workdir}/summary.md")
+      print(f"{f.verdict.status:>13}: {f.claim[:claim_width]}")
+    wall = f" ({out['wall_time_sec']:.0f} s)" if "wall_time_sec" in out else ""
+    print(f"wrote {workdir}/summary.md{wall}")
 
   app.run(_main)
