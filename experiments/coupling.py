@@ -12,7 +12,6 @@ accuracy.png, metrics.jsonl (one line per run), config.json and summary.md.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -26,24 +25,9 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import ml_collections
 import numpy as np
-from PIL import Image
 
-from wd_jax import study, sweep
+from wd_jax import report, study, sweep
 from wd_jax.runlog import read_metrics, write_atomic
-
-
-def save_png(fig, path: str, dpi: int = 100) -> None:
-  """Saves `fig` as a 256-colour PNG (about a third of the bytes of matplotlib's RGBA PNG, the
-  same picture for line plots and heat maps), then closes it."""
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=dpi)
-  plt.close(fig)
-  buf.seek(0)
-  with Image.open(buf) as im:
-    im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
-      path, optimize=True
-    )
-
 
 COUPLINGS = ("lr", "schedule", "constant", "corrected")
 VARIANT = {
@@ -316,7 +300,7 @@ def _plot_curves(res, config, workdir, name, title, ylabel, fns, logy) -> str:
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   path = os.path.join(workdir, name)
-  save_png(fig, path)
+  report.save_png(fig, path)
   return path
 
 
@@ -344,7 +328,7 @@ def plot_accuracy(res, meas, workdir: str) -> str:
   ax.grid(alpha=0.3, axis="y")
   fig.tight_layout()
   path = os.path.join(workdir, "accuracy.png")
-  save_png(fig, path)
+  report.save_png(fig, path)
   return path
 
 

@@ -13,7 +13,6 @@ config.json and summary.md with a verdict per optimizer.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -29,25 +28,10 @@ import ml_collections
 import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.patches import Rectangle
-from PIL import Image
 from scipy import stats
 
-from wd_jax import study, sweep
+from wd_jax import report, study, sweep
 from wd_jax.runlog import write_atomic
-
-
-def save_png(fig, path: str, dpi: int = 100) -> None:
-  """Saves `fig` as a 256-colour PNG (about a third of the bytes of matplotlib's RGBA PNG, the
-  same picture for line plots and heat maps), then closes it."""
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=dpi)
-  plt.close(fig)
-  buf.seek(0)
-  with Image.open(buf) as im:
-    im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
-      path, optimize=True
-    )
-
 
 # variant -> (optimizer recipe, its flags). SGD runs use heavy-ball momentum 0.9, as L&H did.
 VARIANTS = {
@@ -410,7 +394,7 @@ def plot_heatmaps(res: dict[str, dict], config, workdir: str) -> str:
     fontsize=10,
   )
   path = os.path.join(workdir, "heatmaps.png")
-  save_png(fig, path)
+  report.save_png(fig, path)
   return path
 
 
@@ -476,7 +460,7 @@ def plot_best_wd(res: dict[str, dict], workdir: str, level: float) -> str:
   ax.legend(fontsize=7, loc="best")
   fig.tight_layout()
   path = os.path.join(workdir, "best_wd_vs_lr.png")
-  save_png(fig, path)
+  report.save_png(fig, path)
   return path
 
 
