@@ -1362,7 +1362,7 @@ def run_sweep(
             workers.send("stop")
             workers.close()
             workers = None
-        warm = {k: v for k, v in warm.items() if k == chosen}  # frees the other measured state
+        warm = warm.get(chosen, {})  # the chosen strategy's measured states; frees the other
         _write_auto_cache(cache_path, key, chosen, info["measurements"])
         if say:
           say(f"[auto] chose {chosen}: " + json.dumps(info["measurements"], default=str))
@@ -1384,13 +1384,9 @@ def run_sweep(
       rows, infos = workers.join(say)
       info["workers"] = infos
     elif chosen == "vmap":
-      rows = _run_vmap(
-        groups, workdir, chunk_size, tensorboard, say, return_states, warm.get("vmap")
-      )
+      rows = _run_vmap(groups, workdir, chunk_size, tensorboard, say, return_states, warm)
     else:
-      rows = _run_sequential(
-        groups, workdir, tensorboard, say, return_states, warm=warm.get("sequential")
-      )
+      rows = _run_sequential(groups, workdir, tensorboard, say, return_states, warm=warm)
     info["run_sec"] = time.perf_counter() - t_run
   finally:
     if workers is not None:
