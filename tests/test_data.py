@@ -85,11 +85,11 @@ def test_mnist1d_shapes_dtypes_and_standardisation(mnist):
 
 def test_mnist1d_deterministic_seeded_and_leaves_global_rngs_alone(mnist):
   np_state, py_state = np.random.get_state(), random.getstate()
-  fresh = data._mnist1d_arrays.__wrapped__(0)  # generate again, bypassing the cache
+  fresh = data._mnist1d._mnist1d_arrays.__wrapped__(0)  # generate again, bypassing the cache
   after = np.random.get_state()
   np.testing.assert_array_equal(np_state[1], after[1])
   assert py_state == random.getstate()
-  for a, b in zip(fresh, data._mnist1d_arrays(0)):
+  for a, b in zip(fresh, data._mnist1d._mnist1d_arrays(0)):
     np.testing.assert_array_equal(a, b)
   chex.assert_trees_all_equal(data.mnist1d(seed=0).x_train, mnist.x_train)
   other = data.mnist1d(seed=1)
@@ -196,7 +196,7 @@ def test_read_cifar_bin_decodes_pixels_exactly(tmp_path):
   path = tmp_path / "batch.bin"
   _write_cifar(path, labels, images)
   assert os.path.getsize(path) == 4 * 3073
-  got, got_labels = data._read_cifar_bin(path)
+  got, got_labels = data._cifar10._read_cifar_bin(path)
   assert got.dtype == np.uint8 and got.shape == (4, 32, 32, 3)
   np.testing.assert_array_equal(got_labels, labels)
   for n, row, col in [(0, 0, 0), (1, 0, 31), (2, 31, 0), (3, 17, 5)]:
@@ -246,7 +246,7 @@ def test_cifar10_missing_directory_and_files(tmp_path):
   with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "t.bin"))):
     data.cifar10(tmp_path, train_files=["data_batch_1.bin"], test_files=["t.bin"])
   with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "x.bin"))):
-    data._read_cifar_bin(tmp_path / "x.bin")
+    data._cifar10._read_cifar_bin(tmp_path / "x.bin")
 
 
 def test_cifar10_corrupt_files(tmp_path):
@@ -255,15 +255,15 @@ def test_cifar10_corrupt_files(tmp_path):
   with open(truncated, "ab") as f:
     f.write(b"\x00" * 100)
   with pytest.raises(ValueError, match=re.escape(str(truncated)) + ".*6246 bytes.*3073"):
-    data._read_cifar_bin(truncated)
+    data._cifar10._read_cifar_bin(truncated)
   bad_label = tmp_path / "bad_label.bin"
   _write_cifar(bad_label, [1, 10, 2], _cifar_planes(3))
   with pytest.raises(ValueError, match=re.escape(str(bad_label)) + ".*record 1 has label 10"):
-    data._read_cifar_bin(bad_label)
+    data._cifar10._read_cifar_bin(bad_label)
   empty = tmp_path / "empty.bin"
   empty.write_bytes(b"")
   with pytest.raises(ValueError, match=re.escape(str(empty))):
-    data._read_cifar_bin(empty)
+    data._cifar10._read_cifar_bin(empty)
   _write_cifar(tmp_path / "ok.bin", [1], _cifar_planes(1))
   with pytest.raises(ValueError, match=re.escape(str(bad_label))):
     data.cifar10(tmp_path, train_files=["ok.bin"], test_files=["bad_label.bin"])

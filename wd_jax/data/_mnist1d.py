@@ -1,0 +1,76 @@
+"""MNIST-1D, generated offline by the `mnist1d` package."""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import numpy as np
+
+from wd_jax.data._dataset import (
+  Dataset,
+  _check_int,
+  _to_device,
+)
+
+# ----------------------------------------------------------------------------------------------
+# MNIST-1D.
+
+
+@functools.lru_cache(maxsize=8)
+def _mnist1d_arrays(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """The raw (x, y, x_test, y_test) of MNIST-1D for `seed`, cached: generation takes 1-2 s."""
+  # Imported here: the package pulls in scipy and matplotlib (~1 s) that other loaders don't need.
+  from mnist1d.data import get_dataset_args, make_dataset
+
+  args = get_dataset_args()
+  args.seed = seed
+  # `make_dataset` only computes (unlike `get_dataset`, it neither downloads nor pickles to the
+  # CWD), but it reseeds the global `random`/`np.random` generators: restore them afterwards.
+  py_state, np_state = random.getstate(), np.random.get_state()
+  try:
+    raw = make_dataset(args)
+  finally:
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+  arrays = (
+    np.asarray(raw["x"], np.float64),
+    np.asarray(raw["y"], np.int32),
+    np.asarray(raw["x_test"], np.float64),
+    np.asarray(raw["y_test"], np.int32),
+  )
+  for a in arrays:
+    a.setflags(write=False)  # the cache hands out the same arrays every time
+  return arrays
+
+
+def mnist1d(seed: int = 0) -> Dataset:
+  """MNIST-1D (Greydanus, 2020): 4000 train / 1000 test sequences of length 40, 10 classes.
+
+  Generated locally by the `mnist1d` package (`make_dataset`, never the downloading
+  `get_dataset`), with the package's default arguments except the seed. Generation takes 1-2 s (plus
+  ~1 s to import the package), so the raw arrays are cached in-process per seed.
+
+  Args:
+    seed: the generator's seed; the same seed gives identical arrays.
+
+  Returns:
+    A classification `Dataset`: x (N, 40) float32, standardised by the train set's global
+    (scalar) mean and std; y (N,) int32 in [0, 10). `meta` holds `seed`, `mean` and `std`.
+  """
+  _check_int("seed", seed, minimum=0)
+  x, y, x_test, y_test = _mnist1d_arrays(int(seed))
+  mean, std = float(x.mean()), float(x.std())
+  x_tr = ((x - mean) / std).astype(np.float32)
+  x_te = ((x_test - mean) / std).astype(np.float32)
+  x_tr, y_tr, x_te, y_te = _to_device(x_tr, y.copy(), x_te, y_test.copy())
+  return Dataset(
+    name="mnist1d",
+    task="classification",
+    x_train=x_tr,
+    y_train=y_tr,
+    x_test=x_te,
+    y_test=y_te,
+    num_classes=10,
+    meta={"seed": int(seed), "mean": mean, "std": std},
+  )
