@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from wd_jax import report, sweep, train
+from wd_jax.sweep import tuning
 from wd_jax.runlog import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,18 +113,19 @@ def test_sequential_matches_solo_runs_and_compiles_once(sequential_sweep, solo):
 def test_auto_keeps_its_measured_steps_and_matches_the_strategy_it_chose(
   tmp_path, monkeypatch, sequential_sweep, winner
 ):
-  # Steer the choice: the other candidate's measured step time is inflated 100×.
-  timer = sweep._time_steps
+  # The measurement is injected, not timed: the steps really run (so the measured state is
+  # real), but compile and step times are fixed numbers, whatever the machine's load.
+  timer = tuning.time_steps
 
-  def steered(fn, state, sampler, limit):
-    first, wall, cpu, n, state = timer(fn, state, sampler, limit)
+  def injected(fn, state, source, limit):
+    _, _, _, n, state = timer(fn, state, source, limit)
     batched = np.ndim(state.step) == 1
-    slow = 1.0 if batched == (winner == "vmap") else 100.0
-    return first, wall * slow, cpu * slow, n, state
+    step = 1e-3 if batched == (winner == "vmap") else 1.0  # the loser is 1000× slower
+    return 0.01, step, step, n, state
 
-  monkeypatch.setattr(sweep, "_time_steps", steered)
+  monkeypatch.setattr(tuning, "time_steps", injected)
   fresh = []  # (batched, first run index) of every fresh state the training loop starts from
-  group_train, init_states = sweep._Group.train, sweep._Group.init_states
+  group_train, init_states = sweep.Group.train, sweep.Group.init_states
 
   def counted_train(self, *args, **kwargs):
     fresh.append(None)  # marks "inside train"
@@ -137,8 +139,8 @@ def test_auto_keeps_its_measured_steps_and_matches_the_strategy_it_chose(
       fresh.append((batched, runs[0].index))
     return init_states(self, runs, batched)
 
-  monkeypatch.setattr(sweep._Group, "train", counted_train)
-  monkeypatch.setattr(sweep._Group, "init_states", counted_init)
+  monkeypatch.setattr(sweep.Group, "train", counted_train)
+  monkeypatch.setattr(sweep.Group, "init_states", counted_init)
   workdir = str(tmp_path / "auto")
   rows = sweep.run_sweep(
     _smoke(), GRID, workdir, strategy="auto", num_workers=1, verbose=False, return_states=True
@@ -147,7 +149,7 @@ def test_auto_keeps_its_measured_steps_and_matches_the_strategy_it_chose(
     info = json.load(f)
   assert info["chosen"] == winner
   # The smoke config logs first at step 20: the measurement's steps 1..19 are kept.
-  assert 1 + sweep._MIN_TIMED_STEPS <= info["measurements"][winner]["steps_kept"] <= 19
+  assert 1 + tuning._MIN_TIMED_STEPS <= info["measurements"][winner]["steps_kept"] <= 19
   # The measured state went on training: only the other runs started from a fresh state.
   assert fresh == ([] if winner == "vmap" else [(False, 1), (False, 2), (False, 3)])
   if winner == "sequential":

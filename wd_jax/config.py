@@ -26,6 +26,10 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.dataset = ml_collections.ConfigDict({"name": "mnist1d", "kwargs": {}})
+  # A fixed, seeded share of the training data held out for validation (0: none). With one,
+  # the periodic evaluations read it and the test split is read once, at the end.
+  c.dataset.validation_fraction = 0.0
+  c.dataset.validation_seed = 0
   c.model = ml_collections.ConfigDict({"name": "cnn1d", "kwargs": {}})
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"
@@ -61,11 +65,40 @@ def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
     raise ValueError(f"config.{name} must be an int {bound}, got {value!r}.")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises `ValueError` naming the field and the value; touches no file."""
-  _validation.check_choice("config.dataset.name", config.dataset.name, DATASETS)
-  _validation.check_choice("config.model.name", config.model.name, MODELS)
-  _validation.check_choice("config.optimizer.name", config.optimizer.name, tuple(OPTIMIZERS))
+def validate(
+  config: ml_collections.ConfigDict,
+  *,
+  model: bool = True,
+  dataset: bool = True,
+  optimizer: bool = True,
+  recipe: Any = None,
+) -> None:
+  """Raises `ValueError` naming the field and the value; touches no file.
+
+  `model`, `dataset`, `optimizer`: whether that part comes from the config by name (False when
+  the user brings their own, whose name is then not checked). `recipe` is the user's own
+  optimizer recipe, if any.
+  """
+  if dataset:
+    _validation.check_choice("config.dataset.name", config.dataset.name, DATASETS)
+  if model:
+    _validation.check_choice("config.model.name", config.model.name, MODELS)
+  if optimizer:
+    _validation.check_choice("config.optimizer.name", config.optimizer.name, tuple(OPTIMIZERS))
+  fraction = config.dataset.get("validation_fraction", 0.0)
+  if fraction:
+    _validation.check_number(
+      "config.dataset.validation_fraction",
+      fraction,
+      lower=0.0,
+      upper=1.0,
+      lower_inclusive=False,
+      upper_inclusive=False,
+      allow_schedule=False,
+    )
+  seed = config.dataset.get("validation_seed", 0)
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise ValueError(f"config.dataset.validation_seed must be an int >= 0, got {seed!r}.")
   _validation.check_choice(
     "config.optimizer.lr_schedule", config.optimizer.lr_schedule, LR_SCHEDULES
   )
@@ -100,7 +133,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     upper=1.0,
     allow_schedule=False,
   )
-  build_optimizer(config)  # every optimizer hyperparameter is checked by its constructor
+  build_optimizer(config, recipe=recipe)  # its constructor checks every hyperparameter
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, peak: Any = None) -> optax.Schedule:
@@ -144,25 +177,57 @@ def mask_from_config(config: ml_collections.ConfigDict):
   return regex_mask([tuple(r) for r in o.mask_rules], default=default_mask)
 
 
-def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optimizer a config describes; its constructor validates every hyperparameter."""
+def _recipe_kwargs(config: ml_collections.ConfigDict, peak: Any, recipe: Any) -> dict[str, Any]:
+  kwargs = dict(config.optimizer.kwargs)
+  if recipe is None and kwargs.get("coupling", "lr") in ("schedule", "corrected"):
+    # The schedule is peak × shape(t): its peak is the config's lr (or the injected one).
+    kwargs.setdefault("peak_learning_rate", peak)
+  return kwargs
+
+
+def _make(config, recipe, learning_rate, weight_decay, mask, kwargs):
+  if recipe is None:
+    return get_optimizer(
+      config.optimizer.name,
+      learning_rate=learning_rate,
+      weight_decay=weight_decay,
+      mask=mask,
+      **kwargs,
+    )
+  opt = recipe(learning_rate=learning_rate, weight_decay=weight_decay, mask=mask, **kwargs)
+  if not isinstance(opt, optax.GradientTransformation):
+    raise ValueError(
+      f"the optimizer recipe must return an optax.GradientTransformation, got {type(opt)}."
+    )
+  return opt
+
+
+def build_optimizer(
+  config: ml_collections.ConfigDict, recipe: Any = None
+) -> optax.GradientTransformation:
+  """The optimizer a config describes; its constructor validates every hyperparameter.
+
+  `recipe`: the user's own optimizer recipe (called with ``learning_rate``, ``weight_decay``,
+  ``mask`` and ``config.optimizer.kwargs`` as keywords) instead of ``config.optimizer.name``.
+  """
   o = config.optimizer
-  kwargs = dict(o.kwargs)
-  if o.name in ("adamw", "sgdw") and kwargs.get("coupling", "lr") in ("schedule", "corrected"):
-    kwargs.setdefault("peak_learning_rate", o.learning_rate)
-  return get_optimizer(
-    o.name,
-    learning_rate=learning_rate_schedule(config),
-    weight_decay=weight_decay_schedule(config),
-    mask=mask_from_config(config),
-    **kwargs,
+  kwargs = _recipe_kwargs(config, o.learning_rate, recipe)
+  return _make(
+    config,
+    recipe,
+    learning_rate_schedule(config),
+    weight_decay_schedule(config),
+    mask_from_config(config),
+    kwargs,
   )
 
 
 SWEEPABLE = ("learning_rate", "weight_decay")
 
 
-def build_injectable_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def build_injectable_optimizer(
+  config: ml_collections.ConfigDict, recipe: Any = None
+) -> optax.GradientTransformation:
   """`build_optimizer` with the peak lr and λ held in `optax.inject_hyperparams` state.
 
   The schedules are rebuilt from the injected values at every step, so a stack of K
@@ -171,21 +236,16 @@ def build_injectable_optimizer(config: ml_collections.ConfigDict) -> optax.Gradi
   `set_hyperparams`. With the config's own values it is the same map as `build_optimizer`.
   """
   o = config.optimizer
-  validate(config)
   mask = mask_from_config(config)
-  kwargs = dict(o.kwargs)
-  name = o.name
 
   def factory(learning_rate, weight_decay):
-    extra = dict(kwargs)
-    if name in ("adamw", "sgdw") and extra.get("coupling", "lr") in ("schedule", "corrected"):
-      extra.setdefault("peak_learning_rate", learning_rate)
-    return get_optimizer(
-      name,
-      learning_rate=learning_rate_schedule(config, learning_rate),
-      weight_decay=weight_decay_schedule(config, weight_decay),
-      mask=mask,
-      **extra,
+    return _make(
+      config,
+      recipe,
+      learning_rate_schedule(config, learning_rate),
+      weight_decay_schedule(config, weight_decay),
+      mask,
+      _recipe_kwargs(config, learning_rate, recipe),
     )
 
   return optax.inject_hyperparams(factory)(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -24,14 +23,15 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from wd_jax import checkpoint as checkpoint_lib
 from wd_jax import config as config_lib
 from wd_jax import data as data_lib
 from wd_jax import diagnostics
+from wd_jax import loop as loop_lib
 from wd_jax import models as models_lib
 from wd_jax import parallel as parallel_lib
 from wd_jax.masks import leaf_multipliers, param_paths
 from wd_jax.runlog import MetricWriter, Progress, write_atomic
-from wd_jax.transforms import decay_factor
 
 
 class TrainState(NamedTuple):
@@ -83,6 +83,16 @@ class Experiment:
   init_state: TrainState
   params_def: Any = None  # treedef of the nnx.State that params (a plain dict) came from
   rest_def: Any = None
+  stream: Any = None  # a `BatchStream` when the batches come from the user's iterator
+  model_source: Any = None  # the user's module or ``rngs -> module`` (None: by config name)
+  _model_cache: dict[int, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+  @property
+  def scale_invariant_sizes(self) -> dict[str, int]:
+    """Path -> number of elements of every scale-invariant params leaf."""
+    leaves = jax.tree.leaves(self.init_state.params)
+    paths = param_paths(self.init_state.params)
+    return {p: int(np.size(x)) for p, x, si in zip(paths, leaves, self.scale_invariant) if si}
 
   def nnx_states(self, params: Any, rest: Any) -> tuple[nnx.State, nnx.State]:
     """The plain-dict params/rest of a TrainState as the nnx.State trees a graphdef merges with."""
@@ -97,44 +107,152 @@ class Experiment:
     logits, new_rest = models_lib.apply_model(graphdef, p, r, x)
     return logits, jax.tree.unflatten(jax.tree.structure(rest), jax.tree.leaves(new_rest))
 
+  def model_state(self, seed: int) -> tuple[Any, Any]:
+    """Initial (params, rest) plain dicts of the model for `seed` (a sweep's other seeds)."""
+    if seed == self.config.seed:
+      return self.init_state.params, self.init_state.rest
+    if seed not in self._model_cache:  # shared by the runs of a sweep with this seed
+      module = _make_model(self.config, self.dataset, seed, self.model_source)
+      _, _, params, rest = models_lib.split_model(module)
+      self._model_cache[seed] = (nnx.to_pure_dict(params), nnx.to_pure_dict(rest))
+    return self._model_cache[seed]
 
-def build(config: ml_collections.ConfigDict) -> Experiment:
-  """Validates `config` and builds everything; writes nothing."""
-  config_lib.validate(config)
-  dataset = data_lib.load_dataset(config.dataset.name, **dict(config.dataset.kwargs))
-  model = models_lib.build_model(
-    config.model.name,
-    num_classes=dataset.num_classes,
-    input_shape=dataset.input_shape,
-    rngs=nnx.Rngs(config.seed),
-    **dict(config.model.kwargs),
+  def initial_state(self, seed: int, opt_state_fn: Any = None) -> TrainState:
+    """A fresh `TrainState` for `seed`: its own initial parameters and batch key.
+
+    `opt_state_fn(params)` builds the optimizer state (default ``self.optimizer.init``).
+    Arrays are copies, so a jitted step may donate them.
+    """
+    params, rest = jax.tree.map(jnp.copy, self.model_state(seed))
+    init = opt_state_fn or self.optimizer.init
+    return TrainState(
+      step=jnp.zeros([], jnp.int32),
+      params=params,
+      rest=rest,
+      opt_state=init(params),
+      key=jax.random.PRNGKey(seed + 1),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStream:
+  """Training batches from your own iterator, and a `Dataset` to evaluate on.
+
+  Attributes:
+    batches: a callable ``start_step -> iterable of (x, y)`` giving the batches from that step
+      on (so ``--resume`` continues exactly), or a plain iterable (a resumed run then skips the
+      batches before its start). Each (x, y) is one global batch.
+    eval_data: a `wd_jax.data.Dataset` whose val/test splits are evaluated (its train split
+      is not used for training); it also tells the task, classes and input shape.
+  """
+
+  batches: Any
+  eval_data: data_lib.Dataset
+
+
+def _make_model(config, dataset: data_lib.Dataset, seed: int, model: Any) -> nnx.Module:
+  """The model: by config name, the user's module as is, or the user's ``rngs -> module``."""
+  if model is None:
+    return models_lib.build_model(
+      config.model.name,
+      num_classes=dataset.num_classes,
+      input_shape=dataset.input_shape,
+      rngs=nnx.Rngs(seed),
+      **dict(config.model.kwargs),
+    )
+  if isinstance(model, nnx.Module):
+    return model
+  if callable(model):
+    built = model(nnx.Rngs(seed))
+    if not isinstance(built, nnx.Module):
+      raise ValueError(f"model(rngs) must return a flax nnx.Module, got {type(built).__name__}.")
+    return built
+  raise ValueError(
+    f"model must be None, an nnx.Module or a callable rngs -> nnx.Module, got {model!r}."
   )
-  si_mask = model.scale_invariant_mask()
-  train_gd, eval_gd, params_state, rest_state = models_lib.split_model(model)
+
+
+def _load_data(config, data: Any) -> tuple[data_lib.Dataset, BatchStream | None]:
+  """The dataset to evaluate on (with its validation split) and the user's stream, if any."""
+  stream = None
+  if data is None:
+    dataset = data_lib.load_dataset(config.dataset.name, **dict(config.dataset.kwargs))
+  elif isinstance(data, data_lib.Dataset):
+    dataset = data
+  elif isinstance(data, BatchStream):
+    stream, dataset = data, data.eval_data
+  else:
+    raise ValueError(
+      f"data must be None, a wd_jax.data.Dataset or a wd_jax.train.BatchStream, got {data!r}."
+    )
+  fraction = config.dataset.get("validation_fraction", 0.0)
+  if fraction and not dataset.has_validation:
+    dataset = data_lib.with_validation_split(
+      dataset, fraction, config.dataset.get("validation_seed", 0)
+    )
+  return dataset, stream
+
+
+def build(
+  config: ml_collections.ConfigDict,
+  *,
+  model: Any = None,
+  data: Any = None,
+  optimizer: Any = None,
+) -> Experiment:
+  """Validates `config` and builds everything; writes nothing.
+
+  Args:
+    config: a run config (`wd_jax.config.base_config` schema).
+    model: None (build ``config.model.name``), your own ``flax.nnx.Module`` (trained from its
+      current parameters), or a callable ``nnx.Rngs -> nnx.Module`` (initialised from
+      ``config.seed``, so seeds of a sweep differ).
+    data: None (load ``config.dataset.name``), a `wd_jax.data.Dataset` (e.g. from
+      `wd_jax.data.from_arrays`), or a `BatchStream` of your own batches.
+    optimizer: None (the recipe ``config.optimizer.name``), or your own recipe: a callable
+      taking ``learning_rate``, ``weight_decay``, ``mask`` and ``config.optimizer.kwargs`` as
+      keywords and returning an ``optax.GradientTransformation``.
+
+  Returns:
+    The `Experiment`.
+  """
+  config_lib.validate(
+    config, model=model is None, dataset=data is None, optimizer=optimizer is None
+  )
+  dataset, stream = _load_data(config, data)
+  module = _make_model(config, dataset, config.seed, model)
+  si_fn = getattr(module, "scale_invariant_mask", None)
+  si_mask = si_fn() if callable(si_fn) else None
+  train_gd, eval_gd, params_state, rest_state = models_lib.split_model(module)
   # TrainState holds plain dicts: nnx.State trees cost ~100 µs of Python per jitted call to
   # flatten and rebuild (measured by bench/engine.py); the step rebuilds them inside the trace.
   params, rest = nnx.to_pure_dict(params_state), nnx.to_pure_dict(rest_state)
-  optimizer = config_lib.build_optimizer(config)
+  opt = config_lib.build_optimizer(config, recipe=optimizer)
   state = TrainState(
     step=jnp.zeros([], jnp.int32),
     params=params,
     rest=rest,
-    opt_state=optimizer.init(params),
+    opt_state=opt.init(params),
     key=jax.random.PRNGKey(config.seed + 1),
   )
-  si = [m > 0 for m in leaf_multipliers(params, si_mask, name="scale_invariant_mask")]
+  if si_mask is None:
+    si = [False] * len(jax.tree.leaves(params))
+  else:
+    si = [m > 0 for m in leaf_multipliers(params, si_mask, name="scale_invariant_mask")]
   return Experiment(
     config,
     dataset,
     train_gd,
     eval_gd,
-    optimizer,
+    opt,
     config_lib.learning_rate_schedule(config),
     config_lib.weight_decay_schedule(config),
     si,
     state,
     jax.tree.structure(params_state),
     jax.tree.structure(rest_state),
+    stream,
+    model,
   )
 
 
@@ -145,28 +263,35 @@ def make_train_step(
   axis_name: str | None = None,
   graphdef: Any = None,
   batch_sharding: Any = None,
-) -> Callable[[TrainState, data_lib.BatchSampler], tuple[TrainState, dict[str, jax.Array]]]:
-  """The pure step ``(state, sampler) -> (state, metrics)``.
+) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+  """The pure step ``(state, batches) -> (state, metrics)``.
 
-  The sampler (from `data_lib.make_batch_fn`, global batch size) is an argument, not a
-  closure, so the data is not baked into the compiled program. Every strategy draws the
-  same global batch from ``fold_in(key, step)``, so data parallel runs compute the
-  single-device step:
+  `batches` is a `data.BatchSampler` (global batch size) that draws the step's batch on the
+  device from ``fold_in(key, step)``, or one ``(x, y)`` global batch from a `BatchStream`. It
+  is an argument, not a closure, so the data is not baked into the compiled program. Every
+  strategy sees the same global batch, so data parallel runs compute the single-device step:
 
   - `axis_name` (``jax.pmap``): each device keeps its slice of the global batch;
     gradients, metrics and BatchNorm statistics are averaged over the axis (pass a
     `graphdef` whose BatchNorm layers carry the same ``axis_name``, see `wd_jax.parallel`).
   - `batch_sharding` (``jax.jit`` over a mesh): the batch is constrained to it and XLA
     partitions the step.
+
+  With diagnostics the metrics add `diagnostics.step_diagnostics` and, for every
+  scale-invariant leaf, its norm ``param_norm/<path>`` and ``grad_norm_unit/<path>`` (the
+  gradient at unit weight norm); nothing in the step depends on the learning rate's value, so
+  one compiled step serves every configuration of a sweep.
   """
   config, task = exp.config, exp.dataset.task
   per_leaf = config.per_leaf_diagnostics
   si = exp.scale_invariant
   train_graphdef = exp.train_graphdef if graphdef is None else graphdef
 
-  def step_fn(state: TrainState, sampler: data_lib.BatchSampler):
-    key = jax.random.fold_in(state.key, state.step)
-    x, y = sampler(key)
+  def step_fn(state: TrainState, batches: Any):
+    if isinstance(batches, data_lib.BatchSampler):
+      x, y = batches(jax.random.fold_in(state.key, state.step))
+    else:
+      x, y = batches
     if axis_name is not None:
       n = jax.lax.axis_size(axis_name)
       if x.shape[0] % n:
@@ -195,8 +320,8 @@ def make_train_step(
       for p, w, g, is_si in zip(paths, jax.tree.leaves(params), jax.tree.leaves(grads), si):
         if is_si:  # ‖g̃‖ = ‖g‖·‖w‖ is the gradient at unit norm, for SGD's equilibrium prediction
           wn = jnp.sqrt(jnp.sum(w * w))
+          metrics[f"param_norm/{p}"] = wn
           metrics[f"grad_norm_unit/{p}"] = jnp.sqrt(jnp.sum(g * g)) * wn
-          metrics[f"effective_lr/{p}"] = exp.lr_schedule(state.step) / jnp.maximum(wn * wn, 1e-30)
     new_state = TrainState(state.step + 1, params, new_rest, opt_state, state.key)
     return new_state, metrics
 
@@ -204,6 +329,7 @@ def make_train_step(
 
 
 def make_eval_step(exp: Experiment):
+  """The pure ``(params, rest, x, y, weight) -> metric sums`` of one padded eval batch."""
   task = exp.dataset.task
 
   def eval_fn(params, rest, x, y, w):
@@ -215,109 +341,11 @@ def make_eval_step(exp: Experiment):
   return eval_fn
 
 
-def evaluate(exp: Experiment, eval_fn, state: TrainState, split: str = "test") -> dict[str, float]:
-  """Exact metrics over a whole split (padded fixed-shape batches, weighted)."""
-  totals: dict[str, float] = {}
-  for x, y, w in data_lib.eval_batches(exp.dataset, exp.config.eval_batch_size, split=split):
-    out = jax.device_get(eval_fn(state.params, state.rest, x, y, w))
-    for k, v in out.items():
-      totals[k] = totals.get(k, 0.0) + float(v)
-  n = max(totals.pop("count"), 1.0)
-  return {f"{split}_{k}": v / n for k, v in totals.items()}
-
-
-def equilibrium_predictions(
-  exp: Experiment, step: int, metrics: dict[str, float]
-) -> dict[str, float]:
-  """Predicted angular update and norm of each scale-invariant leaf (REFERENCES §4)."""
-  o = exp.config.optimizer
-  name, kwargs = o.name, dict(o.kwargs)
-  lr = float(exp.lr_schedule(step))
-  lam = float(exp.wd_schedule(step) if callable(exp.wd_schedule) else exp.wd_schedule)
-  if lr <= 0 or lam <= 0:
-    return {}
-  if name in ("adamw", "sgdw"):
-    # The random-walk model needs the per-step shrink s = c_t λ: write it as α·(s/α).
-    c = float(
-      decay_factor(
-        kwargs.get("coupling", "lr"),
-        exp.lr_schedule,
-        kwargs.get("peak_learning_rate", o.learning_rate),
-        step,
-      )
-    )
-    lam_eff = c * lam / lr
-  else:
-    lam_eff = lam
-  out = {}
-  b1, mu = kwargs.get("b1", 0.9), kwargs.get("momentum", 0.0)
-  angle = diagnostics.predicted_angular_update(name, lr, lam_eff, b1=b1, momentum=mu)
-  sizes = {
-    p: int(np.size(x))
-    for p, x in zip(param_paths(exp.init_state.params), jax.tree.leaves(exp.init_state.params))
-  }
-  for p, is_si in zip(sizes, exp.scale_invariant):
-    if not is_si:
-      continue
-    if math.isfinite(angle):
-      out[f"pred_angular_update/{p}"] = angle
-    g_unit = metrics.get(f"grad_norm_unit/{p}")
-    if name in ("sgd_l2", "sgdw") and g_unit is not None:
-      out[f"pred_norm/{p}"] = diagnostics.predicted_equilibrium_norm(
-        name, lr, lam_eff, sizes[p], grad_norm_at_unit_norm=g_unit, momentum=mu
-      )
-    elif name == "adamw":
-      out[f"pred_norm/{p}"] = diagnostics.predicted_equilibrium_norm(name, lr, lam_eff, sizes[p])
-  return out
-
-
-def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-  """Process 0's manager; on several hosts it runs alone (``active_processes={0}``)."""
-  mp = {}
-  if jax.process_count() > 1:
-    mp["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
-      primary_host=0, active_processes={0}
-    )
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-  os.makedirs(directory, exist_ok=True)  # orbax cannot create it itself with active_processes
-  return ocp.CheckpointManager(
-    directory,
-    options=ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints, create=False, **mp),
-  )
-
-
-def _broadcast_int(value: int) -> int:
-  """Process 0's `value` on every process (a no-op on one host)."""
-  if jax.process_count() == 1:
-    return value
-  from jax.experimental import multihost_utils
-
-  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
-
-
-def _restore(workdir: str, step: int, like: TrainState) -> TrainState:
-  """The checkpoint at `step`, read by every process (the files are on a shared filesystem)."""
-  mngr = ocp.CheckpointManager(
-    os.path.abspath(os.path.join(workdir, "checkpoints")),
-    options=ocp.CheckpointManagerOptions(
-      read_only=True, multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=None)
-    )
-    if jax.process_count() > 1
-    else ocp.CheckpointManagerOptions(read_only=True),
-  )
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-  with mngr:
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-
-
-def _all_finite(tree) -> bool:
-  return bool(
-    jax.device_get(
-      jax.tree.reduce(
-        lambda a, b: a & b, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree), True
-      )
-    )
-  )
+def batch_source(exp: Experiment, batch_size: int, start: int, place: Callable[[Any], Any]):
+  """What the step takes as its batch argument at each step, from `start` on."""
+  if exp.stream is not None:
+    return loop_lib.StreamSource(exp.stream.batches, start, place)
+  return loop_lib.SamplerSource(place(data_lib.make_batch_fn(exp.dataset, batch_size)))
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, *, resume: bool) -> None:
@@ -341,93 +369,116 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, *, resume: 
   write_atomic(cfg_path, text + "\n")
 
 
+def _described(config: ml_collections.ConfigDict, model, data, optimizer):
+  """`config` with the user's own model/data/optimizer named in it (for config.json)."""
+  if model is None and data is None and optimizer is None:
+    return config
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    if model is not None:
+      kind = type(model) if isinstance(model, nnx.Module) else model
+      config.model.name = f"user:{getattr(kind, '__qualname__', repr(kind))}"
+    if data is not None:
+      config.dataset.name = f"user:{type(data).__name__}"
+    if optimizer is not None:
+      config.optimizer.name = f"user:{getattr(optimizer, '__qualname__', repr(optimizer))}"
+  return config
+
+
 def fit(
   config: ml_collections.ConfigDict,
   workdir: str,
   *,
+  model: Any = None,
+  data: Any = None,
+  optimizer: Any = None,
   resume: bool = False,
   verbose: bool = True,
 ) -> dict[str, Any]:
   """Trains as `config` says, writing config.json, metrics.jsonl, TensorBoard events,
   checkpoints/ and summary.md into `workdir`. Returns the final metrics.
 
-  Bad config values and unreadable data raise before `workdir` is created.
+  Bad config values and unreadable data raise before `workdir` is created. `model`, `data`
+  and `optimizer` bring your own pieces (see `build`); the run goes through the same loop,
+  diagnostics and checkpoints as the built-in ones. With a validation split
+  (``config.dataset.validation_fraction > 0``) the periodic evaluations read it, and the
+  test split is read once, at the end of a run that did not diverge.
+
+  Returns:
+    The last logged metrics, ``wall_time_sec``, ``last_checkpoint_step``, the final
+    ``state`` (None if the run diverged) and, for a diverged run, ``diverged``,
+    ``diverged_at_step`` and ``message`` instead of the metrics.
   """
-  exp = build(config)  # validates and loads: nothing written yet
+  exp = build(config, model=model, data=data, optimizer=optimizer)  # nothing written yet
+  config = _described(config, model, data, optimizer)
   dp = parallel_lib.DataParallel(config.parallel)
   dp.check_batch_size(config.batch_size)
   lead = jax.process_index() == 0  # only process 0 writes logs, summaries and checkpoints
   if lead:
     prepare_workdir(config, workdir, resume=resume)
-  mngr = _checkpoint_manager(workdir, config) if lead else None
-  state = exp.init_state
-  start = 0
+  mngr = checkpoint_lib.manager(workdir, config.max_checkpoints) if lead else None
+  state, start = exp.init_state, 0
   if resume:
-    start = _broadcast_int(mngr.latest_step() if lead and mngr.latest_step() is not None else 0)
+    start = checkpoint_lib.broadcast_int(
+      mngr.latest_step() if lead and mngr.latest_step() is not None else 0
+    )
     if start:
-      state = _restore(workdir, start, state)
+      state = checkpoint_lib.restore(workdir, start, state)
   state = dp.place(state)
   writer = MetricWriter(workdir, resume_step=start if resume else None) if lead else None
-  train_step = dp.compile_step(exp, make_train_step)
-  diag_every = config.diagnostics_every
-  diag_step = dp.compile_step(exp, make_train_step, with_diagnostics=True) if diag_every else None
-  eval_fn = jax.jit(make_eval_step(exp))
-  sampler = dp.place(data_lib.make_batch_fn(exp.dataset, config.batch_size))
-  progress = Progress(config.steps, start) if verbose and lead else None
+  program = loop_lib.Program(exp, parallel=dp)
+  record = loop_lib.RunRecord(exp, writer, select_metric=f"{program.eval_split}_accuracy")
+  source = batch_source(exp, config.batch_size, start, dp.place)
+  bar = Progress(config.steps, start) if verbose and lead else None
+
+  def on_checkpoint(nxt: int, state: TrainState) -> None:
+    local = dp.local(state)
+    if not bool(loop_lib.all_finite(local.params)):
+      record.mark_diverged(nxt, f"non-finite parameters at step {nxt}")
+    elif mngr:
+      mngr.save(nxt, args=ocp.args.StandardSave(jax.device_get(local)))
+
+  def progress(nxt: int, records, rate: float) -> None:
+    bar.update(nxt, records[0].final)
+
   t_start = time.perf_counter()
-  last_log_t, last_log_step = t_start, start
-  final: dict[str, Any] = {}
-  diverged_at = None
   try:
-    for step in range(start, config.steps):
-      nxt = step + 1
-      log_now = nxt % config.log_every == 0 or nxt == config.steps
-      diag_now = bool(diag_every) and (nxt % diag_every == 0)
-      state, metrics = (diag_step if diag_now else train_step)(state, sampler)
-      if log_now or diag_now:
-        m = dp.fetch(metrics)
-        if not math.isfinite(m["loss"]):
-          diverged_at = nxt
-          raise Diverged(f"non-finite loss {m['loss']} at step {nxt}")
-        now = time.perf_counter()
-        m["steps_per_sec"] = (nxt - last_log_step) / max(now - last_log_t, 1e-9)
-        last_log_t, last_log_step = now, nxt
-        m["learning_rate"] = float(exp.lr_schedule(step))
-        wd = exp.wd_schedule
-        m["weight_decay"] = float(wd(step) if callable(wd) else wd)
-        if diag_now:
-          m.update(equilibrium_predictions(exp, step, m))
-        if nxt % config.eval_every == 0 or nxt == config.steps:
-          m.update(evaluate(exp, eval_fn, dp.local(state)))
-        if writer:
-          writer.write(nxt, m)
-        final = m
-        if progress:
-          progress.update(nxt, m)
-      if nxt % config.checkpoint_every == 0 or nxt == config.steps:
-        local = dp.local(state)
-        if not _all_finite(local.params):
-          diverged_at = nxt
-          raise Diverged(f"non-finite parameters at step {nxt}")
-        if mngr:
-          mngr.save(nxt, args=ocp.args.StandardSave(jax.device_get(local)))
-  except Diverged as e:
-    final = {"diverged": True, "diverged_at_step": diverged_at, "message": str(e)}
-    if verbose and lead:
-      print(f"\nrun diverged: {e}; last good checkpoint: step {mngr.latest_step()}")
+    state = loop_lib.run_loop(
+      program,
+      state,
+      [record],
+      cadence=loop_lib.Cadence.from_config(config),
+      source=source,
+      start=start,
+      on_checkpoint=on_checkpoint,
+      progress=progress if bar else None,
+    )
   finally:
     if mngr:
       mngr.wait_until_finished()
-    if writer:
-      writer.close()
-    if progress:
-      progress.close()
+    record.close()
+    if bar:
+      bar.close()
+  diverged = record.diverged_at is not None
+  if diverged:
+    final: dict[str, Any] = {
+      "diverged": True,
+      "diverged_at_step": record.diverged_at,
+      "message": record.message,
+    }
+    if verbose and lead:
+      last = mngr.latest_step() if mngr else None
+      print(f"\nrun diverged: {record.message}; last good checkpoint: step {last}")
+  else:
+    final = dict(record.final)
+    if program.eval_split == "val":
+      final.update(program.evaluate(state, "test")[0])  # the test split, read once
   final["wall_time_sec"] = time.perf_counter() - t_start
   if mngr:
     final["last_checkpoint_step"] = mngr.latest_step()
     mngr.close()
     write_summary(workdir, config, final)
-  final["state"] = dp.local(state) if diverged_at is None else None
+  final["state"] = None if diverged else dp.local(state)
   return final
 
 
