@@ -70,10 +70,16 @@ class Cadence:
 # The host side of one run.
 
 
+# Optimizers whose rotational equilibrium has a closed form (REFERENCES §4).
+PREDICTED = ("adamw", "sgdw", "sgd_l2")
+
+
 def equilibrium_predictions(exp: Any, step: int, metrics: dict[str, float]) -> dict[str, float]:
   """Predicted angular update and norm of each scale-invariant leaf (REFERENCES §4)."""
   o = exp.config.optimizer
   name, kwargs = o.name, dict(o.kwargs)
+  if name not in PREDICTED or not exp.scale_invariant_sizes:
+    return {}
   lr = float(exp.lr_schedule(step))
   lam = float(exp.wd_schedule(step) if callable(exp.wd_schedule) else exp.wd_schedule)
   if lr <= 0 or lam <= 0:

@@ -217,7 +217,11 @@ def build(
     The `Experiment`.
   """
   config_lib.validate(
-    config, model=model is None, dataset=data is None, optimizer=optimizer is None
+    config,
+    model=model is None,
+    dataset=data is None,
+    optimizer=optimizer is None,
+    recipe=optimizer,
   )
   dataset, stream = _load_data(config, data)
   module = _make_model(config, dataset, config.seed, model)
