@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from wd_jax import report, sweep, train
-from wd_jax.sweep import tuning
 from wd_jax.runlog import read_metrics
+from wd_jax.sweep import tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
