@@ -2,7 +2,9 @@
 
 Adam+L2, AdamW and the 2×2 ablation (λθ in/out of m × in/out of v), each over a λ × seed
 grid run by `wd_jax.sweep`, on MNIST-1D (MLP) and a character-level Transformer. Writes
-figures, metrics.jsonl (one line per run) and summary.md with the verdicts.
+figures, metrics.jsonl (one line per run) and summary.md with the verdicts on the claims
+declared in the config. λ is selected per variant on a validation split; the test split is read
+once, for the selected λ and for the largest λ (named by the claims in advance).
 
   python experiments/l2_pollution.py --config=experiments/configs/l2_pollution.py --workdir=runs/l2
 """
@@ -21,8 +23,10 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
-from wd_jax import study, sweep
+from wd_jax import report, study, sweep
 from wd_jax.runlog import read_metrics, write_atomic
+from wd_jax.study import claims as claims_lib
+from wd_jax.study import protocol, schema
 
 # variant -> (optimizer recipe, its flags). Every Adam+L2 variant tracks m = m_loss + m_l2.
 VARIANTS = {
@@ -44,24 +48,48 @@ LABELS = {
 }
 # The metric each task is judged by, and whether larger is better.
 TASK_METRIC = {"mnist1d": ("test_accuracy", True), "char_lm": ("test_loss", False)}
+SCORES = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 TASK_TITLE = {"mnist1d": "MNIST-1D, MLP", "char_lm": "char-level Transformer"}
 
 
-def _validate(config: ml_collections.ConfigDict) -> None:
-  for v in config.variants:
-    if v not in VARIANTS:
-      raise ValueError(f"config.variants has {v!r}; valid: {sorted(VARIANTS)}.")
-  if not config.tasks:
-    raise ValueError("config.tasks is empty.")
-  for name, task in config.tasks.items():
+FIELDS = {
+  "variants": schema.choices(tuple(VARIANTS)),
+  "strategy": schema.choice(sweep.STRATEGIES),
+  "tasks": schema.each(
+    {
+      "run": schema.run_config(datasets=("mnist1d", "char_corpus")),
+      "weight_decays": schema.numbers(),
+      "seeds": schema.ints(),
+    }
+  ),
+}
+
+
+def measurement_names(config) -> list[str]:
+  """Every measurement this study produces for `config` (claims may read any of them)."""
+  out = []
+  for name in config.tasks:
     if name not in TASK_METRIC:
       raise ValueError(f"config.tasks has {name!r}; valid: {sorted(TASK_METRIC)}.")
-    if not task.weight_decays or not task.seeds:
-      raise ValueError(f"config.tasks.{name} needs weight_decays and seeds.")
+    metric = TASK_METRIC[name][0]
+    for v in config.variants:
+      out += [f"{name}/{v}/{metric}@max_wd", f"{name}/{v}/{metric}@tuned"]
+      out += [f"{name}/{v}/l2_share@{at}" for at in ("min_wd", "max_wd")]
+  return out
 
 
 def run_task(name: str, task: ml_collections.ConfigDict, variants, strategy: str, workdir: str):
-  """variant -> rows of `sweep.run_sweep`, each with its metric records under "records"."""
+  """variant -> rows of `sweep.run_sweep`, each with its metric records under "records".
+
+  λ is tuned on the validation split; the test split is read for the tuned λ and for the
+  largest λ (which the claims name in advance), nothing else."""
+  metric, larger = TASK_METRIC[name]
+  select = protocol.selector(
+    by=("weight_decay",),
+    metric=metric.replace("test_", "val_"),
+    larger=larger,
+    fixed=[{"weight_decay": max(task.weight_decays)}],
+  )
   out = {}
   for v in variants:
     recipe, kwargs = VARIANTS[v]
@@ -70,7 +98,7 @@ def run_task(name: str, task: ml_collections.ConfigDict, variants, strategy: str
     base.optimizer.kwargs = kwargs
     vdir = os.path.join(workdir, name, v)
     grid = {"weight_decay": list(task.weight_decays), "seed": list(task.seeds)}
-    rows = sweep.run_sweep(base, grid, vdir, strategy=strategy, verbose=False)
+    rows = sweep.run_sweep(base, grid, vdir, strategy=strategy, verbose=False, select=select)
     for r in rows:
       r["records"] = read_metrics(os.path.join(vdir, r["run_dir"], "metrics.jsonl"))
     out[v] = rows
@@ -78,31 +106,30 @@ def run_task(name: str, task: ml_collections.ConfigDict, variants, strategy: str
   return out
 
 
-def _per_seed(rows, wd, key) -> list[float]:
-  vals = []
-  for r in rows:
-    if math.isclose(r["weight_decay"], wd):
-      x = r.get(key, math.nan)
-      vals.append(math.nan if r["diverged"] or x is None else float(x))
-  return vals
-
-
 def _final_share(rows, wd) -> list[float]:
   vals = []
-  for r in rows:
-    if math.isclose(r["weight_decay"], wd):
-      shares = [rec["l2_share"] for rec in r["records"] if "l2_share" in rec]
-      vals.append(shares[-1] if shares and not r["diverged"] else math.nan)
+  for r in protocol.rows_of(rows, {"weight_decay": wd}):
+    shares = [rec["l2_share"] for rec in r["records"] if "l2_share" in rec]
+    vals.append(shares[-1] if shares and not r["diverged"] else math.nan)
   return vals
 
 
-def _best_per_seed(rows, key, larger) -> list[float]:
-  by_seed: dict[int, list[float]] = {}
-  for r in rows:
-    x = r.get(key, math.nan)
-    by_seed.setdefault(r["seed"], []).append(math.nan if r["diverged"] else float(x))
-  pick = np.nanmax if larger else np.nanmin
-  return [float(pick(v)) for v in by_seed.values()]
+def measure(name: str, res: dict[str, list[dict]], wds) -> dict[str, list[float]]:
+  """The task's measurements, one value per seed in seed order."""
+  metric, larger = TASK_METRIC[name]
+  out = {}
+  for v, rows in res.items():
+    out[f"{name}/{v}/{metric}@max_wd"] = protocol.per_seed(rows, metric, {"weight_decay": max(wds)})
+    best = protocol.select_best(
+      rows, by=("weight_decay",), metric=metric.replace("test_", "val_"), larger=larger
+    )
+    seeds = len(protocol.configurations(rows, ("seed",)))
+    tuned = protocol.per_seed(rows, metric, best) if best else [math.nan] * seeds
+    out[f"{name}/{v}/{metric}@tuned"] = tuned
+    out[f"{name}/{v}/selected_wd"] = best["weight_decay"] if best else math.nan
+    for at, wd in (("min_wd", min(wds)), ("max_wd", max(wds))):
+      out[f"{name}/{v}/l2_share@{at}"] = _final_share(rows, wd)
+  return out
 
 
 def _trajectory(rows, wd, key):
@@ -122,6 +149,7 @@ def _trajectory(rows, wd, key):
 
 def plot_task(name: str, res: dict[str, list[dict]], wds, workdir: str) -> list[tuple[str, str]]:
   metric, _ = TASK_METRIC[name]
+  val = metric.replace("test_", "val_")
   title = TASK_TITLE[name]
   figs = []
   # 1. L2 share of m over training, one line per λ (Adam+L2).
@@ -138,32 +166,22 @@ def plot_task(name: str, res: dict[str, list[dict]], wds, workdir: str) -> list[
       ylabel="‖m_l2‖ / (‖m_loss‖ + ‖m_l2‖)",
       ylim=(0, 1),
     )
-    ax.legend(fontsize=8, title="Adam+L2", title_fontsize=8)
-    ax.grid(alpha=0.3)
-    path = os.path.join(workdir, f"{name}_l2_share.png")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    path = report.finish(fig, os.path.join(workdir, f"{name}_l2_share.png"), [ax])
     figs.append((f"{title}: share of m that is the L2 gradient, over training, per λ", path))
-  # 2. Final metric vs λ per variant (mean ± sd over seeds).
+  # 2. Final validation metric vs λ per variant (mean, 90% CI over seeds).
   fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
   for v, rows in res.items():
-    means, sds = zip(*(study.mean_spread(_per_seed(rows, wd, metric)) for wd in wds))
-    ax.errorbar(
-      wds, means, yerr=sds, color=study.color(v), marker="o", ms=4, capsize=3, label=LABELS[v]
-    )
+    per = [protocol.per_seed(rows, val, {"weight_decay": wd}) for wd in wds]
+    report.ci_errorbar(ax, wds, per, color=study.color(v), marker="o", ms=4, label=LABELS[v])
   ax.set_xscale("log")
-  ylabel = "test accuracy (fraction)" if metric == "test_accuracy" else "test loss (nats/char)"
-  ax.set(
-    title=f"Final {metric.replace('_', ' ')} vs λ — {title}", xlabel="weight decay λ", ylabel=ylabel
+  ylabel = (
+    "validation accuracy (fraction)" if metric == "test_accuracy" else "validation loss (nats/char)"
   )
-  ax.legend(fontsize=7)
-  ax.grid(alpha=0.3)
-  path = os.path.join(workdir, f"{name}_{metric}_vs_wd.png")
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  figs.append((f"{title}: final {metric} vs λ (mean ± sd over seeds)", path))
+  ax.set(
+    title=f"Final {val.replace('_', ' ')} vs λ — {title}", xlabel="weight decay λ", ylabel=ylabel
+  )
+  path = report.finish(fig, os.path.join(workdir, f"{name}_{val}_vs_wd.png"), [ax], fontsize=7)
+  figs.append((f"{title}: final {val} vs λ (mean, 90% CI over seeds)", path))
   # 3. Weight norm over training at the largest λ.
   wd = max(wds)
   fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
@@ -176,90 +194,32 @@ def plot_task(name: str, res: dict[str, list[dict]], wds, workdir: str) -> list[
     xlabel="training step",
     ylabel="‖θ‖₂ (all parameters)",
   )
-  ax.legend(fontsize=7)
-  ax.grid(alpha=0.3)
-  path = os.path.join(workdir, f"{name}_param_norm.png")
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  path = report.finish(fig, os.path.join(workdir, f"{name}_param_norm.png"), [ax], fontsize=7)
   figs.append((f"{title}: weight norm over training at λ = {wd:g}", path))
   return figs
 
 
-def findings_for(name: str, res: dict[str, list[dict]], wds) -> tuple[list, str]:
-  metric, larger = TASK_METRIC[name]
-  better = "greater" if larger else "less"
-  title = TASK_TITLE[name]
-  lo, hi = min(wds), max(wds)
-  out = []
-  if "adam_l2" in res:
-    shares = {wd: _final_share(res["adam_l2"], wd) for wd in wds}
-    out.append(
-      study.Finding(
-        f"[{title}] Under coupled L2 the λθ term takes over Adam's first moment as λ grows.",
-        "Bjorck et al. 2021; REFERENCES §2",
-        study.compare(
-          shares[hi],
-          shares[lo],
-          expect="greater",
-          names=(f"share at λ={hi:g}", f"share at λ={lo:g}"),
-        ),
-        "final ‖m_l2‖/(‖m_loss‖+‖m_l2‖) by λ: "
-        + ", ".join(f"λ={wd:g}: {study.fmt(shares[wd])}" for wd in wds),
-      )
-    )
-  if {"adam_l2", "l2_v_only"} <= res.keys():
-    out.append(
-      study.Finding(
-        f"[{title}] Keeping λθ out of the first moment removes the harm of coupled L2 "
-        f"(at the largest λ = {hi:g}, λθ in v only beats λθ in m and v).",
-        "Bjorck et al. 2021; REFERENCES §2",
-        study.compare(
-          _per_seed(res["l2_v_only"], hi, metric),
-          _per_seed(res["adam_l2"], hi, metric),
-          expect=better,
-          names=("λθ in v only", "Adam+L2"),
-        ),
-      )
-    )
-  if {"adam_l2", "l2_m_only"} <= res.keys():
-    margin = 0.02 if larger else 0.05
-    out.append(
-      study.Finding(
-        f"[{title}] Adaptivity is not the harm: taking λθ out of v alone does not rescue Adam+L2 "
-        f"(at λ = {hi:g}, λθ in m only ≈ Adam+L2 within {margin:g}).",
-        "Bjorck et al. 2021; REFERENCES §2",
-        study.compare(
-          _per_seed(res["l2_m_only"], hi, metric),
-          _per_seed(res["adam_l2"], hi, metric),
-          expect="equal",
-          margin=margin,
-          names=("λθ in m only", "Adam+L2"),
-        ),
-      )
-    )
-  if {"adam_l2", "adamw"} <= res.keys():
-    out.append(
-      study.Finding(
-        f"[{title}] With λ tuned for each, AdamW ends better than Adam+L2.",
-        "Loshchilov & Hutter 2019; REFERENCES §2",
-        study.compare(
-          _best_per_seed(res["adamw"], metric, larger),
-          _best_per_seed(res["adam_l2"], metric, larger),
-          expect=better,
-          names=("AdamW best λ", "Adam+L2 best λ"),
-        ),
-      )
-    )
-  header = ["variant", *[f"λ={wd:g}" for wd in wds]]
-  rows = [[LABELS[v], *[study.fmt(_per_seed(r, wd, metric)) for wd in wds]] for v, r in res.items()]
-  return out, study.markdown_table(header, rows)
+def table(name: str, res: dict[str, list[dict]], wds, values) -> str:
+  metric, _ = TASK_METRIC[name]
+  val = metric.replace("test_", "val_")
+  header = ["variant", *[f"{val} λ={wd:g}" for wd in wds], "selected λ", f"{metric} @ selected"]
+  rows = [
+    [
+      LABELS[v],
+      *[study.fmt(protocol.per_seed(r, val, {"weight_decay": wd})) for wd in wds],
+      f"{values[f'{name}/{v}/selected_wd']:g}",
+      study.fmt(values[f"{name}/{v}/{metric}@tuned"]),
+    ]
+    for v, r in res.items()
+  ]
+  return study.markdown_table(header, rows)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  _validate(config)
+  schema.check(config, FIELDS)
+  declared = claims_lib.check(config.claims, measurement_names(config))
   study.begin(config, workdir)
-  findings, tables, figures, lines, results = [], [], [], [], {}
+  tables, figures, lines, results, values = [], [], [], {}, {}
   for name, task in config.tasks.items():
     res = run_task(name, task, config.variants, config.strategy, workdir)
     results[name] = res
@@ -273,19 +233,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             "variant": v,
             "weight_decay": r["weight_decay"],
             "seed": r["seed"],
-            "test_accuracy": r["test_accuracy"],
-            "test_loss": r["test_loss"],
+            **{
+              k: r[k] for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss") if k in r
+            },
             "diverged": r["diverged"],
             "final_l2_share": shares[-1] if shares else None,
           }
         )
-    f, table = findings_for(name, res, wds)
-    findings += f
+    values.update(measure(name, res, wds))
     tables.append(
-      (f"{TASK_TITLE[name]}: final {TASK_METRIC[name][0]} (mean ± sd over seeds)", table)
+      (
+        f"{TASK_TITLE[name]}: final validation metric by λ (mean ± sd over seeds), the λ "
+        "selected on it, and the test metric read once at that λ",
+        table(name, res, wds, values),
+      )
     )
     figures += plot_task(name, res, wds, workdir)
   write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(x) + "\n" for x in lines))
+  describe = lambda c: "; ".join(f"{m}: {study.fmt(values[m])}" for m in c.measurements)
+  findings = claims_lib.decide(declared, values, describe)
   diverged: dict[str, int] = {}
   for x in lines:
     if x["diverged"]:
@@ -307,7 +273,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     intro=(
       "Adam+L2 adds λθ to the gradient before Adam's moments; the first moment then splits "
       "exactly into m_loss + m_l2 (tracked here). The 2×2 ablation moves λθ in or out of m "
-      "and v separately. Variants, λ and seeds as in config.json."
+      "and v separately. Variants, λ and seeds as in config.json; λ is selected per variant "
+      "on a validation split carved from the training data, and the test split is read once, "
+      "for the selected λ and the largest λ."
     ),
     tables=tables,
     figures=figures,

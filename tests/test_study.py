@@ -1,72 +1,189 @@
-"""The verdict logic of every study's summary.md, on synthetic per-seed metrics."""
+"""The study protocol: declared claims, selection on validation, config rules and summaries."""
 
+import dataclasses
+import math
+
+import ml_collections
 import pytest
 
 from wd_jax import study
+from wd_jax.study import claims, protocol, schema, stats
+
+
+def _claims():
+  return claims.declare(
+    faster=claims.claim("B beats A.", "paper 1", "greater", a="b/acc", b="a/acc"),
+    same=claims.claim("A equals C.", "paper 2", "equivalent", a="a/acc", b="c/acc", margin=0.05),
+    identity=claims.claim("m = m_loss + m_l2.", "algebra", "less", a="err", kind="construction"),
+    slope=claims.claim(
+      "Slope in range.", "paper 3", "slope_within", measure="xy", low=-0.5, high=0.5
+    ),
+  )
+
+
+MEASURED = {
+  "a/acc": [0.80, 0.82, 0.81],
+  "b/acc": [0.90, 0.93, 0.91],
+  "c/acc": [0.80, 0.83, 0.80],
+  "err": [-1e-3, -2e-3, -1.5e-3],
+  "xy": {
+    "x": [0, 1, 2, 0, 1, 2],
+    "y": [1.0, 1.1, 1.2, 2.0, 2.1, 2.2],
+    "groups": [0, 0, 0, 1, 1, 1],
+  },
+}
+
+
+def test_claims_keep_their_declared_order_and_are_decided_by_stats():
+  parsed = claims.check(_claims(), MEASURED)
+  assert [c.name for c in parsed] == ["faster", "same", "identity", "slope"]
+  found = claims.decide(parsed, MEASURED)
+  verdicts = {f.claim.name: f.decision.verdict for f in found}
+  assert verdicts == {
+    "faster": stats.SUPPORTED,
+    "same": stats.SUPPORTED,
+    "identity": stats.SUPPORTED,
+    "slope": stats.SUPPORTED,
+  }
+  assert found[0].decision == stats.decide_greater(MEASURED["b/acc"], MEASURED["a/acc"])
+
+
+def test_a_claim_cannot_be_edited_by_the_code_that_measures_it():
+  (c, *_) = claims.parse(_claims())
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    c.statement = "something easier"
+  with pytest.raises(TypeError):
+    c.test["margin"] = 1.0
 
 
 @pytest.mark.parametrize(
-  "a, b, expect, status",
+  "change, message",
   [
-    ([0.90, 0.91, 0.92], [0.80, 0.81, 0.79], "greater", study.SUPPORTED),
-    ([0.80, 0.81, 0.79], [0.90, 0.91, 0.92], "greater", study.NOT_SUPPORTED),
-    ([0.85, 0.90, 0.80], [0.84, 0.86, 0.88], "greater", study.INCONCLUSIVE),  # spreads overlap
-    ([0.10, 0.11], [0.50, 0.52], "less", study.SUPPORTED),
-    ([0.50, 0.52], [0.10, 0.11], "less", study.NOT_SUPPORTED),
-    ([0.30, 0.40], [0.35, 0.38], "less", study.INCONCLUSIVE),
+    ({"comparison": "bigger"}, "comparison"),
+    ({"margin": -1.0}, "margin"),
+    ({"alpha": 0.7}, "alpha"),
+    ({"kind": "obvious"}, "kind"),
+    ({"colour": "red"}, "colour"),
+    ({"a": "nope/acc"}, "nope/acc"),
   ],
 )
-def test_compare_order(a, b, expect, status):
-  assert study.compare(a, b, expect=expect).status == status
+def test_bad_claims_are_refused_before_anything_runs(change, message):
+  declared = _claims()
+  for k, v in change.items():
+    declared.faster[k] = v
+  with pytest.raises(ValueError, match=message):
+    claims.check(declared, MEASURED)
 
 
-def test_compare_margin_makes_a_small_lead_inconclusive():
-  a, b = [0.905, 0.906, 0.907], [0.900, 0.901, 0.902]
-  assert study.compare(a, b, expect="greater").status == study.SUPPORTED
-  assert study.compare(a, b, expect="greater", margin=0.01).status == study.INCONCLUSIVE
-
-
-@pytest.mark.parametrize(
-  "a, b, margin, status",
-  [
-    ([0.90, 0.91], [0.905, 0.912], 0.01, study.SUPPORTED),
-    ([0.90, 0.91], [0.70, 0.71], 0.01, study.NOT_SUPPORTED),
-    ([0.90, 0.94], [0.86, 0.90], 0.01, study.INCONCLUSIVE),
-  ],
-)
-def test_compare_equal(a, b, margin, status):
-  assert study.compare(a, b, expect="equal", margin=margin).status == status
-
-
-def test_compare_rejects_bad_arguments_and_handles_nan():
-  with pytest.raises(ValueError, match="expect"):
-    study.compare([1.0], [2.0], expect="bigger")
+def test_equivalence_needs_a_margin_and_claims_cannot_be_empty():
   with pytest.raises(ValueError, match="margin"):
-    study.compare([1.0], [2.0], expect="equal")
-  assert study.compare([float("nan")], [1.0], expect="greater").status == study.INCONCLUSIVE
+    claims.parse(claims.declare(x=claims.claim("s", "src", "equivalent", a="a")))
+  with pytest.raises(ValueError, match="empty"):
+    claims.parse(ml_collections.ConfigDict())
 
 
-def test_mean_spread_and_fmt():
-  m, s = study.mean_spread([1.0, 2.0, 3.0, float("nan")])
-  assert m == 2.0 and s == 1.0
-  assert study.fmt([1.0, 2.0, 3.0]) == "2.000 ± 1.000 (n=3)"
-  assert study.fmt([1.0, 3.0, float("nan")]) == "2.000 ± 1.414 (n=2, 1 of 3 diverged)"
-  assert study.fmt([float("nan")] * 2) == "diverged (n=2)"
+ROWS = [
+  {
+    "weight_decay": wd,
+    "seed": s,
+    "val_accuracy": acc + 0.01 * s,
+    "test_accuracy": 0.5,
+    "diverged": False,
+  }
+  for wd, acc in ((1e-3, 0.80), (1e-2, 0.85), (1e-1, 0.70))
+  for s in (1, 0)
+]
 
 
-def test_summary_lists_claim_verdict_tables_and_figures(tmp_path):
-  v = study.compare([0.9, 0.91], [0.7, 0.72], expect="greater", names=("AdamW", "Adam+L2"))
+def test_selection_reads_the_validation_metric_only_and_picks_every_seed():
+  best = protocol.select_best(ROWS, by=("weight_decay",), metric="val_accuracy")
+  assert best == {"weight_decay": 1e-2}
+  with pytest.raises(ValueError, match="val_"):
+    protocol.select_best(ROWS, by=("weight_decay",), metric="test_accuracy")
+  picked = protocol.selector(by=("weight_decay",), fixed=[{"weight_decay": 1e-1}])(ROWS)
+  assert sorted((ROWS[i]["weight_decay"], ROWS[i]["seed"]) for i in picked) == [
+    (1e-2, 0),
+    (1e-2, 1),
+    (1e-1, 0),
+    (1e-1, 1),
+  ]
+  # Per-seed values come in seed order, so arms pair up by seed.
+  assert protocol.per_seed(ROWS, "val_accuracy", {"weight_decay": 1e-3}) == [0.80, 0.81]
+
+
+def test_a_diverged_configuration_is_never_selected():
+  rows = [dict(r) for r in ROWS]
+  rows[2]["diverged"] = True  # 1e-2, seed 1
+  assert protocol.select_best(rows, by=("weight_decay",), metric="val_accuracy") == {
+    "weight_decay": 1e-3
+  }
+  for r in rows:
+    r["diverged"] = True
+  assert protocol.select_best(rows, by=("weight_decay",), metric="val_accuracy") is None
+
+
+@pytest.mark.parametrize(
+  "rule, value, message",
+  [
+    (schema.choices(("a", "b")), ("a", "c"), "has 'c'"),
+    (schema.choices(("a", "b")), ("a", "a"), "repeats"),
+    (schema.ints(), (0, -1), "ints >= 0"),
+    (schema.numbers(), (1e-3, 0.0), "> 0"),
+    (schema.number(low=0.0, open_low=True, high=1.0), 1.5, "<= 1.0"),
+    (schema.choice(("vmap",)), "fast", "one of"),
+    (schema.flag(), "yes", "True or False"),
+  ],
+)
+def test_schema_rules_name_the_field_and_the_value(rule, value, message):
+  cfg = ml_collections.ConfigDict({"field": value})
+  with pytest.raises(ValueError, match=f"config.field.*{message}"):
+    schema.check(cfg, {"field": rule})
+
+
+def test_schema_refuses_a_run_config_without_a_validation_split():
+  from wd_jax.config import base_config
+
+  cfg = ml_collections.ConfigDict({"run": base_config()})
+  with pytest.raises(ValueError, match="validation_fraction"):
+    schema.check(cfg, {"run": schema.run_config()})
+  cfg.run.dataset.validation_fraction = 0.1
+  schema.check(cfg, {"run": schema.run_config()})
+
+
+def test_summary_separates_empirical_claims_from_those_true_by_construction(tmp_path):
+  found = claims.decide(claims.check(_claims(), MEASURED), MEASURED, lambda c: "measured text")
   path = study.write_summary(
     str(tmp_path),
     "Demo",
-    [study.Finding("AdamW beats Adam+L2", "L&H 2019", v, "acc")],
+    found,
     tables=[("Accuracy", study.markdown_table(["variant", "acc"], [["adamw", 0.905]]))],
     figures=[("accuracy vs λ", str(tmp_path / "acc.png"))],
   )
   with open(path) as f:
     text = f.read()
-  assert "**Verdict**: supported" in text and "AdamW 0.905 ± 0.007 (n=2)" in text
+  empirical, built_in = text.split("## True by construction")
+  assert "**identity**" in built_in and "**identity**" not in empirical
+  assert empirical.count("**Verdict**") == 3 and "3 claims tested at α = 0.05" in empirical
+  assert "**Measured**: measured text" in text
   assert "| adamw | 0.905 |" in text and "![accuracy vs λ](acc.png)" in text
+
+
+def test_an_inconclusive_verdict_says_how_many_seeds_would_decide_it(tmp_path):
+  declared = claims.declare(x=claims.claim("A > B", "src", "greater", a="a", b="b"))
+  values = {"a": [0.51, 0.49, 0.53], "b": [0.50, 0.50, 0.50]}
+  found = claims.decide(claims.check(declared, values), values)
+  assert found[0].decision.verdict == stats.INCONCLUSIVE
+  with open(study.write_summary(str(tmp_path), "t", found)) as f:
+    text = f.read()
+  assert f"about {found[0].decision.n_needed} seeds would decide it" in text
+
+
+def test_mean_spread_and_fmt():
+  m, s = study.mean_spread([1.0, 2.0, 3.0, math.nan])
+  assert m == 2.0 and s == 1.0
+  assert study.fmt([1.0, 2.0, 3.0]) == "2.000 ± 1.000 (n=3)"
+  assert study.fmt([1.0, 3.0, math.nan]) == "2.000 ± 1.414 (n=2, 1 of 3 diverged)"
+  assert study.fmt([math.nan] * 2) == "diverged (n=2)"
 
 
 def test_every_variant_has_a_stable_colour():

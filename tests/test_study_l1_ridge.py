@@ -25,7 +25,7 @@ def _outputs(workdir: str, out: dict, num_pngs: int) -> list[dict]:
   assert all(os.path.getsize(os.path.join(workdir, p)) > 1000 for p in pngs)
   with open(os.path.join(workdir, "summary.md")) as f:
     summary = f.read()
-  assert summary.count("**Verdict**") == summary.count("**Claim**") == len(out["findings"])
+  assert summary.count("**Verdict**") == summary.count("**Declared**") == len(out["findings"])
   for p in pngs:
     assert f"({p})" in summary, p
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -66,6 +66,7 @@ def test_ridge_smoke_end_to_end(tmp_path):
   [
     (l1_vs_l2, l1_config, "methods", ("prox_l1", "l0")),
     (l1_vs_l2, l1_config, "weight_decays", (0.0, 1e-3)),
+    (l1_vs_l2, l1_config, "seeds", (0, 0)),
     (ridge, ridge_config, "optimizers", ("sgd_l2", "lbfgs")),
   ],
 )

@@ -336,3 +336,68 @@ def line_plot(
   fig.savefig(out, dpi=DPI)
   plt.close(fig)
   return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces every study figure shares.
+
+
+def plain_log_ticks(ax, axis: str = "y") -> None:
+  """Tick labels of a log axis as plain numbers (0.5, 2, 30): every minor tick within about a
+  decade, only the 2s and 5s beyond."""
+  from matplotlib import ticker
+
+  ax_ = ax.yaxis if axis == "y" else ax.xaxis
+  lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+  every = hi / max(lo, 1e-30) < 15
+
+  def minor(v, _):
+    digit = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+    return f"{v:g}" if every or digit in (2, 5) else ""
+
+  ax_.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+  ax_.set_minor_formatter(ticker.FuncFormatter(minor))
+  ax.tick_params(axis=axis, which="minor", labelsize=7)
+
+
+def finish(fig, path: str, axes: Sequence[Any] = (), *, legend: bool = True, fontsize=8) -> str:
+  """The last lines of every figure: grid, legend, tight layout, a small PNG (`save_png`)."""
+  for ax in axes:
+    ax.grid(alpha=0.3, which="major")
+    if legend and ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=fontsize)
+  fig.tight_layout()
+  save_png(fig, path)
+  return path
+
+
+def mean_and_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float, int]:
+  """Mean, half-width of the two-sided (1−2α) t interval (NaN for one value) and n, over the
+  finite values (diverged runs are left out and counted by the caller)."""
+  from scipy import stats as sps
+
+  x = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
+  if x.size == 0:
+    return math.nan, math.nan, 0
+  if x.size == 1:
+    return float(x[0]), math.nan, 1
+  half = float(sps.t.ppf(1 - alpha, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+  return float(x.mean()), half, int(x.size)
+
+
+def ci_errorbar(ax, x: Sequence[float], per_x: Sequence[Sequence[float]], **kw) -> None:
+  """Means over seeds at each x with their (1−2α) t interval as error bars (α = 0.05: 90%)."""
+  stats = [mean_and_ci(v) for v in per_x]
+  means = np.array([s[0] for s in stats])
+  half = np.nan_to_num(np.array([s[1] for s in stats]))
+  ax.errorbar(np.asarray(x, float), means, yerr=half, capsize=3, **kw)
+
+
+def ci_band(ax, x: Sequence[float], per_seed: Sequence[Sequence[float]], *, color, label=None):
+  """One line (the mean over seeds) and a shaded 90% t interval; `per_seed` is seeds × len(x)."""
+  m = np.asarray(per_seed, float)
+  stats = [mean_and_ci(m[:, j]) for j in range(m.shape[1])]
+  mean = np.array([s[0] for s in stats])
+  half = np.nan_to_num(np.array([s[1] for s in stats]))
+  ax.plot(x, mean, color=color, label=label, lw=1.5)
+  ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2, lw=0)

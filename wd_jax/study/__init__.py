@@ -1,13 +1,13 @@
-"""What every study shares: claims, verdicts over seeds, summaries and one colour per variant.
+"""What every study shares: its absl main, its workdir, summaries and one colour per variant.
 
-A study states a claim from the literature, measures it over several seeds, and
-says whether the measurement supports it. The verdict is deliberately conservative:
-when the seeds' spreads overlap it says "inconclusive" rather than pick a side.
+A study declares its claims in its config before it runs (`wd_jax.study.claims`), selects
+configurations on a validation split and reads the test split once (`wd_jax.study.protocol`),
+measures over paired seeds, and lets `wd_jax.study.stats` decide each claim. Config fields are
+checked by declared rules (`wd_jax.study.schema`) before anything is written.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from wd_jax.runlog import write_atomic
-
-SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+from wd_jax.study import claims, stats
 
 # One colour per optimizer variant, the same in every figure of every study.
 VARIANT_COLORS = {
@@ -67,62 +66,6 @@ def fmt(values: Sequence[float], digits: int = 3) -> str:
   return f"{m:.{digits}f} ± {s:.{digits}f} (n={len(values) - bad}{note})"
 
 
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-  status: str  # SUPPORTED | NOT_SUPPORTED | INCONCLUSIVE
-  detail: str
-
-
-def compare(
-  a: Sequence[float],
-  b: Sequence[float],
-  *,
-  expect: str,
-  names: tuple[str, str] = ("A", "B"),
-  margin: float = 0.0,
-) -> Verdict:
-  """Verdict on "A is greater/less than B" or "A is about equal to B" from per-seed values.
-
-  ``expect="greater"``: supported when mean(A) − sd(A) > mean(B) + sd(B) + margin; not
-  supported when A's band lies at or below B's; inconclusive when the bands overlap.
-  ``"less"`` mirrors it. ``"equal"``: supported when |mean(A) − mean(B)| ≤ margin
-  (margin > 0 required), not supported when the bands are separated by more than
-  margin, inconclusive otherwise.
-  """
-  if expect not in ("greater", "less", "equal"):
-    raise ValueError(f"expect must be 'greater', 'less' or 'equal', got {expect!r}.")
-  (ma, sa), (mb, sb) = mean_spread(a), mean_spread(b)
-  na, nb = names
-  detail = f"{na} {fmt(a)} vs {nb} {fmt(b)}"
-  if any(math.isnan(x) for x in (ma, mb)):
-    return Verdict(INCONCLUSIVE, detail + " (no finite measurement)")
-  if expect == "equal":
-    if margin <= 0:
-      raise ValueError(f"margin must be > 0 for expect='equal', got {margin}.")
-    if abs(ma - mb) <= margin:
-      return Verdict(SUPPORTED, detail + f": within {margin:g}")
-    gap = max(ma - sa - (mb + sb), mb - sb - (ma + sa))
-    if gap > margin:
-      return Verdict(NOT_SUPPORTED, detail + f": apart by more than {margin:g}")
-    return Verdict(INCONCLUSIVE, detail + ": seeds' spread overlaps the margin")
-  if expect == "less":
-    ma, mb, sa, sb = -ma, -mb, sa, sb
-  lo_a, hi_a, lo_b, hi_b = ma - sa, ma + sa, mb - sb, mb + sb
-  if lo_a > hi_b + margin:
-    return Verdict(SUPPORTED, detail)
-  if hi_a <= lo_b:
-    return Verdict(NOT_SUPPORTED, detail)
-  return Verdict(INCONCLUSIVE, detail + ": the seeds' spreads overlap")
-
-
-@dataclasses.dataclass
-class Finding:
-  claim: str  # what the literature says
-  source: str  # who says it (REFERENCES.md section / paper)
-  verdict: Verdict
-  measured: str = ""  # what this run measured, in words
-
-
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   def cell(x):
     return f"{x:.4g}" if isinstance(x, float) else str(x)
@@ -132,28 +75,71 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   return "\n".join(lines)
 
 
+def _finding_lines(f: claims.Finding) -> list[str]:
+  d = f.decision
+  lines = [
+    f"- **{f.claim.name}** ({f.claim.source}): {f.claim.statement}",
+    f"  - **Declared**: {d.comparison}"
+    + (f", margin {d.margin:g}" if d.comparison != "slope_within" else "")
+    + f", α = {d.alpha:g}",
+  ]
+  if f.measured:
+    lines.append(f"  - **Measured**: {f.measured}")
+  lines.append(f"  - **Verdict**: {d.verdict} — {d.detail}")
+  if d.verdict == stats.INCONCLUSIVE:
+    more = (
+      f"about {d.n_needed} seeds would decide it at the observed effect (80% power)"
+      if d.n_needed
+      else "more seeds would not decide it at the observed effect"
+    )
+    lines.append(f"  - **Power**: {d.power:.2f} at effect {d.power_at:+.3g}; {more}")
+  elif math.isfinite(d.power):
+    lines.append(f"  - **Power**: {d.power:.2f} at effect {d.power_at:+.3g}")
+  return lines
+
+
 def write_summary(
   workdir: str,
   title: str,
-  findings: Sequence[Finding],
+  findings: Sequence[claims.Finding],
   *,
   intro: str = "",
   tables: Sequence[tuple[str, str]] = (),
   figures: Sequence[tuple[str, str]] = (),
   footer: str = "",
 ) -> str:
-  """Writes ``summary.md``: the claims with their verdicts, then tables and figures."""
+  """Writes ``summary.md``: the pre-registered claims and their verdicts (empirical ones, then
+  those true by construction), the multiple-claims note, then tables and figures."""
   out = [f"# {title}", ""]
   if intro:
     out += [intro, ""]
-  out += ["## Claims and verdicts", ""]
-  for f in findings:
+  empirical = [f for f in findings if f.claim.kind == "empirical"]
+  built_in = [f for f in findings if f.claim.kind == "construction"]
+  out += [
+    "## Claims (pre-registered in config.json) and verdicts",
+    "",
+    "Each claim was declared in the config before the run (measurement, comparison, margin, "
+    "α) and is decided by `wd_jax.study.stats`: paired by seed, on the two-sided (1−2α) t "
+    "interval (equivalence by TOST).",
+    "",
+  ]
+  for f in empirical:
+    out += _finding_lines(f)
+  if empirical:
+    alpha = empirical[0].decision.alpha
+    note = stats.multiple_claims_note({f.claim.name: f.decision for f in empirical}, alpha)
+    out += ["", f"*Multiple claims*: {note}", ""]
+  if built_in:
     out += [
-      f"- **Claim** ({f.source}): {f.claim}",
-      f"  - **Measured**: {f.measured or f.verdict.detail}",
-      f"  - **Verdict**: {f.verdict.status} — {f.verdict.detail}",
+      "## True by construction",
+      "",
+      "These follow from identities or the algebra of the update; they are measured to check "
+      "the code, not evidence about training.",
+      "",
     ]
-  out.append("")
+    for f in built_in:
+      out += _finding_lines(f)
+    out.append("")
   for heading, table in tables:
     out += [f"## {heading}", "", table, ""]
   for caption, path in figures:
@@ -198,7 +184,7 @@ def main(run_fn, claim_width: int | None = None) -> None:
     workdir = flags.FLAGS.workdir
     out = run_fn(flags.FLAGS.config, workdir)
     for f in out["findings"]:
-      print(f"{f.verdict.status:>13}: {f.claim[:claim_width]}")
+      print(f"{f.decision.verdict:>13}: {f.claim.name}: {f.claim.statement[:claim_width]}")
     wall = f" ({out['wall_time_sec']:.0f} s)" if "wall_time_sec" in out else ""
     print(f"wrote {workdir}/summary.md{wall}")
 
