@@ -27,7 +27,7 @@ smaller model, MLP 40→64→10 with batch 128 (per-step dispatch dominates), ``
 and the vmapped (×16) step for both models (median of 3 alternating ≥ 1 s timings).
 Sanity: the final test accuracy of every configuration is compared with its separate run (equal
 at small lr; at peak lr ≥ 3e-3 float rounding differences grow chaotically after ~100 steps,
-see wd_jax/sweep.py, so they agree only to within run-to-run noise).
+see wd_jax/sweep/__init__.py, so they agree only to within run-to-run noise).
 
   python bench/sweep.py --steps=1000 --rounds=3 --json_out=/tmp/bench_sweep.json
   python bench/sweep.py --steps=1000 --rounds=3 --skip_separate
@@ -175,16 +175,18 @@ def _throughput(model: str) -> None:
   import statistics
 
   from wd_jax import sweep
+  from wd_jax.sweep import tuning
 
   grid = {"learning_rate": list(LEARNING_RATES), "weight_decay": list(WEIGHT_DECAYS)}
   runs = sweep.expand_grid(_base_config(model, 10**6), grid)
-  (group,) = sweep._build_groups(runs)
-  sweep._MEASURE_SECONDS = 1.0
+  (group,) = sweep.build_groups(runs)
+  tuning._MEASURE_SECONDS = 1.0
   out: dict[str, list[tuple[float, float]]] = {"sequential": [], "vmap": []}
   for _ in range(3):  # alternate, so a change of machine load hits both alike
     for name, batched in (("sequential", False), ("vmap", True)):
       state = group.init_states(runs if batched else runs[:1], batched)
-      _, wall, cpu, _, _ = sweep._time_steps(group.step_fn(batched), state, group.sampler, 10**9)
+      step, source = group.programs[batched].step(), group.source(0)
+      _, wall, cpu, _, _ = tuning.time_steps(step, state, source, 10**9)
       k = len(runs) if batched else 1
       out[name].append((wall / k, cpu / k))
   med = {n: [statistics.median(x[i] for x in v) for i in (0, 1)] for n, v in out.items()}
