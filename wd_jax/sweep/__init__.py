@@ -27,20 +27,9 @@ group. Strategies, per group:
   (``os.sched_setaffinity``, ``PJRT_NPROC`` = its core count, which sizes XLA:CPU's thread
   pool, and ``--xla_cpu_multi_thread_eigen=false`` when it has one core), each running its share
   of the configurations with the sequential strategy and writing its runs' files itself.
-* ``auto``: compiles and times a few steps of ``vmap``, then of ``sequential`` (skipped when
-  vmap has less left to run than a compilation costs), on the group with the most work, and
-  extrapolates both to the whole sweep. The winner's compilation is reused, and so are its
-  measured steps when they all come before the first logging step (the winner's runs continue
-  from the measured state, bitwise as if it had not been measured); the loser's compilation and
-  ~0.2 s of steps are the price of measuring. For ``processes``
-  it adds an optimistic estimate (this process's build + compile time, plus the measured CPU
-  time of the work shared over the workers); only when that could win are the workers started
-  in standby to time their own steps, and kept if they win. The choice and every measurement go
-  to ``strategy.json`` and ``summary.md``. The choice is also recorded per sweep shape
-  (`auto_cache_key`: jax/jaxlib versions, backend, device kind and count, usable cores, every
-  group's program and size) in `auto_cache_path()`, like an autotuning cache: a later sweep of
-  the same shape takes it without measuring (``remeasure=True`` measures again; setting
-  ``WD_JAX_AUTO_CACHE=off`` disables the record).
+* ``auto``: measures ``vmap`` and ``sequential`` (and, when they could win, worker processes)
+  for a few steps on this machine and keeps the fastest; the choice is recorded per sweep shape
+  (see `wd_jax.sweep.tuning`, CPU-only helpers kept apart from this core).
 
 Every run goes through the one training loop (`wd_jax.loop.run_loop`), as `train.fit` does:
 same step, logging cadence, evaluation, divergence handling and records. Your own model, data

@@ -3,6 +3,21 @@
 CPU-only helpers kept apart from the sweep's core: the core (`wd_jax.sweep.group`) trains a
 group by vmap or one run at a time through the one training loop; this module times those
 strategies on the machine at hand and can spread the runs over processes pinned to cores.
+
+``auto`` compiles and times a few steps of ``vmap``, then of ``sequential`` (skipped when vmap has
+less left to run than a compilation costs), on the group with the most work, and extrapolates both
+to the whole sweep. The winner's compilation is reused, and so are its measured steps when they
+all come before the first logging step (the winner's runs continue from the measured state,
+bitwise as if it had not been measured); the loser's compilation and ~0.2 s of steps are the
+price of measuring. For ``processes`` it adds an optimistic estimate (this process's build +
+compile time, plus the measured CPU time of the work shared over the workers); only when that
+could win are the workers started in standby to time their own steps, and kept if they win. The
+choice and every measurement go to ``strategy.json`` and ``summary.md``. The choice is also
+recorded per sweep shape (`auto_cache_key`: jax/jaxlib versions, backend, device kind and
+count, usable cores, every group's program and size) in `auto_cache_path()`, like an autotuning
+cache: a later sweep of the same shape takes it without measuring (``remeasure=True`` measures
+again; ``WD_JAX_AUTO_CACHE=off`` disables the record). Every timing comes from `time_steps`, the
+one place a test replaces to steer the choice without reading the clock.
 """
 
 from __future__ import annotations
