@@ -118,21 +118,15 @@ def validate(
   ):
     _positive_int(name, config[name])
   _positive_int("diagnostics_every", config.diagnostics_every, allow_zero=True)
-  _validation.check_number(
-    "config.optimizer.warmup_fraction",
-    config.optimizer.warmup_fraction,
-    lower=0.0,
-    upper=1.0,
-    upper_inclusive=False,
-    allow_schedule=False,
-  )
-  _validation.check_number(
-    "config.optimizer.wd_switch_fraction",
-    config.optimizer.wd_switch_fraction,
-    lower=0.0,
-    upper=1.0,
-    allow_schedule=False,
-  )
+  for name, upper_inclusive in (("warmup_fraction", False), ("wd_switch_fraction", True)):
+    _validation.check_number(
+      f"config.optimizer.{name}",
+      config.optimizer[name],
+      lower=0.0,
+      upper=1.0,
+      upper_inclusive=upper_inclusive,
+      allow_schedule=False,
+    )
   build_optimizer(config, recipe=recipe)  # its constructor checks every hyperparameter
 
 

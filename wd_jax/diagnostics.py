@@ -83,6 +83,14 @@ def l2_share_by_leaf(opt_state: Any) -> dict[str, jax.Array]:
   return out
 
 
+def _no_prediction(optimizer: str, predicted: tuple[str, ...]) -> float:
+  """NaN for the optimizers the random-walk model has no closed form for; else a ValueError."""
+  if optimizer in ("adam_l2", "adams"):
+    return math.nan
+  known = ", ".join((*predicted, "adam_l2", "adams"))
+  raise ValueError(f"optimizer must be one of {known}; got {optimizer!r}.")
+
+
 def predicted_angular_update(
   optimizer: str,
   learning_rate: float,
@@ -110,11 +118,7 @@ def predicted_angular_update(
       * math.sqrt(2 * a)
       * math.sqrt((1 - b1) ** 2 + b1**2 * (1 - b2) / (1 + b2))
     )
-  if optimizer in ("adam_l2", "adams"):
-    return math.nan
-  raise ValueError(
-    f"optimizer must be one of adamw, sgdw, sgd_l2, lion, adam_l2, adams; got {optimizer!r}."
-  )
+  return _no_prediction(optimizer, ("adamw", "sgdw", "sgd_l2", "lion"))
 
 
 def predicted_equilibrium_norm(
@@ -140,11 +144,7 @@ def predicted_equilibrium_norm(
     if grad_norm_at_unit_norm is None:
       raise ValueError("grad_norm_at_unit_norm is required for SGD's equilibrium norm, got None.")
     return (learning_rate * grad_norm_at_unit_norm**2 / (2 * weight_decay * (1 - momentum))) ** 0.25
-  if optimizer in ("adam_l2", "adams"):
-    return math.nan
-  raise ValueError(
-    f"optimizer must be one of adamw, sgdw, sgd_l2, adam_l2, adams; got {optimizer!r}."
-  )
+  return _no_prediction(optimizer, ("adamw", "sgdw", "sgd_l2"))
 
 
 def step_diagnostics(

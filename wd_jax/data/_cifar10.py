@@ -10,7 +10,7 @@ import numpy as np
 
 from wd_jax.data._dataset import (
   Dataset,
-  _to_device,
+  _on_device,
 )
 
 # CIFAR-10 binary format: one label byte, then 3 × 32 × 32 pixel bytes, channel-major (R, G, B).
@@ -156,17 +156,12 @@ def cifar10(
     x /= std.astype(np.float32)
     return x
 
-  x_tr, y_tr, x_te, y_te = _to_device(
-    normalise(train_images), y_train, normalise(test_images), y_test
-  )
-  return Dataset(
-    name="cifar10",
-    task="classification",
-    x_train=x_tr,
-    y_train=y_tr,
-    x_test=x_te,
-    y_test=y_te,
-    num_classes=10,
+  return _on_device(
+    "cifar10",
+    "classification",
+    (normalise(train_images), y_train),
+    (normalise(test_images), y_test),
+    10,
     meta={
       "mean": mean,
       "std": std,

@@ -128,6 +128,28 @@ def _to_device(*arrays: np.ndarray) -> tuple[jax.Array, ...]:
   return tuple(jax.device_put(a) for a in arrays)
 
 
+def _on_device(
+  name: str, task: str, train: tuple, test: tuple, num_classes: int, **fields: Any
+) -> Dataset:
+  """A `Dataset` of host (x, y) splits placed on the default device once (a language model's
+  split is its token stream alone: the targets are the stream itself)."""
+  if task == "language_model":
+    (x_tr,), (x_te,) = _to_device(train[0]), _to_device(test[0])
+    y_tr, y_te = x_tr, x_te
+  else:
+    x_tr, y_tr, x_te, y_te = _to_device(*train, *test)
+  return Dataset(
+    name=name,
+    task=task,
+    x_train=x_tr,
+    y_train=y_tr,
+    x_test=x_te,
+    y_test=y_te,
+    num_classes=int(num_classes),
+    **fields,
+  )
+
+
 def with_validation_split(dataset: Dataset, fraction: float, seed: int = 0) -> Dataset:
   """`dataset` with a validation split carved from its training data.
 
@@ -260,16 +282,4 @@ def from_arrays(
       arrays[i] = arrays[i].astype(np.float32)
   if task == "language_model":
     arrays[0], arrays[2] = arrays[0].astype(np.int32), arrays[2].astype(np.int32)
-  x_tr, y_tr, x_te, y_te = _to_device(*arrays)
-  if task == "language_model":
-    y_tr, y_te = x_tr, x_te
-  return Dataset(
-    name=name,
-    task=task,
-    x_train=x_tr,
-    y_train=y_tr,
-    x_test=x_te,
-    y_test=y_te,
-    num_classes=int(num_classes),
-    seq_len=int(seq_len),
-  )
+  return _on_device(name, task, arrays[:2], arrays[2:], num_classes, seq_len=int(seq_len))

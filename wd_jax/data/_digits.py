@@ -8,7 +8,7 @@ from wd_jax.data._dataset import (
   Dataset,
   _check_fraction,
   _check_int,
-  _to_device,
+  _on_device,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -37,14 +37,5 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   x_tr, x_te, y_tr, y_te = train_test_split(
     images, labels, test_size=test_fraction, random_state=int(seed), stratify=labels
   )
-  x_tr, y_tr, x_te, y_te = _to_device(x_tr, y_tr, x_te, y_te)
-  return Dataset(
-    name="digits",
-    task="classification",
-    x_train=x_tr,
-    y_train=y_tr,
-    x_test=x_te,
-    y_test=y_te,
-    num_classes=10,
-    meta={"seed": int(seed), "test_fraction": float(test_fraction)},
-  )
+  meta = {"seed": int(seed), "test_fraction": float(test_fraction)}
+  return _on_device("digits", "classification", (x_tr, y_tr), (x_te, y_te), 10, meta=meta)

@@ -10,7 +10,7 @@ import numpy as np
 from wd_jax.data._dataset import (
   Dataset,
   _check_int,
-  _to_device,
+  _on_device,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -63,14 +63,7 @@ def mnist1d(seed: int = 0) -> Dataset:
   mean, std = float(x.mean()), float(x.std())
   x_tr = ((x - mean) / std).astype(np.float32)
   x_te = ((x_test - mean) / std).astype(np.float32)
-  x_tr, y_tr, x_te, y_te = _to_device(x_tr, y.copy(), x_te, y_test.copy())
-  return Dataset(
-    name="mnist1d",
-    task="classification",
-    x_train=x_tr,
-    y_train=y_tr,
-    x_test=x_te,
-    y_test=y_te,
-    num_classes=10,
-    meta={"seed": int(seed), "mean": mean, "std": std},
+  meta = {"seed": int(seed), "mean": mean, "std": std}
+  return _on_device(
+    "mnist1d", "classification", (x_tr, y.copy()), (x_te, y_test.copy()), 10, meta=meta
   )

@@ -11,7 +11,7 @@ from wd_jax.data._dataset import (
   Dataset,
   _check_int,
   _check_nonnegative,
-  _to_device,
+  _on_device,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -53,19 +53,13 @@ def linear_regression(
   x = rng.normal(size=(num_examples + num_test, dim))
   y = x @ w_true + noise * rng.normal(size=(num_examples + num_test,))
   x, y = x.astype(np.float32), y.astype(np.float32)
-  x_tr, y_tr, x_te, y_te = _to_device(
-    x[:num_examples], y[:num_examples], x[num_examples:], y[num_examples:]
-  )
-  return Dataset(
-    name="linear_regression",
-    task="regression",
-    x_train=x_tr,
-    y_train=y_tr,
-    x_test=x_te,
-    y_test=y_te,
-    num_classes=0,
-    meta={"w_true": w_true, "noise": float(noise), "seed": int(seed)},
-  )
+  meta = {"w_true": w_true, "noise": float(noise), "seed": int(seed)}
+  return _on_device("linear_regression", "regression", *_split_at(x, y, num_examples), 0, meta=meta)
+
+
+def _split_at(x: np.ndarray, y: np.ndarray, n: int) -> tuple[tuple, tuple]:
+  """The first `n` examples for training, the rest for testing."""
+  return (x[:n], y[:n]), (x[n:], y[n:])
 
 
 def ridge_solution(x: Any, y: Any, weight_decay: float) -> np.ndarray:
@@ -142,16 +136,6 @@ def teacher_student(
   # Label the float32 inputs actually stored, so teacher(x_train) reproduces y_train exactly.
   x = rng.normal(size=(num_examples + num_test, dim)).astype(np.float32)
   y = (np.tanh(x.astype(np.float64) @ w1) @ w2 + b2).argmax(1).astype(np.int32)
-  x_tr, y_tr, x_te, y_te = _to_device(
-    x[:num_examples], y[:num_examples], x[num_examples:], y[num_examples:]
-  )
-  return Dataset(
-    name="teacher_student",
-    task="classification",
-    x_train=x_tr,
-    y_train=y_tr,
-    x_test=x_te,
-    y_test=y_te,
-    num_classes=int(num_classes),
-    meta={"teacher": {"w1": w1, "w2": w2, "b2": b2}, "seed": int(seed)},
-  )
+  meta = {"teacher": {"w1": w1, "w2": w2, "b2": b2}, "seed": int(seed)}
+  splits = _split_at(x, y, num_examples)
+  return _on_device("teacher_student", "classification", *splits, num_classes, meta=meta)

@@ -13,7 +13,7 @@ from wd_jax.data._dataset import (
   Dataset,
   _check_fraction,
   _check_int,
-  _to_device,
+  _on_device,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -154,16 +154,8 @@ def char_corpus(
         f"char_corpus: the {split} split has {count} characters, fewer than seq_len + 1 = "
         f"{seq_len + 1} (corpus of {n} characters, test_fraction={test_fraction})."
       )
-  (train,) = _to_device(tokens[:n_train])
-  (test,) = _to_device(tokens[n_train:])
-  return Dataset(
-    name="char_corpus",
-    task="language_model",
-    x_train=train,
-    y_train=train,
-    x_test=test,
-    y_test=test,
-    num_classes=len(vocab),
-    seq_len=int(seq_len),
-    meta={"vocab": vocab, "paths": tuple(used), "num_chars": n},
+  meta = {"vocab": vocab, "paths": tuple(used), "num_chars": n}
+  splits = (tokens[:n_train],), (tokens[n_train:],)
+  return _on_device(
+    "char_corpus", "language_model", *splits, len(vocab), seq_len=seq_len, meta=meta
   )
