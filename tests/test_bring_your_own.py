@@ -73,7 +73,8 @@ def test_fit_resumes_a_user_model_bitwise(tmp_path, dataset):
   whole = train.fit(_config(), str(tmp_path / "whole"), model=TwoLayer, data=dataset, verbose=False)
   part = str(tmp_path / "part")
   train.fit(_config(), part, model=TwoLayer, data=dataset, verbose=False)
-  # As if killed after the step-40 checkpoint: drop the step-60 checkpoint, then resume.
+  # As if killed after the step-40 checkpoint: drop the step-60 checkpoint, then resume (the
+  # run's status.json says "completed", but its last checkpoint is gone: it trains again).
   with ocp.CheckpointManager(os.path.join(part, "checkpoints")) as mngr:
     assert mngr.all_steps() == [40, 60]
     mngr.delete(60)

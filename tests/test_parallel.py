@@ -166,7 +166,7 @@ def _wait(procs, timeout=300):
 
 def _latest_params(workdir):
   with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
-    return mngr.latest_step(), mngr.restore(mngr.latest_step())["params"]
+    return mngr.latest_step(), mngr.restore(mngr.latest_step())["state"]["params"]
 
 
 def test_two_processes_train_together_like_one(tmp_path, single):

@@ -42,7 +42,7 @@ def _read(path):
 
 def _restore_params(workdir, step):
   with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
-    return mngr.restore(step)["params"]
+    return mngr.restore(step)["state"]["params"]
 
 
 def test_smoke_run_writes_every_output(tmp_path):

@@ -118,6 +118,23 @@ def validate(
   ):
     _positive_int(name, config[name])
   _positive_int("diagnostics_every", config.diagnostics_every, allow_zero=True)
+  _positive_int("seed", config.seed, allow_zero=True)
+  rules = config.optimizer.mask_rules
+  if isinstance(rules, (str, bytes)) or not isinstance(rules, (tuple, list)):
+    raise ValueError(
+      f"config.optimizer.mask_rules must be a list of (regex, multiplier), got {rules!r}."
+    )
+  for i, rule in enumerate(rules):
+    if isinstance(rule, (str, bytes)) or not isinstance(rule, (tuple, list)) or len(rule) != 2:
+      raise ValueError(
+        f"config.optimizer.mask_rules[{i}] must be a (regex, multiplier) pair, got {rule!r}."
+      )
+    _validation.check_number(
+      f"config.optimizer.mask_rules[{i}] ({rule[0]!r}) multiplier",
+      rule[1],
+      lower=0.0,
+      allow_schedule=False,
+    )
   for name, upper_inclusive in (("warmup_fraction", False), ("wd_switch_fraction", True)):
     _validation.check_number(
       f"config.optimizer.{name}",

@@ -333,17 +333,19 @@ def run_loop(
   cadence: Cadence,
   source: Callable[[int], Any],
   start: int = 0,
-  on_checkpoint: Callable[[int, Any], None] | None = None,
+  on_checkpoint: Callable[[int, Any, list[dict[str, float]]], None] | None = None,
   progress: Callable[[int, Sequence[RunRecord], float], None] | None = None,
+  stop: Callable[[], bool] | None = None,
 ) -> Any:
   """Trains `records` (one per configuration of `state`) from step `start` to `cadence.steps`.
 
   At every logging or diagnostics step it fetches the metrics, evaluates (at evaluation steps)
   and lets each live `RunRecord` write its record; a run whose loss is non-finite is marked
   diverged there and logs nothing more (under vmap it keeps computing in its own slice, which
-  nothing mixes with the others). The loop ends early once every run is done. At checkpoint
-  steps it calls ``on_checkpoint(step, state)``, which may mark runs diverged. At the end, a
-  run whose parameters are not finite is marked diverged too.
+  nothing mixes with the others). The loop ends early once every run is done, or after the
+  step during which `stop()` became true (a preemption signal). At checkpoint steps it calls
+  ``on_checkpoint(step, state, metrics)`` with that step's fetched metrics, which may mark runs
+  diverged. At the end, a run whose parameters are not finite is marked diverged too.
 
   Returns:
     The final state.
@@ -356,6 +358,7 @@ def run_loop(
     nxt = step + 1
     diag_now = cadence.diagnoses(nxt)
     state, metrics = (diag if diag_now else plain)(state, source(step))
+    per_run = None
     if cadence.logs(nxt) or diag_now:
       per_run = program.fetch(metrics, num)
       now = time.perf_counter()
@@ -372,9 +375,11 @@ def run_loop(
       if all(r.done for r in records):
         break
     if on_checkpoint is not None and cadence.checkpoints(nxt):
-      on_checkpoint(nxt, state)
+      on_checkpoint(nxt, state, per_run if per_run is not None else program.fetch(metrics, num))
       if all(r.done for r in records):
         break
+    if stop is not None and stop():
+      break
   for record, finite in zip(records, program.params_finite(state)):
     if not finite:
       record.mark_diverged(cadence.steps, "non-finite parameters at the end")

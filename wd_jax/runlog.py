@@ -1,29 +1,93 @@
-"""Run outputs: atomic files, JSON-lines metrics, TensorBoard events and a progress line."""
+"""Run outputs that survive the real world: atomic files, JSON-lines metrics, TensorBoard events,
+a progress line, preemption signals, and fault points for the tests that kill runs.
+
+Every writer here writes synchronously in the calling thread, so an I/O error (a full disk, a
+vanished filesystem) surfaces at once as a `RunIOError` naming the file, instead of killing a
+background thread and leaving the training loop blocked on its queue.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
+import warnings
 from typing import Any
 
 
+class RunIOError(OSError):
+  """A run's output could not be written (disk full, filesystem gone): the run stops cleanly."""
+
+
+def _io_error(path: str, e: OSError) -> RunIOError:
+  what = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+  return RunIOError(e.errno, f"cannot write {path}: {what}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Fault points: WD_JAX_FAULT="<site>:<n>" SIGKILLs this process the n-th time <site> is reached.
+# Only the fault-injection tests set it; unset, `fault` is a dictionary lookup.
+
+FAULT_ENV = "WD_JAX_FAULT"
+_fault_counts: dict[str, int] = {}
+
+
+def _fault_target() -> tuple[str, int] | None:
+  spec = os.environ.get(FAULT_ENV)
+  if not spec:
+    return None
+  site, _, n = spec.partition(":")
+  return site, int(n or 1)
+
+
+def fault(site: str) -> None:
+  """Kills this process with SIGKILL if ``WD_JAX_FAULT`` names this `site` and hit count."""
+  target = _fault_target()
+  if target is None or target[0] != site:
+    return
+  _fault_counts[site] = _fault_counts.get(site, 0) + 1
+  if _fault_counts[site] == target[1]:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files.
+
+
 def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename (never a half-written file)."""
+  """Writes `text` to `path` through a temporary file and a rename (never a half-written file).
+
+  Raises:
+    RunIOError: the file could not be written (the temporary file is removed).
+  """
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  tmp = None
   try:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     with os.fdopen(fd, "w") as f:
       f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    fault(f"write:{os.path.basename(path)}")  # between the complete temporary file and the rename
     os.replace(tmp, path)
+  except OSError as e:
+    if tmp and os.path.exists(tmp):
+      os.unlink(tmp)
+    raise _io_error(path, e) from e
   except BaseException:
-    if os.path.exists(tmp):
+    if tmp and os.path.exists(tmp):
       os.unlink(tmp)
     raise
 
@@ -35,42 +99,115 @@ def _jsonable(v: Any) -> Any:
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
-  """All records of a metrics.jsonl file (an empty list if it does not exist)."""
+  """All records of a metrics.jsonl file (an empty list if it does not exist).
+
+  A torn last line (a crash in the middle of a write) is dropped with a warning naming the file
+  and the line; a bad line anywhere else is an error naming them.
+  """
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = f.read().split("\n")
+  records = []
+  last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except ValueError as e:
+      if i == last:
+        warnings.warn(
+          f"{path}: line {i + 1} is a torn record (the run stopped while writing it); dropped.",
+          stacklevel=2,
+        )
+        break
+      raise ValueError(f"{path}: line {i + 1} is not a JSON record: {e}") from e
+  return records
+
+
+class _TensorBoard:
+  """TensorBoard scalar events written synchronously (no writer thread that could die)."""
+
+  def __init__(self, logdir: str, purge_step: int | None):
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    os.makedirs(logdir, exist_ok=True)
+    self._event = Event
+    self._writer = EventsWriter(os.path.join(logdir, "events"))
+    if purge_step is not None:  # TensorBoard drops the earlier file's events after this step
+      self._writer.write_event(Event(step=purge_step, file_version="brain.Event:2"))
+      start = SessionLog(status=SessionLog.START)
+      self._writer.write_event(Event(step=purge_step, session_log=start))
+    self._writer.flush()
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    from tensorboardX.summary import scalar
+
+    for k, v in scalars.items():
+      self._writer.write_event(self._event(wall_time=time.time(), step=step, summary=scalar(k, v)))
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
 
 
 class MetricWriter:
-  """JSON lines (``metrics.jsonl``) plus TensorBoard events; only process 0 should own one."""
+  """JSON lines (``metrics.jsonl``) plus TensorBoard events; only process 0 should own one.
+
+  Raises `RunIOError` (naming the file) when a record cannot be written.
+  """
 
   def __init__(self, workdir: str, *, resume_step: int | None = None, tensorboard: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
     if resume_step is not None:
+      if resume_step > 0 and not os.path.exists(self.path):
+        warnings.warn(
+          f"{self.path} is missing: the records before step {resume_step} are lost; the "
+          "resumed run writes the rest.",
+          stacklevel=2,
+        )
       # Drop records the resumed run will write again, so the file reads as one clean run.
       kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
       write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-    self._file = open(self.path, "a")
-    self._tb = None
-    if tensorboard:
-      from tensorboardX import SummaryWriter
-
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step)
+    try:
+      self._file = open(self.path, "a")
+      self._tb = None
+      if tensorboard:
+        self._tb = _TensorBoard(os.path.join(workdir, "tensorboard"), resume_step)
+    except OSError as e:
+      raise _io_error(self.path, e) from e
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     record = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
+    line = json.dumps(record) + "\n"
+    try:
+      if _fault_target() is not None and _fault_target()[0] == "metrics":
+        self._file.write(line[: len(line) // 2])  # a torn record, then the kill
+        self._file.flush()
+        fault("metrics")
+      self._file.write(line)
+      self._file.flush()
+    except OSError as e:
+      raise _io_error(self.path, e) from e
     if self._tb is not None:
-      for k, v in metrics.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-          self._tb.add_scalar(k, v, step)
+      scalars = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+      }
+      try:
+        self._tb.write(step, scalars)
+      except OSError as e:
+        raise _io_error(os.path.join(os.path.dirname(self.path), "tensorboard"), e) from e
 
   def close(self) -> None:
-    self._file.close()
+    with contextlib.suppress(OSError):  # closing after a failed write must not mask its error
+      self._file.close()
     if self._tb is not None:
-      self._tb.close()
+      with contextlib.suppress(OSError):
+        self._tb.close()
 
 
 class Progress:
@@ -87,7 +224,7 @@ class Progress:
     rate = (step - self.start) / elapsed
     eta = (self.total - step) / rate if rate > 0 else float("inf")
     parts = [f"step {step}/{self.total}"]
-    for k in ("loss", "accuracy", "test_accuracy"):
+    for k in ("loss", "accuracy", "val_accuracy", "test_accuracy"):
       if k in metrics:
         parts.append(f"{k} {metrics[k]:.4f}")
     parts.append(f"{rate:.1f} steps/s")
@@ -100,3 +237,46 @@ class Progress:
   def close(self) -> None:
     if self.tty:
       self.stream.write("\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Preemption.
+
+
+class StopSignals:
+  """Turns SIGTERM and SIGINT into a request to stop after the current step.
+
+  Clusters and TPU pods preempt with SIGTERM; Ctrl-C sends SIGINT. Inside the context the first
+  signal only sets `requested` (the signal number), so the run can checkpoint and exit; a second
+  SIGINT raises KeyboardInterrupt at once. Outside the main thread (where Python cannot install
+  handlers) it does nothing. The previous handlers come back on exit.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.requested: int | None = None
+    self._previous: dict[int, Any] = {}
+
+  def _handle(self, signum, frame) -> None:
+    if self.requested is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested = signum
+
+  def __call__(self) -> bool:
+    return self.requested is not None
+
+  def __enter__(self) -> StopSignals:
+    if threading.current_thread() is threading.main_thread():
+      for s in self.SIGNALS:
+        self._previous[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+
+
+def exit_code(signum: int) -> int:
+  """The shell's exit code for a process stopped by `signum` (143 for SIGTERM, 130 for SIGINT)."""
+  return 128 + signum

@@ -8,9 +8,11 @@ function can be pmapped, sharded or vmapped by `wd_jax.parallel` / `wd_jax.sweep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,16 +22,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from wd_jax import checkpoint as checkpoint_lib
 from wd_jax import config as config_lib
 from wd_jax import data as data_lib
-from wd_jax import diagnostics
+from wd_jax import diagnostics, runlog
 from wd_jax import loop as loop_lib
 from wd_jax import models as models_lib
 from wd_jax import parallel as parallel_lib
+from wd_jax import workdir as workdir_lib
 from wd_jax.masks import leaf_multipliers, param_paths
 from wd_jax.runlog import MetricWriter, Progress, write_atomic
 
@@ -153,13 +155,18 @@ class BatchStream:
 def _make_model(config, dataset: data_lib.Dataset, seed: int, model: Any) -> nnx.Module:
   """The model: by config name, the user's module as is, or the user's ``rngs -> module``."""
   if model is None:
-    return models_lib.build_model(
-      config.model.name,
-      num_classes=dataset.num_classes,
-      input_shape=dataset.input_shape,
-      rngs=nnx.Rngs(seed),
-      **dict(config.model.kwargs),
-    )
+    try:
+      return models_lib.build_model(
+        config.model.name,
+        num_classes=dataset.num_classes,
+        input_shape=dataset.input_shape,
+        rngs=nnx.Rngs(seed),
+        **dict(config.model.kwargs),
+      )
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+      raise ValueError(
+        f"config.model (name {config.model.name!r}, kwargs {dict(config.model.kwargs)}): {e}"
+      ) from e
   if isinstance(model, nnx.Module):
     return model
   if callable(model):
@@ -243,7 +250,7 @@ def build(
     si = [False] * len(jax.tree.leaves(params))
   else:
     si = [m > 0 for m in leaf_multipliers(params, si_mask, name="scale_invariant_mask")]
-  return Experiment(
+  exp = Experiment(
     config,
     dataset,
     train_gd,
@@ -258,6 +265,29 @@ def build(
     stream,
     model,
   )
+  if stream is None:
+    _dry_run(exp)
+  return exp
+
+
+def _dry_run(exp: Experiment) -> None:
+  """Traces one training step without running it (`jax.eval_shape`), so a model that cannot
+  train on the data fails here, before any file is written, not inside the first jitted step."""
+  config, ds = exp.config, exp.dataset
+  if config.batch_size > ds.num_train:
+    raise ValueError(
+      f"config.batch_size={config.batch_size} is larger than the {ds.num_train} training "
+      f"examples of {ds.name!r}."
+    )
+  sampler = data_lib.make_batch_fn(ds, config.batch_size)
+  try:
+    jax.eval_shape(make_train_step(exp), exp.init_state, sampler)
+  except Exception as e:  # any error of the trace means these pieces do not fit together
+    reason = " ".join(str(e).split())[:300] or type(e).__name__
+    raise ValueError(
+      f"config.model.name={config.model.name!r} cannot train on config.dataset.name="
+      f"{ds.name!r} (task {ds.task}, one input of shape {ds.input_shape}): {reason}"
+    ) from e
 
 
 def make_train_step(
@@ -352,27 +382,6 @@ def batch_source(exp: Experiment, batch_size: int, start: int, place: Callable[[
   return loop_lib.SamplerSource(place(data_lib.make_batch_fn(exp.dataset, batch_size)))
 
 
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, *, resume: bool) -> None:
-  """Checks that `workdir` may be used, then writes ``config.json`` first."""
-  cfg_path = os.path.join(workdir, "config.json")
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(cfg_path):
-    if not resume:
-      raise ValueError(
-        f"workdir {workdir!r} already holds a run; pass --resume or use a new workdir."
-      )
-    with open(cfg_path) as f:
-      old = json.load(f)
-    if old != json.loads(text):
-      diff = sorted(
-        k for k in set(old) | set(json.loads(text)) if old.get(k) != json.loads(text).get(k)
-      )
-      raise ValueError(f"--resume with a different config in {workdir!r}: fields {diff} differ.")
-    return
-  os.makedirs(workdir, exist_ok=True)
-  write_atomic(cfg_path, text + "\n")
-
-
 def _described(config: ml_collections.ConfigDict, model, data, optimizer):
   """`config` with the user's own model/data/optimizer named in it (for config.json)."""
   if model is None and data is None and optimizer is None:
@@ -389,6 +398,10 @@ def _described(config: ml_collections.ConfigDict, model, data, optimizer):
   return config
 
 
+def _json_final(final: dict[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in final.items() if k != "state" and isinstance(v, (int, float, str, bool))}
+
+
 def fit(
   config: ml_collections.ConfigDict,
   workdir: str,
@@ -397,50 +410,103 @@ def fit(
   data: Any = None,
   optimizer: Any = None,
   resume: bool = False,
+  fallback: bool = True,
   verbose: bool = True,
 ) -> dict[str, Any]:
   """Trains as `config` says, writing config.json, metrics.jsonl, TensorBoard events,
-  checkpoints/ and summary.md into `workdir`. Returns the final metrics.
+  checkpoints/, status.json and summary.md into `workdir`. Returns the final metrics.
 
-  Bad config values and unreadable data raise before `workdir` is created. `model`, `data`
-  and `optimizer` bring your own pieces (see `build`); the run goes through the same loop,
-  diagnostics and checkpoints as the built-in ones. With a validation split
-  (``config.dataset.validation_fraction > 0``) the periodic evaluations read it, and the
-  test split is read once, at the end of a run that did not diverge.
+  Bad config values, unreadable data and a model that cannot train on the data raise before
+  `workdir` is created. `model`, `data` and `optimizer` bring your own pieces (see `build`);
+  the run goes through the same loop, diagnostics and checkpoints as the built-in ones. With a
+  validation split (``config.dataset.validation_fraction > 0``) the periodic evaluations read
+  it, and the test split is read once, at the end of a run that did not diverge.
+
+  Operations (see ``BUILD.md``, "Runs that survive"):
+
+  - One process per workdir: a second launch raises `workdir.WorkdirBusy`.
+  - `resume`: continue from the newest intact checkpoint, bitwise as if never interrupted; a
+    completed run is left untouched (its recorded final metrics come back), unless
+    ``config.steps`` grew, which extends it. A damaged newest checkpoint is named and, with
+    `fallback` (default), the newest intact one is used instead, with a warning; without it,
+    `checkpoint.DamagedCheckpoint` is raised.
+  - SIGTERM / SIGINT (preemption, Ctrl-C): the current step finishes, a checkpoint and the
+    summary ("preempted at step N") are written, and the result has ``preempted`` set.
+  - Checkpoints are written only from a state whose loss, parameters and optimizer state are
+    all finite: "last good checkpoint" means that.
+  - A write that fails (full disk) stops the run with `runlog.RunIOError` naming the file; the
+    checkpoints stay consistent.
 
   Returns:
-    The last logged metrics, ``wall_time_sec``, ``last_checkpoint_step``, the final
-    ``state`` (None if the run diverged) and, for a diverged run, ``diverged``,
-    ``diverged_at_step`` and ``message`` instead of the metrics.
+    The last logged metrics, ``wall_time_sec``, ``last_checkpoint_step``, the final ``state``
+    (None if the run diverged); ``preempted``/``preempted_at_step`` for a preempted run; and,
+    for a diverged run, ``diverged``, ``diverged_at_step`` and ``message`` instead of the
+    metrics.
   """
   exp = build(config, model=model, data=data, optimizer=optimizer)  # nothing written yet
   config = _described(config, model, data, optimizer)
   dp = parallel_lib.DataParallel(config.parallel)
   dp.check_batch_size(config.batch_size)
   lead = jax.process_index() == 0  # only process 0 writes logs, summaries and checkpoints
-  if lead:
-    prepare_workdir(config, workdir, resume=resume)
+  say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose and lead else None
+  with contextlib.ExitStack() as stack:
+    if lead:
+      stack.enter_context(workdir_lib.WorkdirLock(workdir))
+    status = workdir_lib.prepare(config, workdir, resume=resume) if lead else None
+    finished = bool(
+      status
+      and status.get("state") == "completed"
+      and status.get("step") == config.steps
+      and config.steps in checkpoint_lib.steps(workdir)
+    )
+    if checkpoint_lib.broadcast_int(int(finished)):
+      return _finished(exp, workdir, status, say)
+    stop = stack.enter_context(runlog.StopSignals())
+    return _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose)
+
+
+def _finished(exp, workdir, status, say) -> dict[str, Any]:
+  """A completed run, resumed: nothing is written; its final metrics and state come back."""
+  if say:
+    say(f"{workdir}: the run completed {status['step']} steps already; nothing to do.")
+  final = dict(status.get("final", {}))
+  step, state = checkpoint_lib.restore_latest(workdir, exp.init_state, fallback=False)
+  final["state"] = state if step == status["step"] else None
+  final["already_completed"] = True
+  return final
+
+
+def _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose):
   mngr = checkpoint_lib.manager(workdir, config.max_checkpoints) if lead else None
   state, start = exp.init_state, 0
-  if resume:
-    start = checkpoint_lib.broadcast_int(
-      mngr.latest_step() if lead and mngr.latest_step() is not None else 0
-    )
-    if start:
-      state = checkpoint_lib.restore(workdir, start, state)
+  if resume:  # every process reads (orbax syncs them) and verifies the same files alike
+    start, state = checkpoint_lib.restore_latest(workdir, state, fallback=fallback, say=say)
   state = dp.place(state)
   writer = MetricWriter(workdir, resume_step=start if resume else None) if lead else None
   program = loop_lib.Program(exp, parallel=dp)
   record = loop_lib.RunRecord(exp, writer, select_metric=f"{program.eval_split}_accuracy")
   source = batch_source(exp, config.batch_size, start, dp.place)
   bar = Progress(config.steps, start) if verbose and lead else None
+  if lead:
+    workdir_lib.write_status(workdir, "running", start)
 
-  def on_checkpoint(nxt: int, state: TrainState) -> None:
+  def save(step: int, local: TrainState) -> None:
+    if mngr is None or mngr.latest_step() == step:
+      return
+    try:
+      checkpoint_lib.save(mngr, step, local)
+    except Exception as e:  # orbax raises many types; each means the checkpoint is not written
+      raise runlog.RunIOError(0, f"cannot write the checkpoint of step {step}: {e}") from e
+    runlog.fault("checkpoint")
+
+  def on_checkpoint(nxt: int, state: TrainState, metrics) -> None:
     local = dp.local(state)
-    if not bool(loop_lib.all_finite(local.params)):
-      record.mark_diverged(nxt, f"non-finite parameters at step {nxt}")
-    elif mngr:
-      mngr.save(nxt, args=ocp.args.StandardSave(jax.device_get(local)))
+    if not math.isfinite(metrics[0]["loss"]):
+      record.mark_diverged(nxt, f"non-finite loss {metrics[0]['loss']} at step {nxt}")
+    elif not bool(loop_lib.all_finite((local.params, local.opt_state))):
+      record.mark_diverged(nxt, f"non-finite parameters or optimizer state at step {nxt}")
+    else:
+      save(nxt, local)
 
   def progress(nxt: int, records, rate: float) -> None:
     bar.update(nxt, records[0].final)
@@ -456,44 +522,75 @@ def fit(
       start=start,
       on_checkpoint=on_checkpoint,
       progress=progress if bar else None,
+      stop=stop,
     )
-  finally:
+    done = int(jax.device_get(dp.local(state).step))
+    preempted = stop.requested is not None and record.diverged_at is None and done < config.steps
+    if preempted:  # a checkpoint of the step the signal interrupted, so --resume loses nothing
+      local = dp.local(state)
+      if bool(loop_lib.all_finite((local.params, local.opt_state))):
+        save(done, local)
     if mngr:
-      mngr.wait_until_finished()
+      try:
+        mngr.wait_until_finished()
+      except Exception as e:
+        raise runlog.RunIOError(0, f"cannot write a checkpoint: {e}") from e
+  except runlog.RunIOError as e:
+    if lead:
+      with contextlib.suppress(OSError):
+        workdir_lib.write_status(
+          workdir, "failed", int(record.final.get("step", start)), error=str(e)
+        )
+    raise
+  finally:
     record.close()
     if bar:
       bar.close()
-  diverged = record.diverged_at is not None
-  if diverged:
+  if record.diverged_at is not None:
     final: dict[str, Any] = {
       "diverged": True,
       "diverged_at_step": record.diverged_at,
       "message": record.message,
     }
-    if verbose and lead:
+    if say:
       last = mngr.latest_step() if mngr else None
-      print(f"\nrun diverged: {record.message}; last good checkpoint: step {last}")
+      say(f"\nrun diverged: {record.message}; last good checkpoint: step {last}")
   else:
     final = dict(record.final)
-    if program.eval_split == "val":
+    if preempted:
+      final.update(preempted=True, preempted_at_step=done, signal=stop.requested)
+      if say:
+        say(f"\npreempted at step {done}: checkpoint written; continue with --resume.")
+    elif program.eval_split == "val":
       final.update(program.evaluate(state, "test")[0])  # the test split, read once
   final["wall_time_sec"] = time.perf_counter() - t_start
   if mngr:
     final["last_checkpoint_step"] = mngr.latest_step()
     mngr.close()
     write_summary(workdir, config, final)
-  final["state"] = None if diverged else dp.local(state)
+    state_name = "diverged" if final.get("diverged") else "preempted" if preempted else "completed"
+    workdir_lib.write_status(
+      workdir, state_name, done if not final.get("diverged") else start, final=_json_final(final)
+    )
+  final["state"] = None if record.diverged_at is not None else dp.local(state)
   return final
 
 
 def write_summary(workdir: str, config: ml_collections.ConfigDict, final: dict[str, Any]) -> None:
   o = config.optimizer
-  status = (
-    f"**diverged** at step {final['diverged_at_step']} ({final['message']}); "
-    f"last good checkpoint: step {final['last_checkpoint_step']}"
-    if final.get("diverged")
-    else "completed"
-  )
+  if final.get("diverged"):
+    status = (
+      f"**diverged** at step {final['diverged_at_step']} ({final['message']}); last good "
+      f"checkpoint: step {final['last_checkpoint_step']} (its loss, parameters and optimizer "
+      "state are finite)"
+    )
+  elif final.get("preempted"):
+    status = (
+      f"**preempted** at step {final['preempted_at_step']} (signal {final['signal']}); "
+      f"checkpoint at step {final['last_checkpoint_step']}: continue with --resume"
+    )
+  else:
+    status = "completed"
   lines = [
     f"# {config.dataset.name} / {config.model.name} / {o.name}",
     "",
@@ -503,7 +600,8 @@ def write_summary(workdir: str, config: ml_collections.ConfigDict, final: dict[s
     f"- steps {config.steps}, batch {config.batch_size}, seed {config.seed}",
     f"- wall time {final['wall_time_sec']:.1f} s",
   ]
-  for k in ("test_accuracy", "test_loss", "loss", "accuracy", "param_norm", "l2_share"):
+  keys = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "loss", "accuracy")
+  for k in (*keys, "param_norm", "l2_share"):
     if k in final:
       lines.append(f"- final {k}: {final[k]:.4f}")
   write_atomic(os.path.join(workdir, "summary.md"), "\n".join(lines) + "\n")
