@@ -406,12 +406,24 @@ def ci_band(ax, x: Sequence[float], per_seed: Sequence[Sequence[float]], *, colo
 def seed_series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
   """Steps and the seeds × steps array of `key` over training, ready for `ci_band`.
 
-  Each row carries its run's metric records under ``"records"`` (`wd_jax.runlog.read_metrics`);
-  diverged rows and rows that never logged `key` are left out, and every series is cut to the
+  Diverged rows and rows that never logged `key` are left out, and every series is cut to the
   shortest (the runs share one logging cadence, so the steps line up).
+
+  Args:
+    rows: sweep rows (one per seed), each with its run's metric records under ``"records"``
+      (`wd_jax.runlog.read_metrics`).
+    key: a record field, e.g. ``"param_norm"``.
 
   Returns:
     ``(steps, values)``: shapes ``(n,)`` and ``(seeds, n)``; both empty when no row has `key`.
+
+  Example:
+    >>> from wd_jax import report
+    >>> rows = [{"records": [{"step": 1, "x": 1.0}, {"step": 2, "x": 2.0}]},
+    ...         {"records": [{"step": 1, "x": 3.0}]}]
+    >>> report.seed_series(rows, "x")
+    (array([1.]), array([[1.],
+           [3.]]))
   """
   series = [
     [(rec["step"], rec[key]) for rec in r["records"] if rec.get(key) is not None]
