@@ -3,9 +3,12 @@
 For AdamW and SGD with momentum at several (α, λ) with a constant learning rate, the measured
 angular update per step and the norm of every scale-invariant kernel (the BatchNorm ResNet's
 convolutions) are compared with the random-walk predictions of Kosson, Messmer & Jaggi (2023;
-REFERENCES §4), averaged over the last part of training and over seeds. Adam+L2, which has no
-prediction, is compared with AdamW by how much its angular update differs across layers.
-Writes figures, metrics.jsonl (one line per run) and summary.md with the verdicts.
+REFERENCES §4), averaged over the last part of training; the claims (declared in the config) read
+log(measured/predicted), averaged over layers and settings, one value per seed. Adam+L2, which
+has no prediction, is compared with AdamW by how much its angular update differs across layers
+(paired by seed). The settings are declared in advance and nothing is selected, so the runs are
+evaluated on a validation split only; the test split is not read. Writes figures, metrics.jsonl
+(one line per run) and summary.md with the verdicts.
 
   python experiments/equilibrium.py --config=experiments/configs/equilibrium.py \
       --workdir=runs/equilibrium
@@ -23,67 +26,105 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import matplotlib.ticker as mticker
 import ml_collections
 import numpy as np
 
-from wd_jax import study, sweep
+from wd_jax import report, study, sweep
+from wd_jax.loop import PREDICTED as PREDICTED_RECIPES
+from wd_jax.optimizers import OPTIMIZERS
 from wd_jax.runlog import read_metrics, write_atomic
+from wd_jax.study import claims as claims_lib
+from wd_jax.study import schema
 
 LABELS = {"adamw": "AdamW", "sgdm": "SGD+momentum (L2)", "adam_l2": "Adam+L2"}
 # Colours of wd_jax.study: the variant names it knows for these recipes.
 COLOR_KEYS = {"adamw": "adamw", "sgdm": "sgd_l2", "adam_l2": "adam_l2"}
-PREDICTED = ("adamw", "sgdm")  # variants with a closed-form prediction
 MARKERS = ("o", "s", "^", "D", "v", "P")
+RATIOS = ("angle", "norm")  # measured / predicted angular update, and norm
 
 
-def _log_axis(ax, which: str) -> None:
-  """Log scale with plain tick labels (0.02, 0.05, 0.1) at 1, 2, 5 × powers of ten."""
-  axis = ax.xaxis if which == "x" else ax.yaxis
-  (ax.set_xscale if which == "x" else ax.set_yscale)("log")
-  axis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-  axis.set_major_formatter(mticker.FormatStrFormatter("%g"))
-  axis.set_minor_formatter(mticker.NullFormatter())
+def _label(variant: str) -> str:
+  return LABELS.get(variant, variant)
 
 
 def _color(variant: str) -> str:
   return study.color(COLOR_KEYS.get(variant, variant))
 
 
-def _validate(config: ml_collections.ConfigDict) -> None:
-  if not config.settings:
-    raise ValueError("config.settings is empty.")
-  for setting in config.settings:
-    if len(setting) != 3:
-      raise ValueError(f"config.settings entries are (variant, α, λ), got {setting!r}.")
-    variant, lr, wd = setting
+def _optimizers_rule(where: str, value: Any) -> None:
+  if not value or not len(value):
+    raise ValueError(f"{where} is empty.")
+  for variant, spec in dict(value).items():
+    if spec.get("name") not in OPTIMIZERS:
+      raise ValueError(
+        f"{where}.{variant}.name must be one of {sorted(OPTIMIZERS)}, got {spec.get('name')!r}."
+      )
+
+
+def _settings_rule(where: str, value: Any) -> None:
+  if isinstance(value, (str, bytes)) or not value:
+    raise ValueError(f"{where} must be a non-empty list of (variant, α, λ), got {value!r}.")
+  for setting in value:
+    if isinstance(setting, (str, bytes)) or len(setting) != 3:
+      raise ValueError(f"{where} entries are (variant, α, λ), got {setting!r}.")
+    _, lr, wd = setting
+    if not (lr > 0 and wd > 0):
+      raise ValueError(f"{where} needs α > 0 and λ > 0, got {setting!r}.")
+
+
+def _run_rule(where: str, value: Any) -> None:
+  schema.run_config()(where, value)
+  o = value.optimizer
+  if o.lr_schedule != "constant":
+    raise ValueError(
+      f"{where}.optimizer.lr_schedule must be 'constant' (an equilibrium needs a fixed α), got "
+      f"{o.lr_schedule!r}."
+    )
+  if o.wd_schedule != "constant":
+    raise ValueError(f"{where}.optimizer.wd_schedule must be 'constant', got {o.wd_schedule!r}.")
+  if not value.per_leaf_diagnostics or not value.diagnostics_every:
+    raise ValueError(
+      f"{where}.per_leaf_diagnostics must be True and diagnostics_every > 0: the study reads "
+      "the per-layer angular updates and norms."
+    )
+
+
+FIELDS = {
+  "optimizers": _optimizers_rule,
+  "settings": _settings_rule,
+  "seeds": schema.ints(),
+  "strategy": schema.choice(sweep.STRATEGIES),
+  "last_fraction": schema.number(low=0.0, open_low=True, high=1.0),
+  "run": _run_rule,
+}
+
+
+def _variants(config) -> list[str]:
+  """The variants of `config.settings` in order; each must be one of `config.optimizers`."""
+  out = []
+  for variant, _, _ in config.settings:
     if variant not in config.optimizers:
       raise ValueError(
         f"config.settings has variant {variant!r}; valid: {sorted(config.optimizers)}."
       )
-    if not (lr > 0 and wd > 0):
-      raise ValueError(f"config.settings needs α > 0 and λ > 0, got {setting!r}.")
-  if not config.seeds:
-    raise ValueError("config.seeds is empty.")
-  if config.run.optimizer.lr_schedule != "constant":
-    raise ValueError(
-      "config.run.optimizer.lr_schedule must be 'constant' (an equilibrium needs a fixed α), "
-      f"got {config.run.optimizer.lr_schedule!r}."
-    )
-  if config.run.optimizer.wd_schedule != "constant":
-    raise ValueError(
-      f"config.run.optimizer.wd_schedule must be 'constant', got "
-      f"{config.run.optimizer.wd_schedule!r}."
-    )
-  if not config.run.per_leaf_diagnostics or not config.run.diagnostics_every:
-    raise ValueError(
-      "config.run.per_leaf_diagnostics must be True and diagnostics_every > 0: the study "
-      "reads the per-layer angular updates and norms."
-    )
-  if not 0 < config.last_fraction <= 1:
-    raise ValueError(f"config.last_fraction must be in (0, 1], got {config.last_fraction}.")
-  if not config.near_margin > 0:
-    raise ValueError(f"config.near_margin must be > 0, got {config.near_margin}.")
+    if variant not in out:
+      out.append(variant)
+  return out
+
+
+def predicted(config, variant: str) -> bool:
+  """Whether the variant's recipe has a closed-form equilibrium (`wd_jax.loop.PREDICTED`)."""
+  return config.optimizers[variant].name in PREDICTED_RECIPES
+
+
+def measurement_names(config) -> list[str]:
+  """Every measurement this study produces for `config` (claims may read any of them)."""
+  out = []
+  for v in _variants(config):
+    if predicted(config, v):
+      out += [f"{v}/log_{r}_ratio" for r in RATIOS]
+    out.append(f"{v}/angle_cv")
+  return out
 
 
 def short_name(path: str) -> str:
@@ -188,11 +229,19 @@ def _cv(xs) -> float:
   return float(xs.std(ddof=1) / xs.mean()) if xs.size > 1 and xs.mean() > 0 else math.nan
 
 
+def _mean_log(ratios) -> float:
+  """Mean of log(ratio) over layers; NaN if any layer's ratio is missing or not positive."""
+  xs = np.asarray(list(ratios), np.float64)
+  if xs.size == 0 or not np.all(np.isfinite(xs) & (xs > 0)):
+    return math.nan
+  return float(np.mean(np.log(xs)))
+
+
 def summarize(res: dict[str, list[dict]], config) -> dict[tuple, dict[int, dict]]:
-  """(variant, α, λ) -> seed -> {"layers": layer_stats, "test_accuracy", ...}."""
+  """(variant, α, λ) -> seed -> {"layers": layer_stats, "val_accuracy", ...}."""
   out: dict[tuple, dict[int, dict]] = {}
   for variant, rows in res.items():
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["seed"]):
       key = (variant, float(r["learning_rate"]), float(r["weight_decay"]))
       if r["diverged"]:
         out.setdefault(key, {})[r["seed"]] = {"layers": {}, "diverged": True}
@@ -203,32 +252,48 @@ def summarize(res: dict[str, list[dict]], config) -> dict[tuple, dict[int, dict]
       start = config.run.steps * (1 - config.last_fraction)
       losses = [rec["loss"] for rec in r["records"] if rec["step"] > start and "loss" in rec]
       free = [s["free_decay_share"] for s in layers.values()]
+      has_pred = predicted(config, variant)
       out.setdefault(key, {})[r["seed"]] = {
         "layers": layers,
         "diverged": False,
-        "test_accuracy": r["test_accuracy"],
+        "val_accuracy": r["val_accuracy"],
         "window_train_loss": float(np.mean(losses)) if losses else math.nan,
         "free_decay_share": float(np.nanmean(free)) if np.isfinite(free).any() else math.nan,
         "angle_cv": _cv(angles),
         "mean_angle": float(np.nanmean(angles)) if angles else math.nan,
-        "mean_angle_ratio": float(np.nanmean([s["angle_ratio"] for s in layers.values()]))
-        if layers and variant in PREDICTED
-        else math.nan,
-        "mean_norm_ratio": float(np.nanmean([s["norm_ratio"] for s in layers.values()]))
-        if layers and variant in PREDICTED
-        else math.nan,
+        **{
+          f"mean_log_{q}_ratio": _mean_log(s[f"{q}_ratio"] for s in layers.values())
+          if has_pred
+          else math.nan
+          for q in RATIOS
+        },
       }
   return out
 
 
-def _per_seed(summ, variant: str, field: str) -> list[float]:
-  """Per seed: `field` averaged over the variant's settings."""
-  by_seed: dict[int, list[float]] = {}
-  for (v, _, _), seeds in summ.items():
+def pooled(summ, variant: str, field: str, seeds) -> list[float]:
+  """One value per seed (in `seeds` order): `field` averaged over the variant's settings.
+
+  A seed whose run diverged in any setting gets NaN (the statistics then drop its pair), so
+  every seed's value averages the same settings."""
+  by_seed: dict[int, list[float]] = {s: [] for s in seeds}
+  for (v, _, _), per_seed in summ.items():
     if v == variant:
-      for seed, s in seeds.items():
-        by_seed.setdefault(seed, []).append(s.get(field, math.nan))
-  return [float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for v in by_seed.values()]
+      for s in seeds:
+        by_seed[s].append(per_seed.get(s, {}).get(field, math.nan))
+  return [float(np.mean(x)) if x else math.nan for x in by_seed.values()]
+
+
+def measure(summ, config) -> dict[str, list[float]]:
+  """The study's measurements (`measurement_names`), one value per seed in seed order."""
+  seeds = sorted(config.seeds)
+  out = {}
+  for v in _variants(config):
+    if predicted(config, v):
+      for q in RATIOS:
+        out[f"{v}/log_{q}_ratio"] = pooled(summ, v, f"mean_log_{q}_ratio", seeds)
+    out[f"{v}/angle_cv"] = pooled(summ, v, "angle_cv", seeds)
+  return out
 
 
 def _layer_values(summ, key, field) -> dict[str, list[float]]:
@@ -242,58 +307,44 @@ def _layer_values(summ, key, field) -> dict[str, list[float]]:
 
 def _setting_label(key) -> str:
   v, lr, wd = key
-  return f"{LABELS[v]} α={lr:g} λ={wd:g}"
+  return f"{_label(v)} α={lr:g} λ={wd:g}"
 
 
-def findings_for(summ, config) -> list[study.Finding]:
-  margin = config.near_margin
-  out = []
-  band = f"{1 - margin:g}–{1 + margin:g}"
-  for v in PREDICTED:
-    keys = [k for k in summ if k[0] == v]
-    if not keys:
-      continue
-    for field, what in (("angle_ratio", "angular update"), ("norm_ratio", "weight norm")):
-      per_setting = []
-      all_layers = []
-      for k in keys:
-        lv = _layer_values(summ, k, field)
-        means = [study.mean_spread(x)[0] for x in lv.values()]
-        all_layers += means
-        per_setting.append(f"α={k[1]:g} λ={k[2]:g}: {np.nanmean(means):.3f}")
-      vals = _per_seed(summ, v, f"mean_{field}")
-      lo, hi = (np.nanmin(all_layers), np.nanmax(all_layers)) if all_layers else (math.nan,) * 2
-      out.append(
-        study.Finding(
-          f"Under {LABELS[v]} with a constant α, each scale-invariant layer's {what} reaches "
-          f"the rotational-equilibrium prediction (measured/predicted near 1, i.e. {band}).",
-          "Kosson, Messmer & Jaggi 2023; REFERENCES §4",
-          study.compare(
-            vals, [1.0], expect="equal", margin=margin, names=("measured/predicted", "theory")
-          ),
-          f"measured/predicted {what}, mean over layers and settings per seed: "
-          f"{study.fmt(vals)}; per setting: {'; '.join(per_setting)}; per-layer means range "
-          f"{lo:.3f}–{hi:.3f}",
+def _describe(summ, values, config):
+  """What each claim's measurement was, in words (for the summary)."""
+
+  def text(c: claims_lib.Claim) -> str:
+    parts = []
+    for m in c.measurements:
+      v, q = m.split("/", 1)
+      if q.startswith("log_"):
+        field = q.removeprefix("log_")  # angle_ratio / norm_ratio
+        per_setting, layer_means = [], []
+        for k in (k for k in summ if k[0] == v):
+          means = [study.mean_spread(x)[0] for x in _layer_values(summ, k, field).values()]
+          layer_means += means
+          geo = math.exp(_mean_log(means)) if means else math.nan
+          per_setting.append(f"α={k[1]:g} λ={k[2]:g}: {geo:.3f}")
+        ratio = [math.exp(x) for x in values[m]]
+        lo, hi = (min(layer_means), max(layer_means)) if layer_means else (math.nan,) * 2
+        parts.append(
+          f"{m} per seed: {study.fmt(values[m])}, i.e. measured/predicted (geometric mean over "
+          f"layers and settings) {study.fmt(ratio)}; per setting: {'; '.join(per_setting)}; "
+          f"per-layer means range {lo:.3f}–{hi:.3f}"
         )
+      else:
+        parts.append(f"{m}: {study.fmt(values[m])}")
+    if any(m.endswith("/angle_cv") for m in c.measurements):
+      parts.append(
+        f"CV = sd/mean over layers of the angular update over the last "
+        f"{config.last_fraction:.2g} of training, averaged over settings per seed"
       )
-  if "adam_l2" in {k[0] for k in summ} and "adamw" in {k[0] for k in summ}:
-    a, b = _per_seed(summ, "adam_l2", "angle_cv"), _per_seed(summ, "adamw", "angle_cv")
-    out.append(
-      study.Finding(
-        "Adam+L2 has no single equilibrium angular update: its angular update differs across "
-        "layers more than AdamW's (coefficient of variation across layers, larger).",
-        "Kosson, Messmer & Jaggi 2023; REFERENCES §4",
-        study.compare(a, b, expect="greater", names=("Adam+L2 CV", "AdamW CV")),
-        f"CV (sd/mean) of the per-layer angular update over the last "
-        f"{config.last_fraction:.2g} of training, mean over settings per seed: Adam+L2 "
-        f"{study.fmt(a)}, AdamW {study.fmt(b)}",
-      )
-    )
-  return out
+    return "; ".join(parts)
+
+  return text
 
 
-def _ratio_table(summ, field: str) -> str:
-  keys = [k for k in summ if k[0] in PREDICTED]
+def _ratio_table(summ, field: str, keys) -> str:
   layers = sorted(
     {p for k in keys for s in summ[k].values() for p in s["layers"]}, key=_layer_order
   )
@@ -301,10 +352,10 @@ def _ratio_table(summ, field: str) -> str:
   for k in keys:
     lv = _layer_values(summ, k, field)
     cells = [study.fmt(lv.get(p, []), 2).split(" (n=")[0] for p in layers]
-    seeds_mean = [study.mean_spread(x)[0] for x in lv.values()]
-    rows.append([LABELS[k[0]], f"{k[1]:g}", f"{k[2]:g}", *cells, f"{np.nanmean(seeds_mean):.3f}"])
+    geo = math.exp(_mean_log(study.mean_spread(x)[0] for x in lv.values())) if lv else math.nan
+    rows.append([_label(k[0]), f"{k[1]:g}", f"{k[2]:g}", *cells, f"{geo:.3f}"])
   return study.markdown_table(
-    ["optimizer", "α", "λ", *[short_name(p) for p in layers], "mean over layers"], rows
+    ["optimizer", "α", "λ", *[short_name(p) for p in layers], "geometric mean over layers"], rows
   )
 
 
@@ -317,7 +368,7 @@ def _spread_table(summ) -> str:
     col = lambda f, seeds=seeds: [s.get(f, math.nan) for s in seeds.values()]
     rows.append(
       [
-        LABELS[k[0]],
+        _label(k[0]),
         f"{k[1]:g}",
         f"{k[2]:g}",
         study.fmt(col("mean_angle"), 4),
@@ -327,7 +378,7 @@ def _spread_table(summ) -> str:
         if not np.isfinite(col("free_decay_share")).any()
         else study.fmt(col("free_decay_share"), 2),
         study.fmt(col("window_train_loss"), 4),
-        study.fmt(col("test_accuracy"), 3),
+        study.fmt(col("val_accuracy"), 3),
       ]
     )
   return study.markdown_table(
@@ -340,15 +391,14 @@ def _spread_table(summ) -> str:
       "CV across layers",
       "free-decay share",
       "train loss (window)",
-      "test accuracy",
+      "validation accuracy",
     ],
     rows,
   )
 
 
-def _footer(summ) -> str:
+def _footer(summ, keys) -> str:
   """What the free-decay share says about the model's assumption, from the measurements."""
-  keys = [k for k in summ if k[0] in PREDICTED]
   shares = {
     k: study.mean_spread([s.get("free_decay_share", math.nan) for s in summ[k].values()])[0]
     for k in keys
@@ -371,14 +421,12 @@ def _footer(summ) -> str:
   return text
 
 
-def plot_angle_scatter(summ, workdir: str) -> tuple[str, str]:
+def plot_angle_scatter(summ, keys, band: float | None, workdir: str) -> tuple[str, str]:
   fig, ax = plt.subplots(figsize=(5.5, 4.4), dpi=100)
   lo, hi = math.inf, 0.0
   counters: dict[str, int] = {}
-  for k in summ:
+  for k in keys:
     v = k[0]
-    if v not in PREDICTED:
-      continue
     i = counters[v] = counters.get(v, -1) + 1
     meas = _layer_values(summ, k, "angular_update")
     pred = _layer_values(summ, k, "pred_angular_update")
@@ -391,7 +439,7 @@ def plot_angle_scatter(summ, workdir: str) -> tuple[str, str]:
       marker=MARKERS[i % len(MARKERS)],
       s=26,
       alpha=0.8,
-      label=f"{LABELS[v]} α={k[1]:g} λ={k[2]:g}",
+      label=_setting_label(k),
     )
     finite = [z for z in xs + ys if math.isfinite(z) and z > 0]
     if finite:
@@ -399,46 +447,32 @@ def plot_angle_scatter(summ, workdir: str) -> tuple[str, str]:
   if hi > 0:
     line = np.array([lo / 1.5, hi * 1.5])
     ax.plot(line, line, "k-", lw=1, label="y = x")
-    ax.plot(line, 0.8 * line, "k:", lw=0.8, label="y = 0.8x, 1.2x")
-    ax.plot(line, 1.2 * line, "k:", lw=0.8)
-  _log_axis(ax, "x")
-  _log_axis(ax, "y")
+    if band:
+      f = math.exp(band)
+      ax.plot(line, line / f, "k:", lw=0.8, label=f"y = x/{f:.3g}, {f:.3g}x (claims' margin)")
+      ax.plot(line, line * f, "k:", lw=0.8)
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  report.plain_log_ticks(ax, "x")
+  report.plain_log_ticks(ax, "y")
   ax.set(
     title="Angular update per scale-invariant layer",
     xlabel="predicted angular update (rad/step)",
     ylabel="measured angular update (rad/step)",
   )
   ax.legend(fontsize=6.5, loc="upper left")
-  ax.grid(alpha=0.3, which="both")
-  path = os.path.join(workdir, "angular_update_scatter.png")
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  path = report.finish(fig, os.path.join(workdir, "angular_update_scatter.png"), [ax], legend=False)
   return (
     "Measured vs predicted angular update, one point per layer and setting (mean over the last "
-    "part of training and over seeds); dotted: the ±20% band",
+    "part of training and over seeds); dotted: the equivalence margin the claims declare",
     path,
   )
 
 
-def _mean_series(rows, key: str) -> tuple[np.ndarray, np.ndarray]:
-  series = [
-    [(rec["step"], rec[key]) for rec in r["records"] if key in rec]
-    for r in rows
-    if not r["diverged"]
-  ]
-  series = [s for s in series if s]
-  if not series:
-    return np.array([]), np.array([])
-  n = min(len(s) for s in series)
-  return np.array([p[0] for p in series[0][:n]]), np.mean(
-    [[p[1] for p in s[:n]] for s in series], axis=0
-  )
-
-
-def plot_norms(res, summ, config, workdir: str) -> tuple[str, str] | None:
-  by_variant = {v: [k for k in summ if k[0] == v] for v in PREDICTED if v in res}
-  by_variant = {v: ks for v, ks in by_variant.items() if ks}
+def plot_norms(res, summ, keys, config, workdir: str) -> tuple[str, str] | None:
+  by_variant: dict[str, list[tuple]] = {}
+  for k in keys:
+    by_variant.setdefault(k[0], []).append(k)
   if not by_variant:
     return None
   nrows, ncols = len(by_variant), max(len(ks) for ks in by_variant.values())
@@ -447,51 +481,44 @@ def plot_norms(res, summ, config, workdir: str) -> tuple[str, str] | None:
   )
   start = config.run.steps * (1 - config.last_fraction)
   cmap = plt.get_cmap("viridis")
-  for i, (v, keys) in enumerate(by_variant.items()):
+  used = []
+  for i, (v, ks) in enumerate(by_variant.items()):
     for j in range(ncols):
       ax = axes[i][j]
-      if j >= len(keys):
+      if j >= len(ks):
         ax.axis("off")
         continue
-      _, lr, wd = keys[j]
+      used.append(ax)
+      _, lr, wd = ks[j]
       rows = [
         r
         for r in res[v]
         if math.isclose(r["learning_rate"], lr) and math.isclose(r["weight_decay"], wd)
       ]
-      layers = sorted({p for s in summ[keys[j]].values() for p in s["layers"]}, key=_layer_order)
+      layers = sorted({p for s in summ[ks[j]].values() for p in s["layers"]}, key=_layer_order)
+      first = i == 0 and j == 0  # the one legend: layer colours, measured vs predicted
       for li, p in enumerate(layers):
         c = cmap(li / max(len(layers) - 1, 1) * 0.9)
-        steps, meas = _mean_series(rows, f"param_norm/{p}")
+        steps, meas = report.seed_series(rows, f"param_norm/{p}")
         if steps.size:
-          ax.plot(steps, meas, color=c, lw=1.4, label=short_name(p))
-        steps, pred = _mean_series(rows, f"pred_norm/{p}")
+          ax.plot(steps, meas.mean(0), color=c, lw=1.4, label=short_name(p) if first else None)
+        steps, pred = report.seed_series(rows, f"pred_norm/{p}")
         if steps.size:
-          ax.plot(steps, pred, color=c, lw=1.0, ls="--")
+          ax.plot(steps, pred.mean(0), color=c, lw=1.0, ls="--")
+      if first:
+        ax.plot([], [], color="k", lw=1.4, label="measured")
+        ax.plot([], [], color="k", lw=1.0, ls="--", label="predicted")
       ax.axvspan(start, config.run.steps, color="0.85", alpha=0.5, lw=0)
-      _log_axis(ax, "y")
-      ax.set_title(f"{LABELS[v]}: α={lr:g}, λ={wd:g}", fontsize=9, color=_color(v))
-      ax.grid(alpha=0.3, which="both")
+      ax.set_yscale("log")
+      report.plain_log_ticks(ax, "y")
+      ax.set_title(f"{_label(v)}: α={lr:g}, λ={wd:g}", fontsize=9, color=_color(v))
       ax.tick_params(labelsize=7)
       if j == 0:
         ax.set_ylabel("‖w‖₂ of the layer (log)", fontsize=8)
       if i == nrows - 1:
         ax.set_xlabel("training step", fontsize=8)
-  handles, labels = axes[0][0].get_legend_handles_labels()
-  handles += [
-    plt.Line2D([], [], color="k", lw=1.4),
-    plt.Line2D([], [], color="k", lw=1.0, ls="--"),
-  ]
-  labels += ["measured", "predicted"]
-  fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
-  fig.suptitle(
-    "Layer norms vs the equilibrium prediction (grey: averaging window)",
-    fontsize=10,
-  )
-  fig.tight_layout(rect=(0, 0.06, 1, 1))
-  path = os.path.join(workdir, "norm_trajectories.png")
-  fig.savefig(path)
-  plt.close(fig)
+  fig.suptitle("Layer norms vs the equilibrium prediction (grey: averaging window)", fontsize=10)
+  path = report.finish(fig, os.path.join(workdir, "norm_trajectories.png"), used, fontsize=6)
   return (
     "Norm of each scale-invariant kernel over training (solid, mean over seeds) and the "
     "predicted equilibrium norm (dashed), per optimizer and (α, λ)",
@@ -504,51 +531,53 @@ def plot_layer_angles(summ, workdir: str) -> tuple[str, str]:
   layers = sorted(
     {p for seeds in summ.values() for s in seeds.values() for p in s["layers"]}, key=_layer_order
   )
-  x = np.arange(len(layers))
+  x = np.arange(len(layers), dtype=float)
   counters: dict[str, int] = {}
-  for k in summ:
+  for n, k in enumerate(summ):
     v = k[0]
     i = counters[v] = counters.get(v, -1) + 1
     lv = _layer_values(summ, k, "angular_update")
-    ys = [study.mean_spread(lv.get(p, []))[0] for p in layers]
-    ax.plot(
-      x,
-      ys,
+    shift = 0.05 * (n - (len(summ) - 1) / 2)  # keep the settings' error bars apart
+    report.ci_errorbar(
+      ax,
+      x + shift,
+      [lv.get(p, []) for p in layers],
       color=_color(v),
       marker=MARKERS[i % len(MARKERS)],
       ms=4,
       lw=1.2,
       ls=("-", "--", ":", "-.")[i % 4],
-      label=f"{LABELS[v]} α={k[1]:g} λ={k[2]:g}",
+      label=_setting_label(k),
     )
   ax.set_xticks(x, [short_name(p) for p in layers], fontsize=8)
-  _log_axis(ax, "y")
+  ax.set_yscale("log")
+  report.plain_log_ticks(ax, "y")
   ax.set(
     title="Measured angular update per layer (averaging window)",
     xlabel="scale-invariant layer (input → output)",
     ylabel="angular update (rad/step, log)",
   )
   ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
-  ax.grid(alpha=0.3, which="both")
-  path = os.path.join(workdir, "angular_update_per_layer.png")
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  path = report.finish(
+    fig, os.path.join(workdir, "angular_update_per_layer.png"), [ax], legend=False
+  )
   return (
-    "Measured angular update of every scale-invariant layer per optimizer and (α, λ) (mean "
-    "over the last part of training and over seeds): flat lines mean one rate for all layers",
+    "Measured angular update of every scale-invariant layer per optimizer and (α, λ) (mean and "
+    "90% CI over seeds of the mean over the last part of training): flat lines mean one rate "
+    "for all layers",
     path,
   )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  _validate(config)
+  schema.check(config, FIELDS)
+  declared = claims_lib.check(config.claims, measurement_names(config))
   study.begin(config, workdir)
   res = run_variants(config, workdir)
-  return report(config, workdir, res)
+  return write_report(config, workdir, res, declared)
 
 
-def report(config: ml_collections.ConfigDict, workdir: str, res: dict[str, list[dict]]):
+def write_report(config, workdir: str, res: dict[str, list[dict]], declared) -> dict[str, Any]:
   """metrics.jsonl, the figures and summary.md from the runs of `run_variants`."""
   summ = summarize(res, config)
   lines = []
@@ -569,9 +598,12 @@ def report(config: ml_collections.ConfigDict, workdir: str, res: dict[str, list[
     os.path.join(workdir, "metrics.jsonl"),
     "".join(json.dumps(x, default=float) + "\n" for x in lines),
   )
-  findings = findings_for(summ, config)
-  figures = [plot_angle_scatter(summ, workdir)]
-  norm_fig = plot_norms(res, summ, config, workdir)
+  values = measure(summ, config)
+  findings = claims_lib.decide(declared, values, _describe(summ, values, config))
+  keys = [k for k in summ if predicted(config, k[0])]
+  margins = [c.test["margin"] for c in declared if c.comparison == "equivalent"]
+  figures = [plot_angle_scatter(summ, keys, max(margins, default=None), workdir)]
+  norm_fig = plot_norms(res, summ, keys, config, workdir)
   if norm_fig:
     figures.append(norm_fig)
   figures.append(plot_layer_angles(summ, workdir))
@@ -580,33 +612,40 @@ def report(config: ml_collections.ConfigDict, workdir: str, res: dict[str, list[
   tables = [
     (
       "Measured / predicted angular update per layer (mean ± sd over seeds)",
-      _ratio_table(summ, "angle_ratio"),
+      _ratio_table(summ, "angle_ratio", keys),
     ),
     (
       "Measured / predicted norm per layer (mean ± sd over seeds)",
-      _ratio_table(summ, "norm_ratio"),
+      _ratio_table(summ, "norm_ratio", keys),
     ),
     ("Angular update across layers, every optimizer (mean ± sd over seeds)", _spread_table(summ)),
   ]
+  widths = rc.model.kwargs.get("widths")
+  model = f"{rc.model.name}" + (f" widths {tuple(widths)}" if widths else "")
   study.write_summary(
     workdir,
     "Rotational equilibrium of scale-invariant layers",
     findings,
     intro=(
-      f"ResNet widths {tuple(rc.model.kwargs['widths'])} on {rc.dataset.name}: every conv "
-      f"kernel feeds a BatchNorm and is scale-invariant. Constant learning rate, {rc.steps} "
-      f"steps of batch {rc.batch_size}, seeds {tuple(config.seeds)}; measurements (one step's "
-      f"angle and the norm, every {rc.diagnostics_every} steps) averaged over the last "
-      f"{window} steps, then ratio = mean measured / mean predicted per layer and seed. "
-      f"'Near 1' means |mean ratio − 1| ≤ {config.near_margin:g}. Predictions: AdamW "
+      f"{model} on {rc.dataset.name}: every conv kernel feeds a BatchNorm and is "
+      f"scale-invariant. Constant learning rate, {rc.steps} steps of batch {rc.batch_size}, "
+      f"seeds {tuple(config.seeds)} (the same initial weights and batches for every optimizer "
+      f"at a given seed); measurements (one step's angle and the norm, every "
+      f"{rc.diagnostics_every} steps) averaged over the last {window} steps, then ratio = mean "
+      "measured / mean predicted per layer and seed. The claims read log(ratio), averaged over "
+      "layers and then over an optimizer's settings, one value per seed; 'at equilibrium' is "
+      "equivalence of that to 0 (ratio 1) within the declared margin (TOST). Predictions: AdamW "
       "√(2αλ(1−β1)/(1+β1)) and √(αC/(2λ)); SGD+momentum (coupled L2) √(2αλ/(1+μ)) and "
-      "(α‖g̃‖²/(2λ(1−μ)))^{1/4} with ‖g̃‖ the measured gradient norm at unit weight norm."
+      "(α‖g̃‖²/(2λ(1−μ)))^{1/4} with ‖g̃‖ the measured gradient norm at unit weight norm. "
+      f"{rc.dataset.validation_fraction:g} of the training data is held out and the accuracy "
+      "below is on it; the settings are declared in advance and nothing is selected, so the "
+      "test split is not read."
     ),
     tables=tables,
     figures=figures,
-    footer=_footer(summ),
+    footer=_footer(summ, keys),
   )
-  return {"findings": findings, "results": res, "summary": summ}
+  return {"findings": findings, "results": res, "summary": summ, "values": values}
 
 
 if __name__ == "__main__":

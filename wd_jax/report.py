@@ -401,3 +401,38 @@ def ci_band(ax, x: Sequence[float], per_seed: Sequence[Sequence[float]], *, colo
   half = np.nan_to_num(np.array([s[1] for s in stats]))
   ax.plot(x, mean, color=color, label=label, lw=1.5)
   ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2, lw=0)
+
+
+def seed_series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+  """Steps and the seeds × steps array of `key` over training, ready for `ci_band`.
+
+  Diverged rows and rows that never logged `key` are left out, and every series is cut to the
+  shortest (the runs share one logging cadence, so the steps line up).
+
+  Args:
+    rows: sweep rows (one per seed), each with its run's metric records under ``"records"``
+      (`wd_jax.runlog.read_metrics`).
+    key: a record field, e.g. ``"param_norm"``.
+
+  Returns:
+    ``(steps, values)``: shapes ``(n,)`` and ``(seeds, n)``; both empty when no row has `key`.
+
+  Example:
+    >>> from wd_jax import report
+    >>> rows = [{"records": [{"step": 1, "x": 1.0}, {"step": 2, "x": 2.0}]},
+    ...         {"records": [{"step": 1, "x": 3.0}]}]
+    >>> report.seed_series(rows, "x")
+    (array([1.]), array([[1.],
+           [3.]]))
+  """
+  series = [
+    [(rec["step"], rec[key]) for rec in r["records"] if rec.get(key) is not None]
+    for r in rows
+    if not r.get("diverged")
+  ]
+  series = [s for s in series if s]
+  if not series:
+    return np.array([]), np.zeros((0, 0))
+  n = min(len(s) for s in series)
+  steps = np.array([p[0] for p in series[0][:n]], float)
+  return steps, np.array([[p[1] for p in s[:n]] for s in series], float)
