@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -222,8 +223,9 @@ def heatmap(
   cbar.set_label(label, fontsize=9)
   cbar.ax.tick_params(labelsize=8)
   sub = _subtitle(workdir)
-  title = f"Sweep: {label}{avg}" + (f"\n{sub}" if sub else "") + (f"\n{flat}" if flat else "")
-  fig.suptitle(title, fontsize=10)
+  lines = [f"Sweep: {label}{avg}", sub, flat]
+  width = int(13 * fig.get_figwidth())  # characters of 10 pt text across the figure
+  fig.suptitle("\n".join(textwrap.fill(t, width) for t in lines if t), fontsize=10)
   fig.savefig(out, dpi=DPI)
   plt.close(fig)
   return out
@@ -264,8 +266,8 @@ def heatmap_scale(
   note = ""
   if typical > vmax - vmin:
     note = (
-      f"flat: every cell within {vmax - vmin:.3g} of the others, less than a typical cell's "
-      f"90% CI ({typical:.3g}); the colour scale spans that CI"
+      f"flat: the cells differ by at most {vmax - vmin:.2g}, less than a typical cell's 90% CI "
+      f"({typical:.2g}), which the colour scale spans"
     )
     mid = (vmin + vmax) / 2
     vmin, vmax = mid - typical / 2, mid + typical / 2
