@@ -4,8 +4,10 @@ gradient-norm rise (Defazio et al. 2025) and final accuracy.
 AdamW's decay step is θ ← θ − c_t λ θ with c_t = α_t ("lr", torch/optax), α_t/α ("schedule",
 L&H/Composer), 1 ("constant") or α_t²/α ("corrected", AdamC). λ is matched across couplings so
 that the per-step decay at the peak lr is the same (`matched_weight_decays`). Each coupling's
-seeds are one vmapped program of `wd_jax.sweep`. Writes grad_norm.png, weight_norm.png,
-accuracy.png, metrics.jsonl (one line per run), config.json and summary.md.
+seeds are one vmapped program of `wd_jax.sweep`. Nothing is tuned: every configuration is
+declared in advance, so the test split is read once for every run. The claims declared in the
+config are decided by `wd_jax.study.stats`, paired by seed. Writes grad_norm.png,
+weight_norm.png, accuracy.png, metrics.jsonl (one line per run), config.json and summary.md.
 
   python experiments/coupling.py --config=experiments/configs/coupling.py --workdir=runs/coupling
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,12 +25,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import matplotlib.ticker as mticker
 import ml_collections
 import numpy as np
 
 from wd_jax import report, study, sweep
 from wd_jax.runlog import read_metrics, write_atomic
+from wd_jax.study import claims as claims_lib
+from wd_jax.study import protocol, schema
 
 COUPLINGS = ("lr", "schedule", "constant", "corrected")
 VARIANT = {
@@ -44,6 +48,34 @@ LABELS = {
 }
 # "lr" and "schedule" are the same map once λ is matched: draw "schedule" dashed on top.
 LINESTYLE = {"lr": "-", "schedule": (0, (4, 3)), "constant": "-", "corrected": "-"}
+FIELDS = {
+  "couplings": schema.choices(COUPLINGS),
+  "seeds": schema.ints(),
+  "strategy": schema.choice(sweep.STRATEGIES),
+  "decay_per_step": schema.number(low=0.0, open_low=True),
+  "tail_fraction": schema.number(low=0.0, open_low=True, high=1.0),
+  "baseline_from": schema.number(low=0.0, high=1.0),
+  "run": schema.run_config(),
+}
+MEASURES = (
+  "val_accuracy",
+  "val_loss",
+  "test_accuracy",  # read once per run: every configuration is declared in advance
+  "test_loss",
+  "rise",  # grad_norm_rise of ‖g‖ over all parameters
+  "rise_si",  # the same for the scale-invariant kernels only (NaN without any)
+  "tail_grad_norm",  # mean ‖g‖ over the tail
+  "min_step",  # step of the smoothed minimum after baseline_from
+  "weight_norm",  # final ‖θ‖, all parameters
+  "weight_norm_si",  # final ‖w‖ of the scale-invariant kernels
+  "norm_ratio",  # ‖w‖ end / mid-training: scale-invariant kernels if any, else all parameters
+)
+
+
+def measurement_names(config) -> list[str]:
+  """Every measurement this study produces for `config`: ``<coupling>/<MEASURES entry>``, one
+  value per seed (claims may read any of them)."""
+  return [f"{c}/{k}" for c in config.couplings for k in MEASURES]
 
 
 def matched_weight_decays(decay_per_step: float, peak_lr: float) -> dict[str, float]:
@@ -100,46 +132,12 @@ def grad_norm_rise(
   return float(end / smooth(g, int(tail.sum()))[late].min())
 
 
-def anneal_growth(
-  steps: Sequence[float], grad_norms: Sequence[float], total_steps: int, tail_fraction: float
-) -> float:
-  """Geometric mean of ‖g‖ over the tail / over the same-width window centred on mid-training.
-
-  Unlike `grad_norm_rise` (≥ 1 by construction) it also shows a norm that falls: < 1.
-  """
-  t = np.asarray(steps, np.float64)
-  g = np.asarray(grad_norms, np.float64)
-  keep = np.isfinite(g) & (g > 0)
-  t, g = t[keep], g[keep]
-  half = tail_fraction * total_steps / 2
-  tail = t > (1.0 - tail_fraction) * total_steps
-  mid = np.abs(t - total_steps / 2) <= half
-  if not tail.any() or not mid.any():
-    return math.nan
-  return float(math.exp(np.log(g[tail]).mean() - np.log(g[mid]).mean()))
-
-
 def norm_ratio(steps: Sequence[float], norms: Sequence[float], total_steps: int) -> float:
   """‖θ‖ at the end / ‖θ‖ at mid-training (the logged point nearest total_steps/2)."""
   t, w = np.asarray(steps, np.float64), np.asarray(norms, np.float64)
   if not t.size:
     return math.nan
   return float(w[-1] / w[np.argmin(np.abs(t - total_steps / 2))])
-
-
-def _validate(config: ml_collections.ConfigDict) -> None:
-  for c in config.couplings:
-    if c not in COUPLINGS:
-      raise ValueError(f"config.couplings has {c!r}; valid: {list(COUPLINGS)}.")
-  if not config.couplings or not config.seeds:
-    raise ValueError("config.couplings and config.seeds must be non-empty.")
-  if not 0 < config.tail_fraction < 1:
-    raise ValueError(f"config.tail_fraction must be in (0, 1), got {config.tail_fraction}.")
-  if not 0 <= config.baseline_from <= 1 - config.tail_fraction:
-    raise ValueError(
-      f"config.baseline_from must be in [0, 1 - tail_fraction), got {config.baseline_from}."
-    )
-  matched_weight_decays(config.decay_per_step, config.run.optimizer.learning_rate)
 
 
 def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +172,8 @@ def scale_invariant_series(records: list[dict]) -> dict[str, np.ndarray]:
 
 
 def run_couplings(config: ml_collections.ConfigDict, workdir: str) -> dict[str, list[dict]]:
-  """coupling -> one row per seed (`sweep.run_sweep` rows, with their records)."""
+  """coupling -> one row per seed (`sweep.run_sweep` rows, with their records); the test split is
+  read once for every run (each is declared in advance, none is selected)."""
   base = config.run.copy_and_resolve_references()
   base.optimizer.name = "adamw"
   # The key must exist: configs from --config are locked, and the sweep cannot add keys then.
@@ -186,30 +185,26 @@ def run_couplings(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     for s in config.seeds
   ]
   sdir = os.path.join(workdir, "sweep")
-  rows = sweep.run_sweep(base, runs, sdir, strategy=config.strategy, verbose=False)
+  rows = sweep.run_sweep(
+    base,
+    runs,
+    sdir,
+    strategy=config.strategy,
+    verbose=False,
+    select=protocol.selector(fixed=[{}]),  # {} matches every row
+  )
   out: dict[str, list[dict]] = {c: [] for c in config.couplings}
   for r in rows:
     r["records"] = read_metrics(os.path.join(sdir, r["run_dir"], "metrics.jsonl"))
     out[r["optimizer.kwargs.coupling"]].append(r)
+  for c in out:
+    out[c].sort(key=lambda r: r["seed"])  # couplings pair up by seed
   return out
 
 
-MEASURES = (
-  "test_accuracy",
-  "test_loss",
-  "rise",  # grad_norm_rise of ‖g‖ over all parameters
-  "growth",  # anneal_growth of ‖g‖ over all parameters: tail / mid-training
-  "rise_si",  # the same for the scale-invariant kernels only (NaN without any)
-  "tail_grad_norm",  # mean ‖g‖ over the tail
-  "min_step",  # step of the smoothed minimum after baseline_from
-  "weight_norm",  # final ‖θ‖, all parameters
-  "weight_norm_si",  # final ‖w‖ of the scale-invariant kernels
-  "norm_ratio",  # ‖w‖ end / mid-training: scale-invariant kernels if any, else all parameters
-)
-
-
 def measure(res: dict[str, list[dict]], config) -> dict[str, dict[str, list[float]]]:
-  """Per coupling, one value per seed of every `MEASURES` entry (NaN for a diverged run)."""
+  """Per coupling, one value per seed (in seed order) of every `MEASURES` entry (NaN for a
+  diverged run)."""
   steps = config.run.steps
   kw = {"tail_fraction": config.tail_fraction, "baseline_from": config.baseline_from}
   out = {}
@@ -220,9 +215,9 @@ def measure(res: dict[str, list[dict]], config) -> dict[str, dict[str, list[floa
       t, g = _series(r["records"], "grad_norm")
       _, p = _series(r["records"], "param_norm")
       if not r["diverged"] and t.size:
-        vals["test_accuracy"], vals["test_loss"] = r["test_accuracy"], r["test_loss"]
+        for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss"):
+          vals[k] = r[k]
         vals["rise"] = grad_norm_rise(t, g, steps, **kw)
-        vals["growth"] = anneal_growth(t, g, steps, config.tail_fraction)
         tail = t > (1 - config.tail_fraction) * steps
         vals["tail_grad_norm"] = float(np.exp(np.log(g[tail]).mean()))
         late = t >= config.baseline_from * steps
@@ -240,263 +235,82 @@ def measure(res: dict[str, list[dict]], config) -> dict[str, dict[str, list[floa
   return out
 
 
-def _mean_curve(rows: list[dict], fn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """Steps and the across-seed geometric mean, min and max of the series `fn(records)`."""
+def _seed_curves(rows: list[dict], fn) -> tuple[np.ndarray, np.ndarray]:
+  """Steps and the seeds × steps array of the series `fn(records)`, cut to the shortest."""
   curves = [fn(r["records"]) for r in rows if not r["diverged"]]
   curves = [c for c in curves if c[0].size]
   if not curves:
-    return (np.array([]),) * 4
+    return np.array([]), np.zeros((0, 0))
   n = min(c[0].size for c in curves)
-  ys = np.log(np.maximum(np.stack([c[1][:n] for c in curves]), 1e-30))
-  return curves[0][0][:n], np.exp(ys.mean(0)), np.exp(ys.min(0)), np.exp(ys.max(0))
-
-
-def plain_log_ticks(ax, axis: str = "y") -> None:
-  """Tick labels of a log axis as plain numbers (0.5, 2, 30): every minor tick within about a
-  decade, only the 2s and 5s beyond."""
-  ax_ = ax.yaxis if axis == "y" else ax.xaxis
-  lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
-  every = hi / max(lo, 1e-30) < 15
-
-  def minor(v, _):
-    digit = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
-    return f"{v:g}" if every or digit in (2, 5) else ""
-
-  ax_.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
-  ax_.set_minor_formatter(mticker.FuncFormatter(minor))
-  ax.tick_params(axis=axis, which="minor", labelsize=7)
+  return curves[0][0][:n], np.stack([c[1][:n] for c in curves])
 
 
 def _plot_curves(res, config, workdir, name, title, ylabel, fns, logy) -> str:
-  """One panel per (panel title, series function); one line per coupling, band over seeds.
+  """One panel per (panel title, series function); one line per coupling (geometric mean over
+  seeds) with its 90% t band (of the logs).
 
   `logy`: True, False or "auto" (log when a panel's values span more than a factor of 10)."""
-  panels = [(t, f) for t, f in fns if any(_mean_curve(rows, f)[0].size for rows in res.values())]
+  panels = [(t, f) for t, f in fns if any(_seed_curves(rows, f)[0].size for rows in res.values())]
   fig, axes = plt.subplots(
     1, len(panels), figsize=(0.6 + 5.0 * len(panels), 3.9), dpi=100, squeeze=False
   )
   for ax, (ptitle, fn) in zip(axes[0], panels):
     span = [math.inf, 0.0]
     for c, rows in res.items():
-      t, mean, lo, hi = _mean_curve(rows, fn)
+      t, per_seed = _seed_curves(rows, fn)
       if not t.size:
         continue
-      span = [min(span[0], lo.min()), max(span[1], hi.max())]
+      span = [min(span[0], float(per_seed.min())), max(span[1], float(per_seed.max()))]
       col = study.color(VARIANT[c])
-      ax.plot(t, mean, color=col, ls=LINESTYLE[c], lw=1.6, label=LABELS[c])
-      ax.fill_between(t, lo, hi, color=col, alpha=0.15, lw=0)
+      report.ci_band(ax, t, per_seed, color=col, label=LABELS[c], log=True, ls=LINESTYLE[c])
     tail = (1 - config.tail_fraction) * config.run.steps
-    ax.axvspan(tail, config.run.steps, color="0.85", alpha=0.6, lw=0, label="last 10% (the tail)")
+    pct = f"{100 * config.tail_fraction:g}%"
+    ax.axvspan(tail, config.run.steps, color="0.85", alpha=0.6, lw=0, label=f"last {pct} (tail)")
     log = logy is True or (logy == "auto" and span[1] > 10 * max(span[0], 1e-30))
     if log:
       ax.set_yscale("log")
-      plain_log_ticks(ax)
+      report.plain_log_ticks(ax)
     ax.set_title(ptitle, fontsize=9)
     ax.set_xlabel("training step", fontsize=9)
     ax.set_ylabel(ylabel + (" (log scale)" if log else ""), fontsize=9)
     ax.tick_params(labelsize=8)
-    ax.grid(alpha=0.3, which="both")
-  axes[0][0].legend(fontsize=7, loc="best")
   fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  path = os.path.join(workdir, name)
-  report.save_png(fig, path)
-  return path
+  return report.finish(fig, os.path.join(workdir, name), axes[0][:1], fontsize=7)
 
 
 def plot_accuracy(res, meas, workdir: str) -> str:
-  fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=100)
+  """Final test accuracy per coupling: every seed, and the mean with its 90% t interval."""
+  fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=100)
+  ticks = []
   for i, c in enumerate(res):
     accs = np.asarray(meas[c]["test_accuracy"], np.float64)
     col = study.color(VARIANT[c])
-    m, s = study.mean_spread(accs.tolist())
-    ax.bar(i, m, yerr=s, color=col, alpha=0.35, capsize=4, ec=col)
-    ax.scatter(np.full(accs.size, i) + np.linspace(-0.2, 0.2, accs.size), accs, color=col, s=14)
-  finite = [x for c in res for x in meas[c]["test_accuracy"] if math.isfinite(x)]
-  if finite:
-    lo, hi = min(finite), max(finite)
-    ax.set_ylim(max(0.0, lo - 0.1 * (hi - lo + 0.02)), min(1.0, hi + 0.15 * (hi - lo + 0.02)))
-  ticks = []
-  for c in res:
-    m, s = study.mean_spread(meas[c]["test_accuracy"])
-    ticks.append(f"{LABELS[c].split(':')[0]}\n{m:.3f} ± {s:.3f}")
+    ax.scatter(np.full(accs.size, i) + np.linspace(-0.15, 0.15, accs.size), accs, color=col, s=14)
+    report.ci_errorbar(ax, [i + 0.3], [accs], color=col, marker="D", ms=5)
+    mean, half, _ = report.mean_and_ci(accs)
+    ticks.append(f"{LABELS[c].split(':')[0]}\n{mean:.3f} ± {half:.3f}")
   ax.set_xticks(range(len(res)), ticks, fontsize=8)
-  ax.set_title(
-    "Final test accuracy per coupling\n(bar: mean ± sd over seeds; dots: seeds)", fontsize=10
+  ax.set_xlim(-0.5, len(res) - 0.3)
+  ax.set(
+    title="Final test accuracy per coupling\n(dots: seeds; diamond: mean, 90% t interval)",
+    xlabel="decay coupling (mean ± 90% CI half-width)",
+    ylabel="final test accuracy (fraction)",
   )
-  ax.set(xlabel="decay coupling (mean ± sd)", ylabel="final test accuracy (fraction)")
-  ax.grid(alpha=0.3, axis="y")
-  fig.tight_layout()
-  path = os.path.join(workdir, "accuracy.png")
-  report.save_png(fig, path)
-  return path
-
-
-def _at_least(a, b, margin: float, names) -> study.Verdict:
-  """ "A is at least as good as B": supported if A's mean is within `margin` of B's or better;
-  not supported if A's band lies below B's by more than `margin`; inconclusive otherwise."""
-  (ma, sa), (mb, sb) = study.mean_spread(a), study.mean_spread(b)
-  detail = f"{names[0]} {study.fmt(a)} vs {names[1]} {study.fmt(b)}"
-  if math.isnan(ma) or math.isnan(mb):
-    return study.Verdict(study.INCONCLUSIVE, detail + " (no finite measurement)")
-  if ma >= mb - margin:
-    return study.Verdict(study.SUPPORTED, detail + f": not lower by more than {margin:g}")
-  if ma + sa < mb - sb - margin:
-    return study.Verdict(study.NOT_SUPPORTED, detail + f": lower by more than {margin:g}")
-  return study.Verdict(study.INCONCLUSIVE, detail + ": the seeds' spreads overlap the margin")
-
-
-def _fmt_seeds(values: Sequence[float], digits: int = 2) -> str:
-  return ", ".join(f"{v:.{digits}f}" for v in values)
-
-
-def findings_for(meas, config) -> list[study.Finding]:
-  """The gradient-norm and weight-norm claims (all parameters' ‖g‖, the one users plot)."""
-  out = []
-  cs = set(meas)
-  n = len(config.seeds)
-  margin = config.rise_margin
-  rise_def = (
-    f"rise = ‖g‖ over the last {100 * config.tail_fraction:g}% of the steps / its minimum "
-    f"after {100 * config.baseline_from:g}% of the steps"
-  )
-  if "lr" in cs:
-    out.append(
-      study.Finding(
-        'Under the "lr" coupling (torch AdamW) the gradient norm rises at the end of training: '
-        "as α_t decays, the decay keeps dragging the weight norm down towards its equilibrium "
-        f"(∝ √α_t for Adam) and ‖g‖ of normalised weights grows as 1/‖w‖ ({rise_def} > "
-        f"1 + {margin:g}).",
-        "Defazio et al. 2025; REFERENCES §4",
-        study.compare(
-          meas["lr"]["rise"],
-          [1.0] * n,
-          expect="greater",
-          margin=margin,
-          names=('rise, "lr"', "no rise (1)"),
-        ),
-        f'rise per seed, "lr": {_fmt_seeds(meas["lr"]["rise"])}',
-      )
-    )
-  if {"lr", "corrected"} <= cs:
-    out.append(
-      study.Finding(
-        'The "corrected" coupling (AdamC, decay ∝ α_t²/α) removes or reduces that rise.',
-        "Defazio et al. 2025; REFERENCES §1, §4",
-        study.compare(
-          meas["corrected"]["rise"],
-          meas["lr"]["rise"],
-          expect="less",
-          names=('rise, "corrected"', 'rise, "lr"'),
-        ),
-        f'rise per seed, "corrected": {_fmt_seeds(meas["corrected"]["rise"])}; "lr": '
-        f"{_fmt_seeds(meas['lr']['rise'])}",
-      )
-    )
-  if {"lr", "corrected"} <= cs:
-    out.append(
-      study.Finding(
-        'AdamC keeps the gradient norm from growing through the anneal as it does under "lr": '
-        "growth = ‖g‖ over the last "
-        f"{100 * config.tail_fraction:g}% / ‖g‖ over an equally wide window at mid-training is "
-        'smaller for "corrected". (A second statistic, added after seeing that the rise ratio, '
-        "≥ 1 by construction, cannot tell a flat curve from a falling one.)",
-        "Defazio et al. 2025",
-        study.compare(
-          meas["corrected"]["growth"],
-          meas["lr"]["growth"],
-          expect="less",
-          names=('growth, "corrected"', 'growth, "lr"'),
-        ),
-        f'growth per seed, "corrected": {_fmt_seeds(meas["corrected"]["growth"])}; "lr": '
-        f"{_fmt_seeds(meas['lr']['growth'])}",
-      )
-    )
-  if {"lr", "constant"} <= cs:
-    out.append(
-      study.Finding(
-        'A "constant" decay (not falling with α_t) makes the rise larger than "lr": its '
-        'equilibrium norm ∝ α_t falls faster than the "lr" one ∝ √α_t.',
-        "derived here from Defazio et al. 2025's steady state and REFERENCES §4",
-        study.compare(
-          meas["constant"]["rise"],
-          meas["lr"]["rise"],
-          expect="greater",
-          names=('rise, "constant"', 'rise, "lr"'),
-        ),
-        f'rise per seed, "constant": {_fmt_seeds(meas["constant"]["rise"])}',
-      )
-    )
-  if {"lr", "corrected"} <= cs:
-    which = (
-      "the scale-invariant kernels"
-      if all(math.isfinite(x) for x in meas["lr"]["weight_norm_si"])
-      else "all parameters"
-    )
-    out.append(
-      study.Finding(
-        "The mechanism: through the second half of training the weight norm keeps falling under "
-        '"lr" (equilibrium √(α_t C/2λ) follows α_t) but levels off under "corrected" '
-        f"(equilibrium √(α C/2λ) constant): ‖w‖ end / ‖w‖ mid-training is larger for "
-        f'"corrected" ({which}).',
-        "Defazio et al. 2025; Kosson et al. 2023 (REFERENCES §4)",
-        study.compare(
-          meas["corrected"]["norm_ratio"],
-          meas["lr"]["norm_ratio"],
-          expect="greater",
-          names=('‖w‖ end/mid, "corrected"', '"lr"'),
-        ),
-      )
-    )
-  return out
-
-
-def accuracy_findings(meas, config) -> list[study.Finding]:
-  out = []
-  if {"lr", "corrected"} <= set(meas):
-    out.append(
-      study.Finding(
-        f'AdamC ends at least as accurate as torch-style "lr" AdamW (within '
-        f"{config.accuracy_margin:g}): the correction costs nothing.",
-        "Defazio et al. 2025",
-        _at_least(
-          meas["corrected"]["test_accuracy"],
-          meas["lr"]["test_accuracy"],
-          config.accuracy_margin,
-          ('"corrected"', '"lr"'),
-        ),
-      )
-    )
-  if {"lr", "constant"} <= set(meas):
-    out.append(
-      study.Finding(
-        'A decay that ignores the schedule ("constant", optax adafactor) keeps shrinking the '
-        "weights after the lr has annealed: with λ matched at the peak it ends less accurate "
-        'than "lr".',
-        "REFERENCES §1 (what each convention multiplies λ by)",
-        study.compare(
-          meas["constant"]["test_accuracy"],
-          meas["lr"]["test_accuracy"],
-          expect="less",
-          names=('"constant"', '"lr"'),
-        ),
-      )
-    )
-  return out
+  return report.finish(fig, os.path.join(workdir, "accuracy.png"), [ax])
 
 
 def _table(meas, lams, config) -> str:
   s = config.decay_per_step
   has_si = any(math.isfinite(x) for m in meas.values() for x in m["rise_si"])
-  header = ["coupling", "λ", "decay/step at peak", "final test acc.", "final test loss"]
-  header += ["rise of ‖g‖", "growth of ‖g‖ (end/mid)", "tail ‖g‖", "step of min ‖g‖"]
+  header = ["coupling", "λ", "decay/step at peak", "final val acc.", "final test acc."]
+  header += ["final test loss", "rise of ‖g‖", "tail ‖g‖", "step of min ‖g‖"]
   header += ["‖w‖ end/mid", "final ‖θ‖"]
   if has_si:
     header += ["rise of ‖g‖ (scale-inv. only)", "final ‖w‖ (scale-inv.)"]
   rows = []
   for c, m in meas.items():
-    row = [LABELS[c], f"{lams[c]:.4g}", f"{s:.3g}", study.fmt(m["test_accuracy"])]
-    row += [study.fmt(m["test_loss"]), study.fmt(m["rise"], 2), study.fmt(m["growth"], 2)]
+    row = [LABELS[c], f"{lams[c]:.4g}", f"{s:.3g}", study.fmt(m["val_accuracy"])]
+    row += [study.fmt(m["test_accuracy"]), study.fmt(m["test_loss"]), study.fmt(m["rise"], 2)]
     row += [study.fmt(m["tail_grad_norm"], 3)]
     row += [study.fmt(m["min_step"], 0), study.fmt(m["norm_ratio"], 2)]
     row += [study.fmt(m["weight_norm"], 2)]
@@ -504,6 +318,15 @@ def _table(meas, lams, config) -> str:
       row += [study.fmt(m["rise_si"], 2), study.fmt(m["weight_norm_si"], 2)]
     rows.append(row)
   return study.markdown_table(header, rows)
+
+
+def _describe(values):
+  def text(c: claims_lib.Claim) -> str:
+    return "; ".join(
+      f"{name} per seed: {', '.join(f'{v:.3f}' for v in values[name])}" for name in c.measurements
+    )
+
+  return text
 
 
 def _lr_schedule_identity(res) -> str:
@@ -527,10 +350,19 @@ def _lr_schedule_identity(res) -> str:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  _validate(config)
+  schema.check(config, FIELDS)
+  if config.baseline_from > 1 - config.tail_fraction:
+    raise ValueError(
+      f"config.baseline_from must be <= 1 - config.tail_fraction = {1 - config.tail_fraction:g} "
+      f"(the minimum's window includes the tail), got {config.baseline_from}."
+    )
+  matched_weight_decays(config.decay_per_step, config.run.optimizer.learning_rate)
+  declared = claims_lib.check(config.claims, measurement_names(config))
+  t0 = time.perf_counter()
   study.begin(config, workdir)
   res = run_couplings(config, workdir)
   meas = measure(res, config)
+  values = {f"{c}/{k}": v for c, m in meas.items() for k, v in m.items()}
   lams = matched_weight_decays(config.decay_per_step, config.run.optimizer.learning_rate)
   lines = []
   for c, rows in res.items():
@@ -543,17 +375,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           "decay_per_step_at_peak": config.decay_per_step,
           "learning_rate": r["learning_rate"],
           "seed": r["seed"],
-          "test_accuracy": r["test_accuracy"],
-          "test_loss": r["test_loss"],
           "train_loss": r["loss"],
           "diverged": r["diverged"],
-          **{k: meas[c][k][i] for k in MEASURES if k not in ("test_accuracy", "test_loss")},
+          **{k: meas[c][k][i] for k in MEASURES},
           "run_dir": os.path.join("sweep", r["run_dir"]),
         }
       )
   write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(x) + "\n" for x in lines))
+  findings = claims_lib.decide(declared, values, _describe(values))
   has_si = any(math.isfinite(x) for m in meas.values() for x in m["rise_si"])
-  findings = findings_for(meas, config) + accuracy_findings(meas, config)
   g_panels = [("all parameters", lambda rec: _series(rec, "grad_norm"))]
   w_panels = [("all parameters", lambda rec: _series(rec, "param_norm"))]
   if has_si:
@@ -572,7 +402,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   task = f"{config.run.dataset.name} / {config.run.model.name}"
   figures = [
     (
-      "Gradient norm over training per coupling (geometric mean over seeds, band: min–max)",
+      "Gradient norm over training per coupling (geometric mean over seeds, band: 90% t "
+      "interval of the logs)",
       _plot_curves(
         res,
         config,
@@ -585,7 +416,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       ),
     ),
     (
-      "Weight norm over training per coupling",
+      "Weight norm over training per coupling (geometric mean, 90% band)",
       _plot_curves(
         res,
         config,
@@ -599,15 +430,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     ),
     ("Final test accuracy per coupling", plot_accuracy(res, meas, workdir)),
   ]
+  wall = time.perf_counter() - t0
   run_cfg = config.run
   alpha = run_cfg.optimizer.learning_rate
   intro = (
     f"{task} {dict(run_cfg.model.kwargs)}, AdamW at peak lr α = {alpha:g}, {run_cfg.steps} "
     f"steps of batch {run_cfg.batch_size}, {run_cfg.optimizer.lr_schedule} (warmup "
     f"{run_cfg.optimizer.warmup_fraction:g} of the steps, cosine to 0), decay mask "
-    f"{run_cfg.optimizer.mask}, seeds {list(config.seeds)}. λ is matched so that every coupling "
-    f"shrinks θ by the same {config.decay_per_step:g} per step at the peak lr "
-    f"(λ_lr·α = λ_schedule = λ_constant = λ_corrected·α): "
+    f"{run_cfg.optimizer.mask}, seeds {list(config.seeds)}; "
+    f"{run_cfg.dataset.validation_fraction:g} of the training data is held out for validation. "
+    "Nothing is tuned on data, so the test split is read once for every run. λ is matched so "
+    f"that every coupling shrinks θ by the same {config.decay_per_step:g} per step at the peak "
+    "lr (λ_lr·α = λ_schedule = λ_constant = λ_corrected·α): "
     + ", ".join(f"λ_{c} = {lams[c]:.4g}" for c in config.couplings)
     + ". The couplings then differ only in how the decay follows the schedule, so any "
     'difference is the coupling\'s. At matched λ, "lr" and "schedule" are the same map up '
@@ -625,9 +459,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     intro=intro,
     tables=[("Per coupling (mean ± sd over seeds)", _table(meas, lams, config))],
     figures=figures,
-    footer="Per-run records: metrics.jsonl; training curves: sweep/runs/*/metrics.jsonl.",
+    footer=f"Wall time {wall:.0f} s. Per-run records: metrics.jsonl; training curves: "
+    "sweep/runs/*/metrics.jsonl.",
   )
-  return {"findings": findings, "results": res, "measurements": meas}
+  return {"findings": findings, "results": res, "measurements": meas, "wall_time_sec": wall}
 
 
 if __name__ == "__main__":

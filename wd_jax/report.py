@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -118,14 +119,16 @@ def heatmap(
   """Draws the sweep's lr × λ grid coloured by `metric`, one panel per optimizer (and per value of
   any other grid field besides lr, λ and seed).
 
-  Configurations that share a panel, lr and λ (several seeds) are averaged; a cell
+  Configurations that share a panel, lr and λ (several seeds) are averaged and their 90% t
+  interval is written under the mean (``±`` half-width); the colour scale then spans at least a
+  typical cell's interval (`heatmap_scale`), so seed noise is not painted as a finding. A cell
   whose configurations all diverged is grey and hatched. The best cell of each panel is outlined
   in red. Axes are log-scaled when every value is > 0 (a λ of 0 gives evenly spaced values).
 
   Args:
     workdir: a sweep workdir (`wd_jax.sweep.run_sweep`) holding ``results.csv``.
     metric: a results column: ``test_accuracy`` (final), ``best_test_accuracy``, ``test_loss``,
-      ``loss`` (final train loss)...
+      ``loss`` (final train loss); ``val_accuracy``... in a sweep with a validation split.
     out: the PNG path; default ``<workdir>/heatmap_<metric>.png``.
     higher_is_better: which end is best; default: True for accuracies, False otherwise.
 
@@ -143,8 +146,10 @@ def heatmap(
     higher_is_better = "accuracy" in metric
   out = out or os.path.join(workdir, f"heatmap_{metric}.png")
   cols = list(rows[0])
-  # Grid fields other than lr, λ and seed (e.g. optimizer.kwargs.b1) get panels of their own.
+  # Grid fields other than lr, λ and seed (e.g. optimizer.kwargs.b1) get panels of their own; the
+  # test metrics a selecting sweep reads for some rows sit there too but are not grid fields.
   extra = cols[cols.index("seed") + 1 : cols.index("loss")] if "seed" in cols else []
+  extra = [c for c in extra if c not in ("test_loss", "test_accuracy")]
 
   def panel_of(r: dict[str, Any]) -> str:
     parts = [str(r["optimizer"])]
@@ -154,15 +159,11 @@ def heatmap(
   optimizers = list(dict.fromkeys(panel_of(r) for r in rows))
   lrs = sorted({r["learning_rate"] for r in rows})
   wds = sorted({r["weight_decay"] for r in rows})
-  log_x, log_y = min(lrs) > 0, min(wds) > 0
-  xs = lrs if log_x else list(range(len(lrs)))
-  ys = wds if log_y else list(range(len(wds)))
-  grids, dead, counts = {}, {}, {}
+  grids, halves, dead, counts = {}, {}, {}, {}
   for opt in optimizers:
-    total = np.zeros((len(wds), len(lrs)))
-    n = np.zeros_like(total)
-    seen = np.zeros_like(total)
-    div = np.zeros_like(total)
+    values: list[list[list[float]]] = [[[] for _ in lrs] for _ in wds]
+    seen = np.zeros((len(wds), len(lrs)))
+    div = np.zeros_like(seen)
     for r in rows:
       if panel_of(r) != opt:
         continue
@@ -171,17 +172,13 @@ def heatmap(
       div[i, j] += bool(r["diverged"])
       v = r.get(metric, math.nan)
       if not r["diverged"] and isinstance(v, float) and math.isfinite(v):
-        total[i, j] += v
-        n[i, j] += 1
-    grids[opt] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        values[i][j].append(v)
+    cells = [[mean_and_ci(v) for v in row] for row in values]
+    grids[opt] = np.array([[c[0] for c in row] for row in cells])
+    halves[opt] = np.array([[c[1] for c in row] for row in cells])
     dead[opt] = (seen > 0) & (div == seen)
     counts[opt] = int(seen.max()) if seen.size else 0
-  finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
-  vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-  if vmin == vmax:
-    pad = max(abs(vmin) * 0.05, 1e-3)
-    vmin, vmax = vmin - pad, vmax + pad
-  norm = mcolors.Normalize(vmin, vmax)
+  norm, flat = heatmap_scale(list(grids.values()), list(halves.values()))
   cmap = plt.get_cmap("viridis" if higher_is_better else "viridis_r")
   k = len(optimizers)
   ncols = min(k, 4)
@@ -196,91 +193,192 @@ def heatmap(
   )
   for ax in axes.flat[k:]:
     ax.set_visible(False)
-  annotate = len(lrs) * len(wds) <= 64
-  xe, ye = _edges(xs, log_x), _edges(ys, log_y)
   mesh = None
   for ax, opt in zip(axes.flat, optimizers):
     g = grids[opt]
-    mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(g), cmap=cmap, norm=norm)
-    for i in range(len(wds)):
-      for j in range(len(lrs)):
-        cell = (xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i]
-        if dead[opt][i, j]:  # every run of the cell diverged
-          ax.add_patch(Rectangle(*cell, facecolor="0.8", edgecolor="0.45", hatch="///", lw=0))
-          if annotate:
-            ax.text(
-              *_center(xe, ye, i, j, log_x, log_y),
-              "diverged",
-              ha="center",
-              va="center",
-              fontsize=8,
-              color="0.1",
-              bbox={"facecolor": "0.8", "edgecolor": "none", "pad": 1},
-            )
-        elif np.isnan(g[i, j]):  # not in the sweep, or no value of this metric: left blank
-          continue
-        elif annotate:
-          rgb = cmap(norm(g[i, j]))[:3]
-          dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.5
-          ax.text(
-            *_center(xe, ye, i, j, log_x, log_y),
-            f"{g[i, j]:.3g}",
-            ha="center",
-            va="center",
-            fontsize=7,
-            color="white" if dark else "black",
-          )
-    if np.isfinite(g).any():
-      flat = np.nanargmax(g) if higher_is_better else np.nanargmin(g)
-      i, j = np.unravel_index(flat, g.shape)
-      ax.add_patch(
-        Rectangle(
-          (xe[j], ye[i]),
-          xe[j + 1] - xe[j],
-          ye[i + 1] - ye[i],
-          fill=False,
-          edgecolor="red",
-          lw=2.2,
-          clip_on=False,
-        )
-      )
+    mesh, best = heatmap_panel(
+      ax,
+      lrs,
+      wds,
+      g,
+      norm=norm,
+      cmap=cmap,
+      half=halves[opt],
+      dead=dead[opt],
+      higher_is_better=higher_is_better,
+      annotate=len(lrs) * len(wds) <= 64,
+    )
+    if best is not None:
+      i, j = best
       ax.set_title(f"{opt}: best {g[i, j]:.3g} at lr {lrs[j]:g}, λ {wds[i]:g}", fontsize=9)
     else:
       ax.set_title(f"{opt}: every run diverged", fontsize=9)
-    if log_x:
-      ax.set_xscale("log")
-    if log_y:
-      ax.set_yscale("log")
-    ax.set_xticks(xs, [f"{v:g}" for v in lrs], fontsize=8, rotation=30 if len(lrs) > 5 else 0)
-    ax.set_yticks(ys, [f"{v:g}" for v in wds], fontsize=8)
-    ax.minorticks_off()
-    ax.set_xlim(xe[0], xe[-1])
-    ax.set_ylim(ye[0], ye[-1])
+    log_x, log_y = min(lrs) > 0, min(wds) > 0
     ax.set_xlabel("peak learning rate (per step" + (", log scale)" if log_x else ")"), fontsize=9)
     ax.set_ylabel("weight decay λ (per step" + (", log scale)" if log_y else ")"), fontsize=9)
   label = _LABELS.get(metric, metric)
   seeds = max(counts.values())
-  avg = f", mean of {seeds} runs per cell" if seeds > 1 else ""
+  avg = f", mean ± 90% CI of {seeds} runs per cell" if seeds > 1 else ""
   cbar = fig.colorbar(mesh, ax=list(axes.flat[:k]), shrink=0.95, pad=0.03)
   cbar.set_label(label, fontsize=9)
   cbar.ax.tick_params(labelsize=8)
   sub = _subtitle(workdir)
-  fig.suptitle(f"Sweep: {label}{avg}" + (f"\n{sub}" if sub else ""), fontsize=10)
+  lines = [f"Sweep: {label}{avg}", sub, flat]
+  width = int(13 * fig.get_figwidth())  # characters of 10 pt text across the figure
+  fig.suptitle("\n".join(textwrap.fill(t, width) for t in lines if t), fontsize=10)
   fig.savefig(out, dpi=DPI)
   plt.close(fig)
   return out
+
+
+def heatmap_scale(
+  means: Sequence[np.ndarray], halves: Sequence[np.ndarray] = ()
+) -> tuple[mcolors.Normalize, str]:
+  """One colour scale for heat-map panels that does not paint seed noise as a finding.
+
+  The scale spans the finite cell means of every panel, widened about its centre to at least the
+  typical width of a cell's confidence interval (the median over cells of twice the half-width in
+  `halves`): when the whole grid lies within one interval, stretching the colour map over it
+  would show differences the seeds cannot tell apart.
+
+  Args:
+    means: one array of cell means per panel (NaN: no value).
+    halves: matching arrays of CI half-widths (NaN: unknown, e.g. one seed); empty: no widening.
+
+  Returns:
+    ``(norm, note)``: the `matplotlib.colors.Normalize` and "" or a "flat: ..." note for the
+    figure when the scale was widened.
+
+  Example:
+    >>> from wd_jax import report
+    >>> norm, note = report.heatmap_scale([[[0.90, 0.91]]], [[[0.02, 0.02]]])  # 1 × 2 cells
+    >>> round(norm.vmin, 3), round(norm.vmax, 3), note.startswith("flat")
+    (0.885, 0.925, True)
+  """
+  finite = np.concatenate([np.asarray(g, float).ravel() for g in means] or [np.zeros(0)])
+  finite = finite[np.isfinite(finite)]
+  if not finite.size:
+    return mcolors.Normalize(0.0, 1.0), ""
+  vmin, vmax = float(finite.min()), float(finite.max())
+  widths = np.concatenate([2 * np.asarray(h, float).ravel() for h in halves] or [np.zeros(0)])
+  widths = widths[np.isfinite(widths)]
+  typical = float(np.median(widths)) if widths.size else 0.0
+  note = ""
+  if typical > vmax - vmin:
+    note = (
+      f"flat: the cells differ by at most {vmax - vmin:.2g}, less than a typical cell's 90% CI "
+      f"({typical:.2g}), which the colour scale spans"
+    )
+    mid = (vmin + vmax) / 2
+    vmin, vmax = mid - typical / 2, mid + typical / 2
+  if vmin == vmax:
+    pad = max(abs(vmin) * 0.05, 1e-3)
+    vmin, vmax = vmin - pad, vmax + pad
+  return mcolors.Normalize(vmin, vmax), note
+
+
+def heatmap_panel(
+  ax,
+  xs: Sequence[float],
+  ys: Sequence[float],
+  mean: np.ndarray,
+  *,
+  norm: mcolors.Normalize,
+  cmap,
+  half: np.ndarray | None = None,
+  dead: np.ndarray | None = None,
+  higher_is_better: bool = True,
+  outline: tuple[int, int] | None = None,
+  annotate: bool = True,
+  fmt=lambda v: f"{v:.3g}",
+  text_at: float = 0.5,
+):
+  """One heat-map panel: a grid of cells coloured by `mean`, with the value (and its CI) written
+  in each cell, diverged cells hatched and one cell outlined in red.
+
+  Axes whose values are all > 0 are log-scaled with a tick at each grid value; others are evenly
+  spaced. The caller sets the title, axis labels and colour bar (`heatmap_scale` gives one `norm`
+  for several panels).
+
+  Args:
+    ax: the matplotlib axes.
+    xs: the grid's x values (increasing): the columns of `mean`.
+    ys: the grid's y values (increasing): the rows of `mean`.
+    mean: (len(ys), len(xs)) cell values; NaN: not in the grid or no value (left blank).
+    norm: the colour scale.
+    cmap: the colour map.
+    half: optional CI half-widths of the cells, written as ``±`` under the value (NaN: omitted).
+    dead: optional boolean (len(ys), len(xs)): every run of the cell diverged (hatched grey).
+    higher_is_better: which end of `mean` the default outline marks.
+    outline: the (row, column) to outline; default the best finite cell.
+    annotate: write the values in the cells.
+    fmt: formats a value (and a half-width) for the cell text.
+    text_at: height of the text within its cell, 0 (bottom) to 1 (top).
+
+  Returns:
+    ``(mesh, outlined)``: the `QuadMesh` (for a colour bar) and the outlined (row, column), or
+    None when no cell has a value.
+  """
+  mean = np.asarray(mean, float)
+  log_x, log_y = min(xs) > 0, min(ys) > 0
+  px = list(xs) if log_x else list(range(len(xs)))
+  py = list(ys) if log_y else list(range(len(ys)))
+  xe, ye = _edges(px, log_x), _edges(py, log_y)
+  mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(mean), cmap=cmap, norm=norm)
+  for i in range(len(ys)):
+    for j in range(len(xs)):
+      x = math.sqrt(xe[j] * xe[j + 1]) if log_x else (xe[j] + xe[j + 1]) / 2
+      y = (
+        ye[i] ** (1 - text_at) * ye[i + 1] ** text_at
+        if log_y
+        else ye[i] + text_at * (ye[i + 1] - ye[i])
+      )
+      if dead is not None and dead[i, j]:  # every run of the cell diverged
+        cell = (xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i]
+        ax.add_patch(Rectangle(*cell, facecolor="0.8", edgecolor="0.45", hatch="///", lw=0))
+        if annotate:
+          box = {"facecolor": "0.8", "edgecolor": "none", "pad": 1}
+          ax.text(x, y, "diverged", ha="center", va="center", fontsize=7, color="0.1", bbox=box)
+      elif annotate and np.isfinite(mean[i, j]):
+        rgb = cmap(norm(mean[i, j]))[:3]
+        dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.5
+        text = fmt(mean[i, j])
+        if half is not None and np.isfinite(half[i, j]):
+          text += f"\n±{fmt(half[i, j])}"
+        color = "white" if dark else "black"
+        ax.text(x, y, text, ha="center", va="center", fontsize=7, color=color, linespacing=1.0)
+  if outline is None and np.isfinite(mean).any():
+    flat = np.nanargmax(mean) if higher_is_better else np.nanargmin(mean)
+    outline = tuple(int(v) for v in np.unravel_index(flat, mean.shape))
+  if outline is not None:
+    i, j = outline
+    ax.add_patch(
+      Rectangle(
+        (xe[j], ye[i]),
+        xe[j + 1] - xe[j],
+        ye[i + 1] - ye[i],
+        fill=False,
+        edgecolor="red",
+        lw=2.2,
+        clip_on=False,
+      )
+    )
+  if log_x:
+    ax.set_xscale("log")
+  if log_y:
+    ax.set_yscale("log")
+  ax.set_xticks(px, [f"{v:g}" for v in xs], fontsize=8, rotation=30 if len(xs) > 5 else 0)
+  ax.set_yticks(py, [f"{v:g}" for v in ys], fontsize=8)
+  ax.minorticks_off()
+  ax.set_xlim(xe[0], xe[-1])
+  ax.set_ylim(ye[0], ye[-1])
+  return mesh, outline
 
 
 def _fmt(v: Any) -> str:
   if isinstance(v, float):
     return "nan" if math.isnan(v) else f"{v:g}"
   return str(v)
-
-
-def _center(xe, ye, i, j, log_x, log_y) -> tuple[float, float]:
-  x = math.sqrt(xe[j] * xe[j + 1]) if log_x else (xe[j] + xe[j + 1]) / 2
-  y = math.sqrt(ye[i] * ye[i + 1]) if log_y else (ye[i] + ye[i + 1]) / 2
-  return x, y
 
 
 def line_plot(
@@ -393,14 +491,31 @@ def ci_errorbar(ax, x: Sequence[float], per_x: Sequence[Sequence[float]], **kw) 
   ax.errorbar(np.asarray(x, float), means, yerr=half, capsize=3, **kw)
 
 
-def ci_band(ax, x: Sequence[float], per_seed: Sequence[Sequence[float]], *, color, label=None):
-  """One line (the mean over seeds) and a shaded 90% t interval; `per_seed` is seeds × len(x)."""
+def ci_band(
+  ax,
+  x: Sequence[float],
+  per_seed: Sequence[Sequence[float]],
+  *,
+  color,
+  label=None,
+  log: bool = False,
+  **line,
+):
+  """One line (the mean over seeds) and a shaded 90% t interval; `per_seed` is seeds × len(x).
+
+  `log`: for positive quantities on a log axis (norms): the geometric mean and the interval of
+  the logs, a multiplicative band that cannot cross 0. `line`: more `ax.plot` keywords (``ls``)."""
   m = np.asarray(per_seed, float)
+  if log:
+    m = np.log(np.where(m > 0, m, np.nan))
   stats = [mean_and_ci(m[:, j]) for j in range(m.shape[1])]
   mean = np.array([s[0] for s in stats])
   half = np.nan_to_num(np.array([s[1] for s in stats]))
-  ax.plot(x, mean, color=color, label=label, lw=1.5)
-  ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2, lw=0)
+  lo, hi = mean - half, mean + half
+  if log:
+    mean, lo, hi = np.exp(mean), np.exp(lo), np.exp(hi)
+  ax.plot(x, mean, color=color, label=label, **{"lw": 1.5, **line})
+  ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
 
 
 def seed_series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
