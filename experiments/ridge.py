@@ -251,6 +251,7 @@ def train_seed(config, p: dict[str, Any], seed: int, workdir: str) -> list[dict[
     configs,
     sweep_dir,
     strategy=config.strategy,
+    chunk_size=len(config.weight_decays),  # one program per optimizer; skips the memory estimate
     verbose=False,
     return_states=True,
     model=functools.partial(LinearModel, config.data.dim),
