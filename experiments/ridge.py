@@ -258,12 +258,12 @@ def train_seed(config, p: dict[str, Any], seed: int, workdir: str) -> list[dict[
     data=p["stream"],
   )
   grid = np.geomspace(config.ridge_path.min, config.ridge_path.max, config.ridge_path.num)
+  path = ridge_path(p, np.concatenate([[0.0], grid]))  # λ' = 0 (least squares), then the grid
   out = []
   for r in rows:
     lam = r["weight_decay"]
     theta = np.asarray(jax.tree.leaves(r.pop("state").params)[0], np.float64)
     target = data_lib.ridge_solution(p["x"], p["y"], lam)
-    path = ridge_path(p, np.concatenate([[0.0], grid]))
     to_path = np.linalg.norm(path - theta[None, :], axis=1)
     j = int(np.argmin(to_path))
     bad = r["diverged"] or not np.all(np.isfinite(theta))
