@@ -318,7 +318,8 @@ class StreamSource:
       x, y = next(self._it)
     except StopIteration as e:
       raise ValueError(f"the batch iterator ran out at step {step + 1}.") from e
-    return self._place((jnp.asarray(x), jnp.asarray(y)))
+    as_array = lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a)
+    return self._place((as_array(x), as_array(y)))
 
 
 # ----------------------------------------------------------------------------------------------
