@@ -350,14 +350,13 @@ def _lr_schedule_identity(res) -> str:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  schema.check(config, FIELDS)
+  declared = study.check(config, workdir, FIELDS, measurement_names)
   if config.baseline_from > 1 - config.tail_fraction:
     raise ValueError(
       f"config.baseline_from must be <= 1 - config.tail_fraction = {1 - config.tail_fraction:g} "
       f"(the minimum's window includes the tail), got {config.baseline_from}."
     )
   matched_weight_decays(config.decay_per_step, config.run.optimizer.learning_rate)
-  declared = claims_lib.check(config.claims, measurement_names(config))
   t0 = time.perf_counter()
   study.begin(config, workdir)
   res = run_couplings(config, workdir)

@@ -188,8 +188,7 @@ def _describe(values: dict[str, list[float]], switch: int):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  schema.check(config, FIELDS)
-  declared = claims_lib.check(config.claims, measurement_names(config))
+  declared = study.check(config, workdir, FIELDS, measurement_names)
   study.begin(config, workdir)
   res = run_schedules(config, workdir)
   return write_report(config, workdir, res, declared)

@@ -570,8 +570,7 @@ def plot_layer_angles(summ, workdir: str) -> tuple[str, str]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  schema.check(config, FIELDS)
-  declared = claims_lib.check(config.claims, measurement_names(config))
+  declared = study.check(config, workdir, FIELDS, measurement_names)
   study.begin(config, workdir)
   res = run_variants(config, workdir)
   return write_report(config, workdir, res, declared)

@@ -321,9 +321,7 @@ def plot(rows, config, workdir: str) -> list[tuple[str, str]]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  schema.check(config, FIELDS)
-  declared = claims_lib.check(config.claims, measurement_names(config))
-  study.check_workdir(workdir)
+  declared = study.check(config, workdir, FIELDS, measurement_names)
   t0 = time.perf_counter()
   study.begin(config, workdir)
   rows, matched, times = run_all(config, workdir)

@@ -216,8 +216,7 @@ def table(name: str, res: dict[str, list[dict]], wds, values) -> str:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  schema.check(config, FIELDS)
-  declared = claims_lib.check(config.claims, measurement_names(config))
+  declared = study.check(config, workdir, FIELDS, measurement_names)
   study.begin(config, workdir)
   tables, figures, lines, results, values = [], [], [], {}, {}
   for name, task in config.tasks.items():

@@ -510,8 +510,7 @@ def _describe(values):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  schema.check(config, FIELDS)
-  declared = claims_lib.check(config.claims, measurement_names(config))
+  declared = study.check(config, workdir, FIELDS, measurement_names)
   t0 = time.perf_counter()
   study.begin(config, workdir)
   seeds = list(config.seeds)

@@ -557,9 +557,7 @@ def plot(rows, config, problems, workdir: str) -> list[tuple[str, str]]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  schema.check(config, FIELDS)
-  declared = claims_lib.check(config.claims, measurement_names(config))
-  study.check_workdir(workdir)
+  declared = study.check(config, workdir, FIELDS, measurement_names)
   t0 = time.perf_counter()
   # float64 end to end: the model, the data, the optimizer states and the closed form.
   with jax.enable_x64(True):

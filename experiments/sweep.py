@@ -10,7 +10,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from wd_jax import report, sweep
+from wd_jax import cli, report, sweep
 from wd_jax.runlog import write_atomic
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -20,6 +20,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory of the sweep."
 flags.mark_flag_as_required("config")
 
 
+@cli.main_with_exit_codes
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -4,6 +4,9 @@
   python experiments/train.py --config=experiments/configs/mnist1d_cnn.py:smoke --workdir=/tmp/s
   python experiments/train.py --config=... --workdir=runs/cnn --config.optimizer.weight_decay=0.1
   python experiments/train.py --config=... --workdir=runs/cnn --resume  # after a crash or kill
+
+Exit codes (wd_jax.cli): 0 done, 1 diverged / workdir busy / damaged checkpoint / failed write,
+2 bad config or flag, 128+s stopped by signal s after writing a checkpoint (--resume goes on).
   python experiments/train.py --config=... --workdir=runs/cnn --config.parallel=sharded
 
 Several hosts: run the same command once per process, adding
@@ -17,11 +20,22 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from wd_jax import parallel, train
+from wd_jax import cli, parallel, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory for this run.", required=True)
-_RESUME = flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in --workdir.")
+_RESUME = flags.DEFINE_bool(
+  "resume",
+  False,
+  "Continue from the newest intact checkpoint in --workdir (a completed run: nothing to do, "
+  "unless --config.steps grew).",
+)
+_FALLBACK = flags.DEFINE_bool(
+  "resume_fallback",
+  True,
+  "With --resume: if the newest checkpoint is damaged, say so and use the newest intact one "
+  "(--noresume_fallback: stop instead).",
+)
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address", None, "Multi-host: host:port of process 0 (or WD_JAX_COORDINATOR_ADDRESS)."
 )
@@ -30,14 +44,14 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process
 flags.mark_flag_as_required("config")
 
 
+@cli.main_with_exit_codes
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _COORDINATOR.value or _NUM_PROCESSES.value or "WD_JAX_COORDINATOR_ADDRESS" in os.environ:
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  result = train.fit(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
-  if result.get("diverged"):
-    raise SystemExit(f"diverged: {result['message']} (see {_WORKDIR.value}/summary.md)")
+  result = train.fit(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value, fallback=_FALLBACK.value)
+  cli.finish_run(result, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from wd_jax import report
+from wd_jax.config import override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
@@ -180,13 +181,7 @@ def test_seed_series_aligns_seeds_and_leaves_out_diverged_runs():
   ],
 )
 def test_bad_configs_rejected_before_workdir(tmp_path, module, config, change, message):
-  cfg = config.get_config("smoke")
-  for path, value in change.items():
-    *parents, leaf = path.split(".")
-    node = cfg
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  cfg = override(config.get_config("smoke"), change)
   with pytest.raises(ValueError, match=message):
     module.run(cfg, str(tmp_path / "never"))
   assert not (tmp_path / "never").exists()

@@ -17,6 +17,7 @@ import pytest
 import wd_jax
 from wd_jax import data as data_lib
 from wd_jax import train
+from wd_jax.config import override
 from wd_jax.runlog import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,14 +26,7 @@ from configs import mnist1d_cnn, mnist1d_mlp  # noqa: E402
 
 
 def _smoke(**overrides):
-  c = mnist1d_mlp.get_config("smoke")
-  for k, v in overrides.items():
-    target = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = v
-  return c
+  return override(mnist1d_mlp.get_config("smoke"), overrides)
 
 
 def _read(path):

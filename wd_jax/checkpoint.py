@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+import warnings
 from typing import Any
 
 import jax
@@ -38,7 +38,14 @@ def manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
   path = directory(workdir)
   os.makedirs(path, exist_ok=True)  # orbax cannot create it itself with active_processes
   return ocp.CheckpointManager(
-    path, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False, **mp)
+    path,
+    options=ocp.CheckpointManagerOptions(
+      # A save killed half way leaves a temporary directory: removed when the run resumes.
+      max_to_keep=max_to_keep,
+      create=False,
+      cleanup_tmp_directories=True,
+      **mp,
+    ),
   )
 
 
@@ -125,13 +132,11 @@ def restore(workdir: str, step: int, like: Any) -> Any:
   return out.state
 
 
-def restore_latest(
-  workdir: str, like: Any, *, fallback: bool, say: Callable[[str], None] | None = None
-) -> tuple[int, Any]:
+def restore_latest(workdir: str, like: Any, *, fallback: bool) -> tuple[int, Any]:
   """The newest intact checkpoint: ``(step, state)``, or ``(0, like)`` when there is none.
 
   A damaged newest checkpoint raises `DamagedCheckpoint` unless `fallback`, in which case each
-  damaged one is named through `say` and the next older one is tried.
+  damaged one is named in a warning and the next older one is tried.
   """
   available = steps(workdir)
   for step in reversed(available):
@@ -146,8 +151,7 @@ def restore_latest(
           else ""
         )
         raise DamagedCheckpoint(f"{e}{hint}") from e
-      if say:
-        say(f"WARNING: {e} Falling back to an older checkpoint.")
-  if available and say:
-    say("WARNING: no intact checkpoint: the run starts again from step 0.")
+      warnings.warn(f"{e} Falling back to the newest older checkpoint.", stacklevel=2)
+  if available:
+    warnings.warn("no intact checkpoint: the run starts again from step 0.", stacklevel=2)
   return 0, like

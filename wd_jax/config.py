@@ -59,6 +59,22 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def override(
+  config: ml_collections.ConfigDict, values: dict[str, Any]
+) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted fields set, e.g. ``{"optimizer.weight_decay": 0.1}`` (new
+  keys, such as an optimizer keyword argument, may be added)."""
+  out = config.copy_and_resolve_references()
+  for path, value in values.items():
+    *parents, leaf = path.split(".")
+    node = out
+    for p in parents:
+      node = node[p]
+    with node.unlocked():
+      node[leaf] = value
+  return out
+
+
 def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
     bound = ">= 0" if allow_zero else ">= 1"

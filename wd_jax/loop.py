@@ -117,7 +117,7 @@ class RunRecord:
   """The host side of one run: its records, its best evaluation, whether and where it diverged.
 
   Args:
-    exp: the run's `train.Experiment` (its config, lr and λ schedules, scale-invariant leaves).
+    exp: the run's `experiment.Experiment` (its config, lr and λ schedules, scale-invariant leaves).
     writer: where records go (`runlog.MetricWriter`), or None to keep them in memory only.
     select_metric: the evaluation metric whose best value and step are kept
       (``"val_accuracy"`` when the dataset has a validation split, else ``"test_accuracy"``).
@@ -131,6 +131,7 @@ class RunRecord:
     self.diverged_at: int | None = None
     self.message = ""
     self.done = False
+    self.step = 0  # the last step logged
     self.t0 = time.perf_counter()
 
   def mark_diverged(self, step: int, message: str) -> None:
@@ -171,7 +172,7 @@ class RunRecord:
         self.best, self.best_step = value, nxt
     if self.writer is not None:
       self.writer.write(nxt, m)
-    self.final = m
+    self.final, self.step = m, nxt
 
   def close(self) -> None:
     if self.writer is not None:
@@ -194,7 +195,7 @@ class Program:
   """The compiled step, diagnostics step and evaluation shared by the runs of one loop.
 
   Args:
-    exp: the `train.Experiment` every run shares (its optimizer may hold injected
+    exp: the `experiment.Experiment` every run shares (its optimizer may hold injected
       hyperparameters, so runs differing in lr/λ/seed share one program).
     batched: the state stacks K configurations on a leading axis (``jax.vmap``).
     parallel: a `wd_jax.parallel.DataParallel` for one configuration over several devices.
@@ -211,14 +212,14 @@ class Program:
   def step(self, diagnostics: bool = False):
     """The jitted ``(state, batch_source) -> (state, metrics)``, compiled once per kind."""
     if diagnostics not in self._steps:
-      from wd_jax import train  # the step lives with the TrainState it updates
+      from wd_jax import experiment  # the step lives with the TrainState it updates
 
       if self.parallel is not None:
         fn = self.parallel.compile_step(
-          self.exp, train.make_train_step, with_diagnostics=diagnostics
+          self.exp, experiment.make_train_step, with_diagnostics=diagnostics
         )
       else:
-        fn = train.make_train_step(self.exp, with_diagnostics=diagnostics)
+        fn = experiment.make_train_step(self.exp, with_diagnostics=diagnostics)
         if self.batched:
           fn = jax.vmap(fn, in_axes=(0, None))
         fn = jax.jit(fn, donate_argnums=0)
@@ -241,12 +242,12 @@ class Program:
 
   def evaluate(self, state: Any, split: str | None = None) -> list[dict[str, float]]:
     """Exact metrics over a whole split for every configuration (padded fixed-shape batches)."""
-    from wd_jax import train
+    from wd_jax import experiment
 
     split = split or self.eval_split
     num = self.num(state)
     if self._eval is None:
-      fn = train.make_eval_step(self.exp)
+      fn = experiment.make_eval_step(self.exp)
       if self.batched:
         fn = jax.vmap(fn, in_axes=(0, 0, None, None, None))
       self._eval = jax.jit(fn)

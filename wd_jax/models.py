@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 __all__ = [
@@ -98,6 +99,20 @@ def _float_dtype(dtype: str | None) -> Any:
   return jnp.dtype(dtype)
 
 
+def _sizes(name: str, values: Any, *, allow_empty: bool = True) -> list[int]:
+  """`values` as a list of ints >= 1; `ValueError` naming the argument otherwise."""
+  if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+    raise ValueError(f"{name} must be a list of ints >= 1, got {values!r}.")
+  out = []
+  for v in values:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f"{name} must be a list of ints >= 1, got {tuple(values)!r}.")
+    out.append(int(v))
+  if not out and not allow_empty:
+    raise ValueError(f"{name} needs at least one entry, got {tuple(values)!r}.")
+  return out
+
+
 def _flatten(x: jax.Array) -> jax.Array:
   return x.reshape(x.shape[0], -1)
 
@@ -128,7 +143,7 @@ class MLP(_Model):
     dtype: str | None = None,
   ) -> None:
     dt = _float_dtype(dtype)
-    sizes = [int(in_features), *(int(w) for w in widths)]
+    sizes = [int(in_features), *_sizes("widths", widths)]
     linear = lambda a, b: nnx.Linear(a, b, dtype=dt, param_dtype=dt, rngs=rngs)
     self.hidden = nnx.List([linear(a, b) for a, b in itertools.pairwise(sizes)])
     self.head = linear(sizes[-1], int(num_classes))
@@ -164,7 +179,7 @@ class CNN1D(_Model):
     in_length: int = 40,
     rngs: nnx.Rngs,
   ) -> None:
-    sizes = [1, *(int(c) for c in channels)]
+    sizes = [1, *_sizes("channels", channels, allow_empty=False)]
     self.convs = nnx.List(
       [
         nnx.Conv(a, b, kernel_size=(5,), strides=(2,), padding="SAME", rngs=rngs)
@@ -273,11 +288,8 @@ class ResNet(_Model):
     axis_name: str | None = None,
     rngs: nnx.Rngs,
   ) -> None:
-    widths = [int(w) for w in widths]
-    if not widths:
-      raise ValueError(f"ResNet needs at least one stage width, got widths={widths}.")
-    if blocks_per_stage < 1:
-      raise ValueError(f"ResNet needs blocks_per_stage >= 1, got {blocks_per_stage}.")
+    widths = _sizes("widths", widths, allow_empty=False)
+    (blocks_per_stage,) = _sizes("blocks_per_stage", [blocks_per_stage])
     self.stem = _ConvBN(int(in_channels), widths[0], 3, 1, axis_name=axis_name, rngs=rngs)
     blocks = []
     channels = widths[0]
@@ -355,6 +367,7 @@ class TransformerLM(_Model):
     mlp_ratio: int = 4,
     rngs: nnx.Rngs,
   ) -> None:
+    _sizes("d_model, num_heads, num_layers, mlp_ratio", [d_model, num_heads, num_layers, mlp_ratio])
     if d_model % num_heads:
       raise ValueError(
         f"TransformerLM needs num_heads to divide d_model, got d_model={d_model}, "

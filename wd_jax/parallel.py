@@ -128,7 +128,7 @@ class DataParallel:
   ):
     """The jitted/pmapped ``(state, sampler) -> (state, metrics)`` with donated state.
 
-    `step_factory` is `wd_jax.train.make_train_step` (passed in so that this module sits
+    `step_factory` is `wd_jax.experiment.make_train_step` (passed in so that this module sits
     below the training loop that uses it).
     """
     if self.strategy == "pmap":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import math
 import os
@@ -39,11 +40,12 @@ FAULT_ENV = "WD_JAX_FAULT"
 _fault_counts: dict[str, int] = {}
 
 
+@functools.cache
 def _fault_target() -> tuple[str, int] | None:
   spec = os.environ.get(FAULT_ENV)
   if not spec:
     return None
-  site, _, n = spec.partition(":")
+  site, _, n = spec.rpartition(":")
   return site, int(n or 1)
 
 
@@ -181,14 +183,8 @@ class MetricWriter:
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     record = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
-    line = json.dumps(record) + "\n"
     try:
-      if _fault_target() is not None and _fault_target()[0] == "metrics":
-        self._file.write(line[: len(line) // 2])  # a torn record, then the kill
-        self._file.flush()
-        fault("metrics")
-      self._file.write(line)
-      self._file.flush()
+      self._write_line(json.dumps(record) + "\n")
     except OSError as e:
       raise _io_error(self.path, e) from e
     if self._tb is not None:
@@ -201,6 +197,16 @@ class MetricWriter:
         self._tb.write(step, scalars)
       except OSError as e:
         raise _io_error(os.path.join(os.path.dirname(self.path), "tensorboard"), e) from e
+
+  def _write_line(self, line: str) -> None:
+    target = _fault_target()
+    if target is not None and target[0] == "metrics":
+      self._file.write(line[: len(line) // 2])  # a torn record, then (maybe) the kill
+      self._file.flush()
+      fault("metrics")
+      line = line[len(line) // 2 :]
+    self._file.write(line)
+    self._file.flush()
 
   def close(self) -> None:
     with contextlib.suppress(OSError):  # closing after a failed write must not mask its error
@@ -241,6 +247,14 @@ class Progress:
 
 # ----------------------------------------------------------------------------------------------
 # Preemption.
+
+
+class Interrupted(Exception):
+  """Work stopped by a signal after saving what it could (`signal`: its number)."""
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.signal = signum
 
 
 class StopSignals:

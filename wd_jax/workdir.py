@@ -148,7 +148,11 @@ def prepare(config: Any, workdir: str, *, resume: bool) -> dict[str, Any] | None
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   new = json.loads(text)
   if os.path.exists(cfg_path):
-    if not resume:
+    if resume:  # a kill between a temporary file's write and its rename leaves one behind
+      for name in os.listdir(workdir):
+        if name.startswith(".tmp-"):
+          os.unlink(os.path.join(workdir, name))
+    else:
       raise ValueError(
         f"workdir {workdir!r} already holds a run; pass --resume or use a new workdir."
       )

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from wd_jax.runlog import write_atomic
-from wd_jax.study import claims, stats
+from wd_jax.study import claims, schema, stats
 
 # One colour per optimizer variant, the same in every figure of every study.
 VARIANT_COLORS = {
@@ -151,6 +151,16 @@ def write_summary(
   return path
 
 
+def check(config, workdir: str, fields, measurement_names) -> list[claims.Claim]:
+  """Everything a study checks before it computes anything: its config fields (declared
+  `schema` rules), its claims (each reads a measurement in `measurement_names(config)`), and
+  its workdir. Returns the parsed claims."""
+  schema.check(config, fields)
+  declared = claims.check(config.claims, measurement_names(config))
+  check_workdir(workdir)
+  return declared
+
+
 def check_workdir(workdir: str) -> None:
   """Refuses a workdir that already holds a finished study (before anything is computed)."""
   if os.path.exists(os.path.join(workdir, "summary.md")):
@@ -178,6 +188,9 @@ def main(run_fn, claim_width: int | None = None) -> None:
   flags.DEFINE_string("workdir", None, "Output directory.")
   flags.mark_flags_as_required(["config", "workdir"])
 
+  from wd_jax import cli
+
+  @cli.main_with_exit_codes
   def _main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

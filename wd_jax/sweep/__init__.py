@@ -77,6 +77,7 @@ from typing import Any
 
 import ml_collections
 
+from wd_jax import runlog
 from wd_jax.runlog import write_atomic
 from wd_jax.sweep import tuning
 from wd_jax.sweep.grid import (
@@ -98,6 +99,7 @@ from wd_jax.sweep.group import (
 )
 from wd_jax.sweep.outputs import best_row, jsonable_grid, write_outputs
 from wd_jax.sweep.tuning import AUTO_CACHE_ENV, auto_cache_key, auto_cache_path
+from wd_jax.workdir import WorkdirLock
 
 STRATEGIES = ("auto", "vmap", "sequential", "processes")
 
@@ -164,89 +166,98 @@ def run_sweep(
       "model/data/optimizer live in this process: use 'vmap', 'sequential' or 'auto'."
     )
   runs = expand_grid(base_config, grid_or_list, user)
-  if os.path.exists(os.path.join(workdir, "config.json")):
-    raise ValueError(f"workdir {workdir!r} already holds a run; use a new workdir.")
   groups = build_groups(runs, user)  # builds (and so checks) every model before writing anything
   split = groups[0].programs[False].eval_split
   if select is not None and split != "val":
     raise ValueError(
       "select needs a validation split to select on: set config.dataset.validation_fraction > 0."
     )
-  keep_states = return_states or select is not None
-  say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else None
-  os.makedirs(workdir, exist_ok=True)
-  write_atomic(
-    os.path.join(workdir, "config.json"),
-    json.dumps(
-      {
-        "base": json.loads(base_config.to_json_best_effort(sort_keys=True)),
-        "grid": jsonable_grid(grid_or_list),
-        "configurations": [{"name": r.name, **jsonable_grid(r.overrides)} for r in runs],
-        "strategy": strategy,
-        "chunk_size": chunk_size,
-        "num_workers": num_workers,
-      },
-      indent=2,
-    )
-    + "\n",
-  )
-  info: dict[str, Any] = {
-    "requested": strategy,
-    "fields": list(dict.fromkeys(f for r in runs for f in r.overrides)),
-    "groups": len(groups),
-    "configurations": len(runs),
-  }
-  workers, warm = None, {}
-  try:
-    chosen = strategy
-    if strategy == "auto":
-      chosen, auto_info, workers, warm = tuning.choose(
-        groups,
-        workdir,
-        chunk_size=chunk_size,
-        num_workers=num_workers,
-        remeasure=remeasure,
-        say=say,
-        tensorboard=tensorboard,
-        return_states=keep_states,
-        allow_processes=not user.any,
+  with WorkdirLock(workdir), runlog.StopSignals() as stop:
+    if os.path.exists(os.path.join(workdir, "config.json")):
+      raise ValueError(f"workdir {workdir!r} already holds a run; use a new workdir.")
+    keep_states = return_states or select is not None
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else None
+    write_atomic(
+      os.path.join(workdir, "config.json"),
+      json.dumps(
+        {
+          "base": json.loads(base_config.to_json_best_effort(sort_keys=True)),
+          "grid": jsonable_grid(grid_or_list),
+          "configurations": [{"name": r.name, **jsonable_grid(r.overrides)} for r in runs],
+          "strategy": strategy,
+          "chunk_size": chunk_size,
+          "num_workers": num_workers,
+        },
+        indent=2,
       )
-      info.update(auto_info)
-    info["chosen"] = chosen
-    t_run = time.perf_counter()
-    if chosen == "processes":
-      if workers is None:
-        nw = min(num_workers or len(os.sched_getaffinity(0)), len(runs))
-        workers = tuning.Workers(
-          runs, workdir, nw, standby=False, tensorboard=tensorboard, return_states=keep_states
+      + "\n",
+    )
+    info: dict[str, Any] = {
+      "requested": strategy,
+      "fields": list(dict.fromkeys(f for r in runs for f in r.overrides)),
+      "groups": len(groups),
+      "configurations": len(runs),
+    }
+    workers, warm = None, {}
+    try:
+      chosen = strategy
+      if strategy == "auto":
+        chosen, auto_info, workers, warm = tuning.choose(
+          groups,
+          workdir,
+          chunk_size=chunk_size,
+          num_workers=num_workers,
+          remeasure=remeasure,
+          say=say,
+          tensorboard=tensorboard,
+          return_states=keep_states,
+          allow_processes=not user.any,
         )
+        info.update(auto_info)
+      info["chosen"] = chosen
+      t_run = time.perf_counter()
+      if chosen == "processes":
+        if workers is None:
+          nw = min(num_workers or len(os.sched_getaffinity(0)), len(runs))
+          workers = tuning.Workers(
+            runs, workdir, nw, standby=False, tensorboard=tensorboard, return_states=keep_states
+          )
+        else:
+          workers.send("go")
+        rows, info["workers"] = workers.join(say, stop)
+      elif chosen == "vmap":
+        rows = run_vmap(groups, workdir, chunk_size, tensorboard, say, keep_states, warm, stop)
       else:
-        workers.send("go")
-      rows, info["workers"] = workers.join(say)
-    elif chosen == "vmap":
-      rows = run_vmap(groups, workdir, chunk_size, tensorboard, say, keep_states, warm)
-    else:
-      rows = run_sequential(groups, workdir, tensorboard, say, keep_states, warm=warm)
-    info["run_sec"] = time.perf_counter() - t_run
-  finally:
-    if workers is not None:
-      workers.close()
-  if chosen != "processes":
-    info["compiles"] = [g.compile_counts() for g in groups]
-  rows.sort(key=lambda r: r["index"])
-  if select is not None:
-    chosen_rows = _read_test_once(groups, rows, select)
-    info["test_read_for"] = [rows[i]["name"] for i in chosen_rows]
-  if not return_states:
-    for r in rows:
-      r.pop("state", None)
-  wall = time.perf_counter() - t_start
-  info["wall_time_sec"] = wall
-  write_outputs(workdir, base_config, rows, info, wall, split)
-  if say:
-    best = best_row(rows, split)
-    say(f"sweep done in {wall:.1f}s ({chosen}); best: {best['name'] if best else 'none'}")
-  return rows
+        rows = run_sequential(groups, workdir, tensorboard, say, keep_states, warm=warm, stop=stop)
+      info["run_sec"] = time.perf_counter() - t_run
+    finally:
+      if workers is not None:
+        workers.close()
+    if chosen != "processes":
+      info["compiles"] = [g.compile_counts() for g in groups]
+    rows.sort(key=lambda r: r["index"])
+    if stop():
+      info["interrupted"] = {"signal": stop.requested, "rows_written": len(rows)}
+    elif select is not None:
+      chosen_rows = _read_test_once(groups, rows, select)
+      info["test_read_for"] = [rows[i]["name"] for i in chosen_rows]
+    if not return_states:
+      for r in rows:
+        r.pop("state", None)
+    wall = time.perf_counter() - t_start
+    info["wall_time_sec"] = wall
+    write_outputs(workdir, base_config, rows, info, wall, split)
+    if stop():
+      raise runlog.Interrupted(
+        stop.requested,
+        f"sweep {workdir!r} stopped by signal {stop.requested} with {len(rows)} of {len(runs)} "
+        "runs written (see its summary.md); a sweep does not resume: start it again in a new "
+        "workdir.",
+      )
+    if say:
+      best = best_row(rows, split)
+      say(f"sweep done in {wall:.1f}s ({chosen}); best: {best['name'] if best else 'none'}")
+    return rows
 
 
 def _read_test_once(groups: Sequence[Group], rows: list[dict[str, Any]], select) -> list[int]:

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from wd_jax import config as config_lib
+from wd_jax import experiment
 from wd_jax import loop as loop_lib
-from wd_jax import train
 from wd_jax.runlog import MetricWriter, write_atomic
 from wd_jax.sweep.grid import ALIASES, BY_NAME, Run, UserParts, group_runs
 
@@ -47,7 +47,7 @@ class Group:
     self.runs = list(runs)
     self.config = config = self.runs[0].config
     t0 = time.perf_counter()
-    base = train.build(config, model=user.model, data=user.data, optimizer=user.optimizer)
+    base = experiment.build(config, model=user.model, data=user.data, optimizer=user.optimizer)
     self.optimizer = config_lib.build_injectable_optimizer(config, recipe=user.optimizer)
     self.exp = dataclasses.replace(base, optimizer=self.optimizer)
     self.programs = {b: loop_lib.Program(self.exp, batched=b) for b in (False, True)}
@@ -64,12 +64,12 @@ class Group:
     if self._bytes_per_config is None:
       state = self.init_states(self.runs[:1], batched=False)
       source = self.source(0)
-      closed = jax.make_jaxpr(train.make_train_step(self.exp))(state, source(0))
+      closed = jax.make_jaxpr(experiment.make_train_step(self.exp))(state, source(0))
       self._bytes_per_config = 3 * _tree_bytes(state) + _jaxpr_bytes(closed.jaxpr)
     return self._bytes_per_config
 
-  def init_state(self, run: Run) -> train.TrainState:
-    """`train.build(run.config).init_state`, with the injectable optimizer's state."""
+  def init_state(self, run: Run) -> experiment.TrainState:
+    """`experiment.build(run.config).init_state`, with the injectable optimizer's state."""
     o = run.config.optimizer
     return self.exp.initial_state(
       run.config.seed,
@@ -87,9 +87,9 @@ class Group:
 
   def source(self, start: int):
     """The batch argument of the step from `start` on (every run of a group sees the same)."""
-    return train.batch_source(self.exp, self.config.batch_size, start, place=lambda x: x)
+    return experiment.batch_source(self.exp, self.config.batch_size, start, place=lambda x: x)
 
-  def run_experiment(self, run: Run) -> train.Experiment:
+  def run_experiment(self, run: Run) -> experiment.Experiment:
     """The group's Experiment seen from one run: its own config and lr/λ schedules."""
     cfg = run.config
     return dataclasses.replace(
@@ -117,9 +117,11 @@ class Group:
     status: Callable[[str], None] | None = None,
     return_states: bool = False,
     warm: tuple[Any, int] | None = None,
+    stop: Callable[[], bool] | None = None,
   ) -> list[dict[str, Any]]:
     """Trains `runs` (one at a time, or stacked if `batched`) through `loop.run_loop`,
-    writing their run directories; returns their rows.
+    writing their run directories; returns their rows. `stop()` true ends the loop after the
+    current step (a preemption signal).
 
     `warm` = (state, steps): continue from the state `auto` measured, `steps` steps in (none of
     them a logging or diagnostics step), instead of from step 0.
@@ -150,6 +152,7 @@ class Group:
         source=self.source(start),
         start=start,
         progress=progress if status is not None else None,
+        stop=stop,
       )
       steps_done = np.broadcast_to(np.asarray(jax.device_get(state.step)), (num,))
     finally:
@@ -235,7 +238,9 @@ def build_groups(runs: Sequence[Run], user: UserParts = BY_NAME) -> list[Group]:
   return groups
 
 
-def run_vmap(groups, workdir, chunk_size, tensorboard, say, return_states, warm=None) -> list[dict]:
+def run_vmap(
+  groups, workdir, chunk_size, tensorboard, say, return_states, warm=None, stop=None
+) -> list[dict]:
   """Every group in chunks of stacked configurations. `warm`: {(group index, first run index of
   the chunk): (state, steps)} from `auto`."""
   warm = warm or {}
@@ -254,12 +259,22 @@ def run_vmap(groups, workdir, chunk_size, tensorboard, say, return_states, warm=
         status=(lambda s, label=label: say(f"{label} {s}")) if say else None,
         return_states=return_states,
         warm=warm.get((g, chunk[0].index)),
+        stop=stop,
       )
+      if stop is not None and stop():
+        return rows
   return rows
 
 
 def run_sequential(
-  groups, workdir, tensorboard, say, return_states, strategy: str = "sequential", warm=None
+  groups,
+  workdir,
+  tensorboard,
+  say,
+  return_states,
+  strategy: str = "sequential",
+  warm=None,
+  stop=None,
 ) -> list[dict]:
   """Every run one after another through its group's one compiled step. `warm`:
   {(group index, run index): (state, steps)} from `auto`."""
@@ -280,7 +295,10 @@ def run_sequential(
         status=(lambda s, label=label: say(f"{label} {s}")) if say else None,
         return_states=return_states,
         warm=warm.get((g, run.index)),
+        stop=stop,
       )
+      if stop is not None and stop():
+        return rows
   return rows
 
 

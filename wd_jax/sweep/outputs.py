@@ -126,6 +126,13 @@ def write_outputs(workdir, base_config, rows, info, wall, split: str) -> None:
     )
   if diverged:
     lines.append("- diverged: " + ", ".join(r["name"] for r in diverged))
+  if info.get("interrupted"):
+    stopped = info["interrupted"]
+    lines.append(
+      f"- **interrupted** by signal {stopped['signal']}: {stopped['rows_written']} of "
+      f"{info['configurations']} runs written; rows with fewer steps than the config stopped "
+      "early"
+    )
   if info.get("recorded_choice"):
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["recorded_choice"]["measured_at"]))
     lines.append(f"- auto: the choice recorded for this sweep's shape on {when} (not measured)")

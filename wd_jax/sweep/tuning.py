@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,8 +86,22 @@ def _reusable_steps(config: ml_collections.ConfigDict) -> int:
 
 _WORKER_BOOT = (
   "import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[2].split(',')}); "
-  "from wd_jax.sweep import tuning; sys.exit(tuning.worker_main(sys.argv[1]))"
+  "from wd_jax.sweep import tuning; tuning.die_with_parent(int(sys.argv[3])); "
+  "sys.exit(tuning.worker_main(sys.argv[1]))"
 )
+
+
+def die_with_parent(parent: int) -> None:
+  """A worker exits when the sweep process that started it dies, even by SIGKILL (Linux
+  ``PR_SET_PDEATHSIG``); if the parent is already gone, it exits at once."""
+  import ctypes
+  import signal as signal_lib
+
+  with contextlib.suppress(OSError, AttributeError):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal_lib.SIGKILL)  # PR_SET_PDEATHSIG = 1
+  if os.getppid() != parent:  # the parent died before prctl took effect
+    os._exit(1)
 
 
 def _assign(runs: Sequence[Run], num_workers: int) -> list[list[Run]]:
@@ -122,7 +137,8 @@ class Workers:
   """`num_workers` worker processes, each pinned to its own cores, running shares of the runs."""
 
   def __init__(self, runs, workdir, num_workers, *, standby, tensorboard, return_states):
-    self.tmp = tempfile.mkdtemp(prefix="wd_jax_sweep_")
+    # Inside the workdir, so that even a SIGKILLed sweep leaves nothing behind elsewhere.
+    self.tmp = tempfile.mkdtemp(prefix=".workers-", dir=workdir)
     cores = sorted(os.sched_getaffinity(0))
     shares = _assign(runs, num_workers)
     self.procs, self.logs, self.shares = [], [], shares
@@ -147,7 +163,14 @@ class Workers:
       self.logs.append((log, log_path, spec))
       self.procs.append(
         subprocess.Popen(
-          [sys.executable, "-c", _WORKER_BOOT, spec_path, ",".join(map(str, mine))],
+          [
+            sys.executable,
+            "-c",
+            _WORKER_BOOT,
+            spec_path,
+            ",".join(map(str, mine)),
+            str(os.getpid()),
+          ],
           stdin=subprocess.PIPE,
           stdout=log,
           stderr=subprocess.STDOUT,
@@ -182,10 +205,16 @@ class Workers:
         p.stdin.flush()
         p.stdin.close()
 
-  def join(self, say) -> tuple[list[dict], list[dict]]:
+  def join(self, say, stop=None) -> tuple[list[dict], list[dict]]:
+    """Every worker's rows and info, once all have finished; with `stop()` true (a signal),
+    the workers are killed and the rows finished so far are not returned."""
     rows, infos = [], []
     for w, p in enumerate(self.procs):
-      p.wait()
+      while p.poll() is None:
+        if stop is not None and stop():
+          self.close()
+          return rows, infos
+        time.sleep(0.05)
       if p.returncode != 0:
         raise self._failed(w)
       with open(self.logs[w][2]["out"], "rb") as f:
@@ -206,9 +235,7 @@ class Workers:
           p.stdin.close()
     for log, _, _ in self.logs:
       log.close()
-    for name in os.listdir(self.tmp):
-      os.unlink(os.path.join(self.tmp, name))
-    os.rmdir(self.tmp)
+    shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def worker_main(spec_path: str) -> int:
@@ -388,7 +415,21 @@ def auto_cache_key(groups: Sequence[Group], chunk_size, num_workers) -> str:
   return json.dumps(parts, sort_keys=True)
 
 
+_CHOICES = ("vmap", "sequential", "processes")
+
+
+def _valid_entry(entry: Any) -> bool:
+  """A recorded choice has the shape `_write_auto_cache` writes; anything else is ignored."""
+  return (
+    isinstance(entry, dict)
+    and entry.get("chosen") in _CHOICES
+    and isinstance(entry.get("measured_at"), (int, float))
+    and isinstance(entry.get("measurements"), dict)
+  )
+
+
 def _read_auto_cache(path: str | None) -> dict[str, Any]:
+  """The recorded choices, key -> entry; unreadable files and malformed entries are dropped."""
   if not path or not os.path.exists(path):
     return {}
   try:
@@ -396,19 +437,37 @@ def _read_auto_cache(path: str | None) -> dict[str, Any]:
       table = json.load(f)
   except (OSError, ValueError):  # unreadable or corrupt: measure again (and rewrite it)
     return {}
-  return table if isinstance(table, dict) else {}
+  if not isinstance(table, dict):
+    return {}
+  return {k: v for k, v in table.items() if isinstance(k, str) and _valid_entry(v)}
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+  """An exclusive ``flock`` on ``path + ".lock"`` for a read-modify-write of the record."""
+  import fcntl
+
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)  # closing releases the lock
 
 
 def _write_auto_cache(path: str | None, key: str, chosen: str, measurements) -> None:
+  """Adds one choice to the record; concurrent sweeps serialise on a file lock, so none of
+  their entries is lost."""
   if not path:
     return
   try:
-    table = _read_auto_cache(path)
-    table.pop(key, None)
-    table[key] = {"chosen": chosen, "measured_at": time.time(), "measurements": measurements}
-    keep = dict(list(table.items())[-_AUTO_CACHE_ENTRIES:])  # oldest entries go first
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, json.dumps(keep, default=str) + "\n")
+    with _locked(path):
+      table = _read_auto_cache(path)
+      table.pop(key, None)
+      table[key] = {"chosen": chosen, "measured_at": time.time(), "measurements": measurements}
+      keep = dict(list(table.items())[-_AUTO_CACHE_ENTRIES:])  # oldest entries go first
+      write_atomic(path, json.dumps(keep, default=str) + "\n")
   except OSError:  # a read-only home directory must not fail the sweep
     pass
 
@@ -448,7 +507,7 @@ def choose(
   key = auto_cache_key(groups, chunk_size, num_workers)
   recorded = None if remeasure else _read_auto_cache(cache_path).get(key)
   info["auto_cache"] = cache_path
-  if recorded is not None and recorded.get("chosen") in ("vmap", "sequential", "processes"):
+  if recorded is not None:
     chosen = recorded["chosen"]
     info["recorded_choice"] = {
       "measured_at": recorded.get("measured_at"),

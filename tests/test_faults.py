@@ -1,0 +1,416 @@
+"""Runs that survive the real world: kills at random points, preemption, two launches, damaged
+checkpoints, torn records, full disks, a killed sweep, and bad input caught before any file.
+
+Kills are deterministic: ``WD_JAX_FAULT=<site>:<n>`` makes a training process SIGKILL itself
+the n-th time it reaches <site> (`wd_jax.runlog.fault`): right after a checkpoint save is issued
+(its files still being written), in the middle of a metrics record, or between a summary/status
+file's complete temporary copy and its rename.
+"""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from wd_jax import checkpoint as checkpoint_lib
+from wd_jax import runlog, train, workdir
+from wd_jax.config import base_config, override
+from wd_jax.sweep import tuning
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "experiments", "train.py")
+CONFIG = os.path.join(ROOT, "experiments", "configs", "mnist1d_mlp.py") + ":smoke"
+# A small run with many checkpoints and log steps: kill points everywhere.
+FLAGS = {
+  "dataset.name": "digits",
+  "model.kwargs": "{'widths': (32,)}",
+  "batch_size": 32,
+  "eval_batch_size": 400,
+  "log_every": 5,
+  "diagnostics_every": 10,
+  "eval_every": 20,
+  "checkpoint_every": 5,
+  "max_checkpoints": 3,
+  # A constant lr: a run of any length follows the same path, so a long run stopped early can
+  # be resumed with the reference's length and compared with it.
+  "optimizer.lr_schedule": "constant",
+  "steps": 120,
+}
+
+
+def _config(**overrides):
+  c = base_config()
+  c.dataset.name = "digits"
+  c.model.name = "mlp"
+  c.model.kwargs = {"widths": (32,)}
+  c.steps, c.batch_size, c.eval_batch_size = 40, 32, 400
+  c.log_every, c.diagnostics_every, c.eval_every, c.checkpoint_every = 5, 10, 20, 5
+  c.max_checkpoints = 3
+  return override(c, overrides)
+
+
+def _launch(wd, *extra, fault=None, **popen):
+  cmd = [sys.executable, TRAIN, f"--config={CONFIG}", f"--workdir={wd}"]
+  cmd += [f"--config.{k}={v}" for k, v in FLAGS.items()] + list(extra)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env.pop(runlog.FAULT_ENV, None)
+  if fault:
+    env[runlog.FAULT_ENV] = fault
+  return subprocess.Popen(
+    cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+  )
+
+
+def _run(wd, *extra, fault=None, timeout=240):
+  p = _launch(wd, *extra, fault=fault)
+  _, err = p.communicate(timeout=timeout)
+  return p.returncode, err
+
+
+def _records(wd):
+  return runlog.read_metrics(os.path.join(wd, "metrics.jsonl"))
+
+
+def _final_params(wd):
+  step = checkpoint_lib.steps(wd)[-1]
+  like = train.build(_config(steps=FLAGS["steps"])).init_state  # shapes only
+  return step, checkpoint_lib.restore(wd, step, like).params
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """The uninterrupted run every killed-and-resumed run must equal, bit for bit."""
+  wd = str(tmp_path_factory.mktemp("ref") / "run")
+  code, err = _run(wd)
+  assert code == 0, err[-2000:]
+  return wd
+
+
+def _chain_of_kills(wd, rng, kills):
+  """Kills a run at `kills` random fault points, resuming after each, then lets it finish.
+
+  Every fault point is one a launch reaches before it can finish (a run of 120 steps with a
+  checkpoint every 5 advances at most 10 steps per kill), so each launch but the last is
+  killed."""
+  first = True
+  for _ in range(kills):
+    sites = ["checkpoint", "metrics", "write:status.json"]
+    if not first:
+      sites.append("write:metrics.jsonl")  # a resume rewrites it without the records it redoes
+    site = rng.choice(sites)
+    n = rng.randint(1, 2) if site in ("checkpoint", "metrics") else 1
+    code, err = _run(wd, *([] if first else ["--resume"]), fault=f"{site}:{n}")
+    assert code == -signal.SIGKILL, f"{site}:{n} did not kill the run (exit {code}): {err[-1500:]}"
+    first = False
+    # The workdir stays readable after every kill: config, status, records, checkpoints.
+    with open(os.path.join(wd, "config.json")) as f:
+      json.load(f)
+    with warnings.catch_warnings(record=True) as caught:  # a kill mid-record tears the last line
+      warnings.simplefilter("always")
+      _records(wd)
+    assert all("torn record" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert all(s % FLAGS["checkpoint_every"] == 0 for s in checkpoint_lib.steps(wd))
+  code, err = _run(wd, "--resume")  # the last resume finishes the run
+  assert code == 0, err[-2000:]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_sigkills_resume_to_the_uninterrupted_run_bitwise(tmp_path, reference, seed):
+  wd = str(tmp_path / "killed")
+  _chain_of_kills(wd, random.Random(seed), kills=11)  # 22 kills over the two chains
+  (sa, a), (sb, b) = _final_params(reference), _final_params(wd)
+  assert sa == sb == FLAGS["steps"]
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  ra, rb = _records(reference), _records(wd)
+  assert [r["step"] for r in rb] == [r["step"] for r in ra] == list(range(5, 121, 5))
+  assert [r["loss"] for r in rb] == [r["loss"] for r in ra]
+  assert workdir.read_status(wd)["state"] == "completed"
+  assert not [n for n in os.listdir(wd) if n.startswith(".tmp-")]
+
+
+def test_summary_write_killed_then_resumed_keeps_the_final_metrics(tmp_path, reference):
+  wd = str(tmp_path / "run")
+  code, _ = _run(wd, fault="write:summary.md:1")  # the loop finished; the summary did not
+  assert code == -signal.SIGKILL and not os.path.exists(os.path.join(wd, "summary.md"))
+  code, err = _run(wd, "--resume")
+  assert code == 0, err[-2000:]
+  with open(os.path.join(wd, "summary.md")) as f:
+    summary = f.read()
+  assert "completed" in summary and "final test_accuracy" in summary
+  assert workdir.read_status(wd)["final"]["loss"] == _records(reference)[-1]["loss"]
+
+
+def test_sigterm_checkpoints_and_resume_continues_bitwise(tmp_path, reference):
+  wd = str(tmp_path / "run")
+  p = _launch(wd, "--config.steps=100000", "--config.checkpoint_every=50000")  # only the signal
+  # After the first log record, SIGTERM: the run must finish the step and checkpoint it.
+  deadline = time.time() + 120
+  while not _records(wd) and p.poll() is None:
+    assert time.time() < deadline, "no record within 120 s"
+    time.sleep(0.05)
+  p.send_signal(signal.SIGTERM)
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+  assert "preempted at step" in err and "Traceback" not in err
+  status = workdir.read_status(wd)
+  assert status["state"] == "preempted"
+  assert checkpoint_lib.steps(wd)[-1] == status["step"] > 0
+  with open(os.path.join(wd, "summary.md")) as f:
+    assert f"preempted** at step {status['step']}" in f.read()
+  # Resume with the reference's length: from the preemption step on, equal to the reference.
+  code, err = _run(wd, "--resume")
+  assert code == 0, err[-2000:]
+  (_, a), (_, b) = _final_params(reference), _final_params(wd)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_sigint_is_a_clean_stop_too(tmp_path):
+  wd = str(tmp_path / "run")
+  p = _launch(wd, "--config.steps=100000")
+  deadline = time.time() + 120
+  while not _records(wd) and p.poll() is None:
+    assert time.time() < deadline
+    time.sleep(0.05)
+  p.send_signal(signal.SIGINT)
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 128 + signal.SIGINT and "Traceback" not in err, err[-2000:]
+  assert workdir.read_status(wd)["state"] == "preempted"
+
+
+def test_a_second_launch_is_refused_while_the_first_runs(tmp_path):
+  wd = str(tmp_path / "run")
+  first = _launch(wd, "--config.steps=100000")
+  try:
+    deadline = time.time() + 120
+    while not _records(wd):
+      assert first.poll() is None and time.time() < deadline
+      time.sleep(0.05)
+    code, err = _run(wd, "--resume")
+    assert code == 1, err[-2000:]
+    assert f"in use by process {first.pid}" in err and "Traceback" not in err
+    assert first.poll() is None  # the first run is untouched
+  finally:
+    first.kill()
+    first.communicate()
+  # The holder died (SIGKILL): its lock went with it, and a resume gets past it (to its first
+  # checkpoint, where a fault point stops it).
+  code, err = _run(wd, "--resume", "--config.steps=100000", fault="checkpoint:1")
+  assert code == -signal.SIGKILL, err[-2000:]
+
+
+def _files(wd):
+  out = {}
+  for root, _, names in os.walk(wd):
+    for n in names:
+      path = os.path.join(root, n)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, wd)] = f.read()
+  return out
+
+
+def test_resuming_a_finished_run_changes_no_file_and_more_steps_extend_it(tmp_path):
+  wd = str(tmp_path / "run")
+  first = train.fit(_config(), wd, verbose=False)
+  before = _files(wd)
+  again = train.fit(_config(), wd, resume=True, verbose=False)
+  assert _files(wd) == before  # byte for byte
+  assert again["already_completed"] and again["loss"] == first["loss"]
+  assert again["state"] is not None
+  longer = train.fit(_config(steps=60), wd, resume=True, verbose=False)
+  assert [r["step"] for r in _records(wd)][-4:] == [45, 50, 55, 60]
+  assert "already_completed" not in longer and workdir.read_status(wd)["step"] == 60
+  with pytest.raises(ValueError, match="steps may only grow"):
+    train.fit(_config(steps=50), wd, resume=True, verbose=False)
+  with pytest.raises(ValueError, match=r"optimizer\.learning_rate"):
+    train.fit(_config(steps=60, **{"optimizer.learning_rate": 0.5}), wd, resume=True)
+
+
+def _damage(wd, step, how):
+  """Deletes one array file of checkpoint `step`, or flips 100 bytes in its largest file."""
+  root = os.path.join(checkpoint_lib.directory(wd), str(step), "state")
+  files = [os.path.join(r, n) for r, _, ns in os.walk(root) for n in ns]
+  data = max(files, key=os.path.getsize)
+  if how == "deleted":
+    os.unlink(data)
+    return
+  with open(data, "r+b") as f:
+    blob = bytearray(f.read())
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(blob), size=min(100, len(blob)), replace=False):
+      blob[i] ^= 0xFF
+    f.seek(0)
+    f.write(blob)
+
+
+# A damaged file fails inside orbax's asynchronous reads; the coroutines it abandons are
+# garbage-collected with an "exception ignored" note, which is orbax's, not a failure here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("how", ["deleted", "flipped"])
+def test_a_damaged_latest_checkpoint_is_named_and_the_previous_one_used(tmp_path, how):
+  ref = train.fit(_config(), str(tmp_path / "ref"), verbose=False)
+  wd = str(tmp_path / "run")
+  train.fit(_config(), wd, verbose=False)  # checkpoints 30, 35, 40
+  _damage(wd, 40, how)
+  with pytest.raises(checkpoint_lib.DamagedCheckpoint, match=r"checkpoints/40.*step 35"):
+    train.fit(_config(), wd, resume=True, fallback=False, verbose=False)
+  with pytest.warns(UserWarning, match="checkpoints/40"):
+    got = train.fit(_config(), wd, resume=True, verbose=False)
+  for x, y in zip(jax.tree.leaves(ref["state"].params), jax.tree.leaves(got["state"].params)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_a_torn_metrics_line_is_dropped_with_a_warning_naming_file_and_line(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 5, "loss": 1.0}\n{"step": 10, "loss": 0.5}\n{"step": 15, "lo')
+  with pytest.warns(UserWarning, match=r"metrics.jsonl: line 3 is a torn record"):
+    assert [r["step"] for r in runlog.read_metrics(str(path))] == [5, 10]
+  path.write_text('{"step": 5}\n{"ste\n{"step": 15}\n')
+  with pytest.raises(ValueError, match=r"metrics.jsonl: line 2"):
+    runlog.read_metrics(str(path))
+
+
+def test_resume_after_the_metrics_file_was_deleted_warns(tmp_path):
+  wd = str(tmp_path / "run")
+  train.fit(_config(steps=20), wd, verbose=False)
+  os.unlink(os.path.join(wd, "metrics.jsonl"))
+  with pytest.warns(UserWarning, match="metrics.jsonl is missing"):
+    train.fit(_config(steps=30), wd, resume=True, verbose=False)
+
+
+@pytest.mark.parametrize("where", ["jsonl", "tensorboard", "checkpoint"])
+def test_a_full_disk_stops_the_run_at_once_with_a_clear_error(tmp_path, monkeypatch, where):
+  calls = {"n": 0}
+
+  def full(*args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] >= 3:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return original(*args, **kwargs)
+
+  if where == "jsonl":
+    original = runlog.MetricWriter._write_line
+    monkeypatch.setattr(runlog.MetricWriter, "_write_line", full)
+  elif where == "tensorboard":
+    original = runlog._TensorBoard.write
+    monkeypatch.setattr(runlog._TensorBoard, "write", full)
+  else:
+    original = checkpoint_lib.save
+    monkeypatch.setattr(checkpoint_lib, "save", full)
+  wd = str(tmp_path / "run")
+  t0 = time.perf_counter()
+  with pytest.raises(runlog.RunIOError, match=r"disk is full|No space left"):
+    train.fit(_config(steps=10_000), wd, verbose=False)
+  assert time.perf_counter() - t0 < 120  # stopped, not hung (10,000 steps would take minutes)
+  status = workdir.read_status(wd)
+  # Stopped at the log step whose write failed (the 3rd: step 15), or at the checkpoint of 15.
+  assert status["state"] == "failed" and status["step"] in (10, 15), status
+  # The checkpoints written before the failure are intact, and the run resumes from them.
+  monkeypatch.undo()
+  got = train.fit(_config(steps=20), wd, resume=True, verbose=False)
+  assert got["state"] is not None
+
+
+def test_the_auto_record_ignores_malformed_entries_and_keeps_concurrent_writes(tmp_path):
+  path = str(tmp_path / "auto.json")
+  with open(path, "w") as f:
+    json.dump({"a": "vmap", "b": {"chosen": "gpu"}, "c": [1]}, f)
+  assert tuning._read_auto_cache(path) == {}
+  code = (
+    "import sys; from wd_jax.sweep import tuning\n"
+    "for i in range(25):\n"
+    "  tuning._write_auto_cache(sys.argv[1], f'{sys.argv[2]}-{i}', 'vmap', {'vmap': {}})\n"
+  )
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen([sys.executable, "-c", code, path, f"w{w}"], env=env) for w in range(4)]
+  assert [p.wait(120) for p in procs] == [0] * 4
+  assert len(tuning._read_auto_cache(path)) == 4 * 25  # none lost to a read-modify-write race
+
+
+def _sweep_cmd(wd):
+  return [
+    sys.executable,
+    os.path.join(ROOT, "experiments", "sweep.py"),
+    f"--config={os.path.join(ROOT, 'experiments', 'configs', 'sweep_mnist1d_mlp.py')}:smoke",
+    f"--workdir={wd}",
+    "--config.sweep.strategy=processes",
+    "--config.sweep.num_workers=2",
+    "--config.base.steps=100000",
+  ]
+
+
+def _children(pid):
+  out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+  return [int(x) for x in out.stdout.split()]
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  with open(f"/proc/{pid}/stat") as f:
+    return f.read().split()[2] != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_a_processes_sweep_takes_its_workers_and_temp_files_with_it(tmp_path, sig):
+  wd = str(tmp_path / "sweep")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  p = subprocess.Popen(
+    _sweep_cmd(wd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+  deadline = time.time() + 180
+  workers = []
+  while len(workers) < 2 or not os.path.isdir(os.path.join(wd, "runs")):
+    assert p.poll() is None and time.time() < deadline, "the workers did not start"
+    workers = _children(p.pid)
+    time.sleep(0.1)
+  p.send_signal(sig)
+  p.wait(60)
+  assert p.returncode == (-sig if sig == signal.SIGKILL else 128 + sig)
+  deadline = time.time() + 30
+  while any(_alive(w) for w in workers):
+    assert time.time() < deadline, "a worker outlived its sweep"
+    time.sleep(0.1)
+  if sig == signal.SIGTERM:
+    assert not [n for n in os.listdir(wd) if n.startswith(".workers-")]
+    with open(os.path.join(wd, "summary.md")) as f:
+      assert "interrupted" in f.read()
+
+
+CHARS, NAN = {"max_chars": 20_000, "seq_len": 16}, float("nan")
+
+
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    (
+      {"dataset.name": "char_corpus", "dataset.kwargs": {"max_chars": 20_000, "seq_len": 16}},
+      "cannot train on",
+    ),
+    ({"model.kwargs": {"widths": (0,)}}, "widths"),
+    (
+      {"optimizer.mask": "rules", "optimizer.mask_rules": ((".*bias", float("nan")),)},
+      "mask_rules",
+    ),
+    ({"optimizer.mask": "rules", "optimizer.mask_rules": (".*bias", 0.0)}, "mask_rules"),
+    ({"batch_size": 5000}, "batch_size"),
+    ({"seed": -1}, "seed"),
+  ],
+)
+def test_bad_configs_are_refused_before_the_workdir_exists(tmp_path, overrides, message):
+  wd = tmp_path / "never"
+  with pytest.raises(ValueError, match=message):
+    train.fit(_config(**overrides), str(wd), verbose=False)
+  assert not wd.exists()

@@ -1,0 +1,59 @@
+"""How the experiment scripts end: one line and an exit code, never a traceback for a known cause.
+
+=========  ================================================================================
+exit code  cause
+=========  ================================================================================
+0          done (or, with ``--resume``, the run had completed already)
+1          the run diverged, its workdir is busy, a checkpoint is damaged, or a write failed
+2          bad input: a config value or flag (the line names the field)
+128 + s    stopped by signal s after writing a checkpoint (143: SIGTERM, 130: SIGINT)
+=========  ================================================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from wd_jax.checkpoint import DamagedCheckpoint
+from wd_jax.runlog import Interrupted, RunIOError, exit_code
+from wd_jax.workdir import WorkdirBusy
+
+USAGE, FAILED = 2, 1
+
+
+def fail(message: str, code: int) -> None:
+  """Prints `message` as one line to stderr and exits with `code`."""
+  print(" ".join(str(message).split()), file=sys.stderr, flush=True)
+  raise SystemExit(code)
+
+
+def main_with_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """Wraps an absl main: known failures become one line on stderr and the exit codes above."""
+
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    try:
+      return fn(*args, **kwargs)
+    except (WorkdirBusy, DamagedCheckpoint, RunIOError) as e:
+      fail(f"error: {e}", FAILED)
+    except Interrupted as e:
+      fail(f"stopped: {e}", exit_code(e.signal))
+    except ValueError as e:
+      fail(f"error: {e}", USAGE)
+
+  return wrapped
+
+
+def finish_run(result: dict[str, Any], workdir: str) -> None:
+  """Exits non-zero for a run that diverged or was preempted, after saying so in one line."""
+  if result.get("diverged"):
+    fail(f"diverged: {result['message']} (see {workdir}/summary.md)", FAILED)
+  if result.get("preempted"):
+    fail(
+      f"preempted at step {result['preempted_at_step']}: checkpoint written; continue with "
+      "--resume",
+      exit_code(result["signal"]),
+    )

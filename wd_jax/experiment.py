@@ -1,0 +1,376 @@
+"""What a run is: its state, its built pieces, and the pure steps that train and evaluate it.
+
+The step is a pure function ``(TrainState, batches) -> (TrainState, metrics)``: the batch is
+drawn on the device from ``fold_in(key, step)`` (or handed in from the user's iterator), so no
+host work sits between steps, a resumed run draws exactly the batches an uninterrupted one
+would, and the same function can be pmapped, sharded or vmapped by `wd_jax.parallel` /
+`wd_jax.sweep`. `build` turns a config — and, optionally, the user's own model, data and
+optimizer recipe — into an `Experiment`; `wd_jax.train.fit` and `wd_jax.sweep` train it through
+the one loop (`wd_jax.loop`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from wd_jax import config as config_lib
+from wd_jax import data as data_lib
+from wd_jax import diagnostics
+from wd_jax import loop as loop_lib
+from wd_jax import models as models_lib
+from wd_jax.masks import leaf_multipliers, param_paths
+
+
+class TrainState(NamedTuple):
+  """Everything a run needs to continue: a pytree of arrays (checkpointed as is)."""
+
+  step: jax.Array  # shape=(), int32: steps taken.
+  params: Any  # nnx.Param state.
+  rest: Any  # Other model state (BatchNorm statistics).
+  opt_state: Any
+  key: jax.Array  # raw uint32 PRNG key; batch t uses fold_in(key, t).
+
+
+class Diverged(RuntimeError):
+  """The loss became non-finite."""
+
+
+def loss_and_metrics(task: str, logits: jax.Array, y: jax.Array, weight: jax.Array | None = None):
+  """Mean loss and metric sums for a batch; `weight` masks padded eval examples."""
+  if task == "regression":
+    pred = logits.reshape(y.shape)
+    per = 0.5 * jnp.square(pred - y)
+    per = per.reshape(per.shape[0], -1).sum(-1)
+    correct = None
+  else:
+    per = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+    if task == "language_model":  # mean over tokens of each sequence
+      per, correct = per.mean(-1), correct.mean(-1)
+  w = jnp.ones(per.shape[0], per.dtype) if weight is None else weight
+  count = jnp.sum(w)
+  metrics = {"loss": jnp.sum(per * w) / count}
+  if correct is not None:
+    metrics["accuracy"] = jnp.sum(correct * w) / count
+  return metrics["loss"], metrics
+
+
+@dataclasses.dataclass
+class Experiment:
+  """A built run: data, model functions, optimizer and the initial state."""
+
+  config: ml_collections.ConfigDict
+  dataset: data_lib.Dataset
+  train_graphdef: Any
+  eval_graphdef: Any
+  optimizer: optax.GradientTransformation
+  lr_schedule: optax.Schedule
+  wd_schedule: Any
+  scale_invariant: list[bool]  # per params leaf
+  init_state: TrainState
+  params_def: Any = None  # treedef of the nnx.State that params (a plain dict) came from
+  rest_def: Any = None
+  stream: Any = None  # a `BatchStream` when the batches come from the user's iterator
+  model_source: Any = None  # the user's module or ``rngs -> module`` (None: by config name)
+  _model_cache: dict[int, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+  @property
+  def scale_invariant_sizes(self) -> dict[str, int]:
+    """Path -> number of elements of every scale-invariant params leaf."""
+    leaves = jax.tree.leaves(self.init_state.params)
+    paths = param_paths(self.init_state.params)
+    return {p: int(np.size(x)) for p, x, si in zip(paths, leaves, self.scale_invariant) if si}
+
+  def nnx_states(self, params: Any, rest: Any) -> tuple[nnx.State, nnx.State]:
+    """The plain-dict params/rest of a TrainState as the nnx.State trees a graphdef merges with."""
+    return (
+      jax.tree.unflatten(self.params_def, jax.tree.leaves(params)),
+      jax.tree.unflatten(self.rest_def, jax.tree.leaves(rest)),
+    )
+
+  def apply(self, graphdef: Any, params: Any, rest: Any, x: jax.Array) -> tuple[jax.Array, Any]:
+    """`models.apply_model` on plain-dict state; the new rest comes back as a plain dict."""
+    p, r = self.nnx_states(params, rest)
+    logits, new_rest = models_lib.apply_model(graphdef, p, r, x)
+    return logits, jax.tree.unflatten(jax.tree.structure(rest), jax.tree.leaves(new_rest))
+
+  def model_state(self, seed: int) -> tuple[Any, Any]:
+    """Initial (params, rest) plain dicts of the model for `seed` (a sweep's other seeds)."""
+    if seed == self.config.seed:
+      return self.init_state.params, self.init_state.rest
+    if seed not in self._model_cache:  # shared by the runs of a sweep with this seed
+      module = _make_model(self.config, self.dataset, seed, self.model_source)
+      _, _, params, rest = models_lib.split_model(module)
+      self._model_cache[seed] = (nnx.to_pure_dict(params), nnx.to_pure_dict(rest))
+    return self._model_cache[seed]
+
+  def initial_state(self, seed: int, opt_state_fn: Any = None) -> TrainState:
+    """A fresh `TrainState` for `seed`: its own initial parameters and batch key.
+
+    `opt_state_fn(params)` builds the optimizer state (default ``self.optimizer.init``).
+    Arrays are copies, so a jitted step may donate them.
+    """
+    params, rest = jax.tree.map(jnp.copy, self.model_state(seed))
+    init = opt_state_fn or self.optimizer.init
+    return TrainState(
+      step=jnp.zeros([], jnp.int32),
+      params=params,
+      rest=rest,
+      opt_state=init(params),
+      key=jax.random.PRNGKey(seed + 1),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStream:
+  """Training batches from your own iterator, and a `Dataset` to evaluate on.
+
+  Attributes:
+    batches: a callable ``start_step -> iterable of (x, y)`` giving the batches from that step
+      on (so ``--resume`` continues exactly), or a plain iterable (a resumed run then skips the
+      batches before its start). Each (x, y) is one global batch.
+    eval_data: a `wd_jax.data.Dataset` whose val/test splits are evaluated (its train split
+      is not used for training); it also tells the task, classes and input shape.
+  """
+
+  batches: Any
+  eval_data: data_lib.Dataset
+
+
+def _make_model(config, dataset: data_lib.Dataset, seed: int, model: Any) -> nnx.Module:
+  """The model: by config name, the user's module as is, or the user's ``rngs -> module``."""
+  if model is None:
+    try:
+      return models_lib.build_model(
+        config.model.name,
+        num_classes=dataset.num_classes,
+        input_shape=dataset.input_shape,
+        rngs=nnx.Rngs(seed),
+        **dict(config.model.kwargs),
+      )
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+      raise ValueError(
+        f"config.model (name {config.model.name!r}, kwargs {dict(config.model.kwargs)}): {e}"
+      ) from e
+  if isinstance(model, nnx.Module):
+    return model
+  if callable(model):
+    built = model(nnx.Rngs(seed))
+    if not isinstance(built, nnx.Module):
+      raise ValueError(f"model(rngs) must return a flax nnx.Module, got {type(built).__name__}.")
+    return built
+  raise ValueError(
+    f"model must be None, an nnx.Module or a callable rngs -> nnx.Module, got {model!r}."
+  )
+
+
+def _load_data(config, data: Any) -> tuple[data_lib.Dataset, BatchStream | None]:
+  """The dataset to evaluate on (with its validation split) and the user's stream, if any."""
+  stream = None
+  if data is None:
+    dataset = data_lib.load_dataset(config.dataset.name, **dict(config.dataset.kwargs))
+  elif isinstance(data, data_lib.Dataset):
+    dataset = data
+  elif isinstance(data, BatchStream):
+    stream, dataset = data, data.eval_data
+  else:
+    raise ValueError(
+      f"data must be None, a wd_jax.data.Dataset or a wd_jax.train.BatchStream, got {data!r}."
+    )
+  fraction = config.dataset.get("validation_fraction", 0.0)
+  if fraction and not dataset.has_validation:
+    dataset = data_lib.with_validation_split(
+      dataset, fraction, config.dataset.get("validation_seed", 0)
+    )
+  return dataset, stream
+
+
+def build(
+  config: ml_collections.ConfigDict,
+  *,
+  model: Any = None,
+  data: Any = None,
+  optimizer: Any = None,
+) -> Experiment:
+  """Validates `config` and builds everything; writes nothing.
+
+  Args:
+    config: a run config (`wd_jax.config.base_config` schema).
+    model: None (build ``config.model.name``), your own ``flax.nnx.Module`` (trained from its
+      current parameters), or a callable ``nnx.Rngs -> nnx.Module`` (initialised from
+      ``config.seed``, so seeds of a sweep differ).
+    data: None (load ``config.dataset.name``), a `wd_jax.data.Dataset` (e.g. from
+      `wd_jax.data.from_arrays`), or a `BatchStream` of your own batches.
+    optimizer: None (the recipe ``config.optimizer.name``), or your own recipe: a callable
+      taking ``learning_rate``, ``weight_decay``, ``mask`` and ``config.optimizer.kwargs`` as
+      keywords and returning an ``optax.GradientTransformation``.
+
+  Returns:
+    The `Experiment`.
+  """
+  config_lib.validate(
+    config,
+    model=model is None,
+    dataset=data is None,
+    optimizer=optimizer is None,
+    recipe=optimizer,
+  )
+  dataset, stream = _load_data(config, data)
+  module = _make_model(config, dataset, config.seed, model)
+  si_fn = getattr(module, "scale_invariant_mask", None)
+  si_mask = si_fn() if callable(si_fn) else None
+  train_gd, eval_gd, params_state, rest_state = models_lib.split_model(module)
+  # TrainState holds plain dicts: nnx.State trees cost ~100 µs of Python per jitted call to
+  # flatten and rebuild (measured by bench/engine.py); the step rebuilds them inside the trace.
+  params, rest = nnx.to_pure_dict(params_state), nnx.to_pure_dict(rest_state)
+  opt = config_lib.build_optimizer(config, recipe=optimizer)
+  state = TrainState(
+    step=jnp.zeros([], jnp.int32),
+    params=params,
+    rest=rest,
+    opt_state=opt.init(params),
+    key=jax.random.PRNGKey(config.seed + 1),
+  )
+  if si_mask is None:
+    si = [False] * len(jax.tree.leaves(params))
+  else:
+    si = [m > 0 for m in leaf_multipliers(params, si_mask, name="scale_invariant_mask")]
+  exp = Experiment(
+    config,
+    dataset,
+    train_gd,
+    eval_gd,
+    opt,
+    config_lib.learning_rate_schedule(config),
+    config_lib.weight_decay_schedule(config),
+    si,
+    state,
+    jax.tree.structure(params_state),
+    jax.tree.structure(rest_state),
+    stream,
+    model,
+  )
+  if stream is None:
+    _dry_run(exp)
+  return exp
+
+
+def _dry_run(exp: Experiment) -> None:
+  """Traces one training step without running it (`jax.eval_shape`), so a model that cannot
+  train on the data fails here, before any file is written, not inside the first jitted step."""
+  config, ds = exp.config, exp.dataset
+  if config.batch_size > ds.num_train:
+    raise ValueError(
+      f"config.batch_size={config.batch_size} is larger than the {ds.num_train} training "
+      f"examples of {ds.name!r}."
+    )
+  sampler = data_lib.make_batch_fn(ds, config.batch_size)
+  try:
+    jax.eval_shape(make_train_step(exp), exp.init_state, sampler)
+  except Exception as e:  # any error of the trace means these pieces do not fit together
+    reason = " ".join(str(e).split())[:300] or type(e).__name__
+    raise ValueError(
+      f"config.model.name={config.model.name!r} cannot train on config.dataset.name="
+      f"{ds.name!r} (task {ds.task}, one input of shape {ds.input_shape}): {reason}"
+    ) from e
+
+
+def make_train_step(
+  exp: Experiment,
+  *,
+  with_diagnostics: bool = False,
+  axis_name: str | None = None,
+  graphdef: Any = None,
+  batch_sharding: Any = None,
+) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+  """The pure step ``(state, batches) -> (state, metrics)``.
+
+  `batches` is a `data.BatchSampler` (global batch size) that draws the step's batch on the
+  device from ``fold_in(key, step)``, or one ``(x, y)`` global batch from a `BatchStream`. It
+  is an argument, not a closure, so the data is not baked into the compiled program. Every
+  strategy sees the same global batch, so data parallel runs compute the single-device step:
+
+  - `axis_name` (``jax.pmap``): each device keeps its slice of the global batch;
+    gradients, metrics and BatchNorm statistics are averaged over the axis (pass a
+    `graphdef` whose BatchNorm layers carry the same ``axis_name``, see `wd_jax.parallel`).
+  - `batch_sharding` (``jax.jit`` over a mesh): the batch is constrained to it and XLA
+    partitions the step.
+
+  With diagnostics the metrics add `diagnostics.step_diagnostics` and, for every
+  scale-invariant leaf, its norm ``param_norm/<path>`` and ``grad_norm_unit/<path>`` (the
+  gradient at unit weight norm); nothing in the step depends on the learning rate's value, so
+  one compiled step serves every configuration of a sweep.
+  """
+  config, task = exp.config, exp.dataset.task
+  per_leaf = config.per_leaf_diagnostics
+  si = exp.scale_invariant
+  train_graphdef = exp.train_graphdef if graphdef is None else graphdef
+
+  def step_fn(state: TrainState, batches: Any):
+    if isinstance(batches, data_lib.BatchSampler):
+      x, y = batches(jax.random.fold_in(state.key, state.step))
+    else:
+      x, y = batches
+    if axis_name is not None:
+      n = jax.lax.axis_size(axis_name)
+      if x.shape[0] % n:
+        raise ValueError(f"batch_size {x.shape[0]} is not divisible by the {n} devices.")
+      local = x.shape[0] // n
+      start = jax.lax.axis_index(axis_name) * local
+      x, y = (jax.lax.dynamic_slice_in_dim(a, start, local) for a in (x, y))
+    if batch_sharding is not None:
+      x, y = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (x, y))
+
+    def loss_fn(params):
+      logits, new_rest = exp.apply(train_graphdef, params, state.rest, x)
+      loss, metrics = loss_and_metrics(task, logits, y)
+      return loss, (new_rest, metrics)
+
+    (_, (new_rest, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if axis_name is not None:
+      grads, metrics, new_rest = jax.lax.pmean((grads, metrics, new_rest), axis_name)
+    updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if with_diagnostics:
+      metrics.update(
+        diagnostics.step_diagnostics(state.params, params, grads, opt_state, per_leaf=per_leaf)
+      )
+      paths = param_paths(params)
+      for p, w, g, is_si in zip(paths, jax.tree.leaves(params), jax.tree.leaves(grads), si):
+        if is_si:  # ‖g̃‖ = ‖g‖·‖w‖ is the gradient at unit norm, for SGD's equilibrium prediction
+          wn = jnp.sqrt(jnp.sum(w * w))
+          metrics[f"param_norm/{p}"] = wn
+          metrics[f"grad_norm_unit/{p}"] = jnp.sqrt(jnp.sum(g * g)) * wn
+    new_state = TrainState(state.step + 1, params, new_rest, opt_state, state.key)
+    return new_state, metrics
+
+  return step_fn
+
+
+def make_eval_step(exp: Experiment):
+  """The pure ``(params, rest, x, y, weight) -> metric sums`` of one padded eval batch."""
+  task = exp.dataset.task
+
+  def eval_fn(params, rest, x, y, w):
+    logits, _ = exp.apply(exp.eval_graphdef, params, rest, x)
+    _, metrics = loss_and_metrics(task, logits, y, w)
+    n = jnp.sum(w)
+    return {k: v * n for k, v in metrics.items()} | {"count": n}
+
+  return eval_fn
+
+
+def batch_source(exp: Experiment, batch_size: int, start: int, place: Callable[[Any], Any]):
+  """What the step takes as its batch argument at each step, from `start` on."""
+  if exp.stream is not None:
+    return loop_lib.StreamSource(exp.stream.batches, start, place)
+  return loop_lib.SamplerSource(place(data_lib.make_batch_fn(exp.dataset, batch_size)))
