@@ -414,3 +414,28 @@ def test_bad_configs_are_refused_before_the_workdir_exists(tmp_path, overrides, 
   with pytest.raises(ValueError, match=message):
     train.fit(_config(**overrides), str(wd), verbose=False)
   assert not wd.exists()
+
+
+def test_every_checkpoint_of_a_diverging_run_is_finite_in_loss_params_and_optimizer_state(tmp_path):
+  """AdamW at lr 1e5 on the MNIST-1D MLP: Adam's ν overflows while the loss and the parameters
+  are still finite; no checkpoint may hold such a state (one that did held 15,100 infinities)."""
+  wd = str(tmp_path / "run")
+  cfg = _config(
+    **{
+      "dataset.name": "mnist1d",
+      "model.kwargs": {"widths": (100, 100)},
+      "optimizer.learning_rate": 1e5,
+      "optimizer.lr_schedule": "constant",
+    }
+  )
+  cfg.steps, cfg.checkpoint_every, cfg.log_every, cfg.max_checkpoints = 60, 2, 2, 100
+  result = train.fit(cfg, wd, verbose=False)
+  assert result["diverged"] and "optimizer state" in result["message"], result
+  like = train.build(cfg).init_state
+  saved = checkpoint_lib.steps(wd)
+  for step in saved:
+    state = checkpoint_lib.restore(wd, step, like)
+    for leaf in jax.tree.leaves((state.params, state.opt_state)):
+      assert np.all(np.isfinite(np.asarray(leaf))), step
+  assert result["last_checkpoint_step"] == (saved[-1] if saved else None)
+  assert result["diverged_at_step"] > (saved[-1] if saved else 0)
