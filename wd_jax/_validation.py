@@ -81,3 +81,21 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 def evaluate(value: float | Callable[[Any], Any], count: Any) -> Any:
   """A hyperparameter at step `count`: calls schedules, passes constants through."""
   return value(count) if is_schedule(value) else value
+
+
+def is_host_number(value: Any) -> bool:
+  """True for a Python or NumPy number: a value fixed when the transform is built.
+
+  JAX arrays are not: `optax.inject_hyperparams` passes every numeric hyperparameter to the
+  factory as a JAX array, rebuilding the transform with the current value at every step.
+  """
+  if isinstance(value, bool):
+    return False
+  if isinstance(value, (int, float, np.number)):
+    return True
+  return isinstance(value, np.ndarray) and value.ndim == 0
+
+
+def is_static_zero(value: Any) -> bool:
+  """True only for a host number equal to 0 (a traced or scheduled value is never skipped)."""
+  return is_host_number(value) and float(value) == 0.0
