@@ -556,6 +556,15 @@ def _check_int(name: str, value: Any, lower: int) -> None:
     )
 
 
+def _decay_rate_pow(step: Any, exponent: Any) -> Any:
+  """β2_t = 1 − t^(−exponent), t = step + 1: optax's rule in the default float dtype.
+
+  optax evaluates it in float32 even under x64 (a ~1e-7 relative error in v that torch's
+  float64 Adafactor does not have).
+  """
+  return 1.0 - jnp.asarray(step + 1, jnp.result_type(float)) ** (-exponent)
+
+
 def adafactor(
   learning_rate: ScalarOrSchedule,
   weight_decay: ScalarOrSchedule = 0.0,
@@ -591,7 +600,9 @@ def adafactor(
   min_dim_size_to_factor=128, coupling="constant"`` (λ multiplied by nothing). Two
   differences from torch remain: ε is added to g² (optax) where torch clamps V̂ at
   eps₁² (each ~1e-30, inactive unless g ≈ 0), and leaves of rank > 2 are factored over
-  their two largest axes (optax) where torch takes the last two.
+  their two largest axes (optax) where torch takes the last two. β2_t and 1/√t are
+  computed in JAX's default float dtype (float64 under x64, as torch; optax's β2_t is
+  float32 even then).
 
   Example:
     >>> opt = wd_jax.adafactor(1e-2, 0.01)
@@ -632,6 +643,7 @@ def adafactor(
       step_offset=decay_offset,
       min_dim_size_to_factor=min_dim_size_to_factor,
       epsilon=eps,
+      decay_rate_fn=_decay_rate_pow,
     )
   ]
   if clipping_threshold is not None:
