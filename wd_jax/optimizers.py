@@ -177,7 +177,19 @@ def adamw(
 
 
 def nadamw(
-  learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 1e-4, **kwargs: Any
+  learning_rate: ScalarOrSchedule,
+  weight_decay: ScalarOrSchedule = 1e-4,
+  *,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  eps_root: float = 0.0,
+  mu_dtype: Any = None,
+  coupling: str = "lr",
+  peak_learning_rate: float | None = None,
+  mask: Mask = None,
+  cautious: bool = False,
+  reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """AdamW with Nesterov momentum (``optax.nadamw``): `adamw` with ``nesterov=True``.
 
@@ -187,9 +199,21 @@ def nadamw(
   Example:
     >>> opt = wd_jax.nadamw(1e-3, 1e-4, coupling="schedule")
   """
-  if "nesterov" in kwargs:
-    raise ValueError(f"nadamw always uses nesterov=True, got nesterov={kwargs['nesterov']!r}.")
-  return adamw(learning_rate, weight_decay, nesterov=True, **kwargs)
+  return adamw(
+    learning_rate,
+    weight_decay,
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    eps_root=eps_root,
+    mu_dtype=mu_dtype,
+    nesterov=True,
+    coupling=coupling,
+    peak_learning_rate=peak_learning_rate,
+    mask=mask,
+    cautious=cautious,
+    reference=reference,
+  )
 
 
 def _momentum(momentum: Any, nesterov: bool, accumulator_dtype: Any):
@@ -459,7 +483,7 @@ def muon(
   beta: float = 0.95,
   nesterov: bool = True,
   ns_coeffs: tuple[float, float, float] = _muon.DEFAULT_NS_COEFFS,
-  ns_steps: int = 5,
+  ns_steps: int | None = None,
   eps: float | None = None,
   mu_dtype: Any = None,
   consistent_rms: float | None = None,
@@ -499,7 +523,9 @@ def muon(
   Args:
     learning_rate: α, a float or a schedule.
     weight_decay: λ ≥ 0 (default 0.1, torch ``Muon``'s).
-    beta, nesterov, ns_coeffs, ns_steps, mu_dtype, consistent_rms: as ``contrib.muon``.
+    beta, nesterov, ns_coeffs, mu_dtype, consistent_rms: as ``contrib.muon``.
+    ns_steps: Newton–Schulz iterations (None: 5). A Python int, also under
+      `optax.inject_hyperparams` (there: ``static_args=('ns_steps',)`` if you pass it).
     eps: the normalisation's ε; None gives 1e-8 (optax) or 1e-7 (torch).
     convention: ``"optax"`` or ``"torch"`` (above).
     adam_learning_rate: the Adam leaves' α (None: `learning_rate`).
@@ -514,7 +540,7 @@ def muon(
   _validation.check_choice("convention", convention, _muon.CONVENTIONS)
   _validation.check_beta("beta", beta)
   ns_coeffs = _muon.check_ns_coeffs(ns_coeffs)
-  ns_steps = _muon.check_ns_steps(ns_steps)
+  ns_steps = _muon.check_ns_steps(5 if ns_steps is None else ns_steps)
   if eps is None:
     eps = 1e-8 if convention == "optax" else 1e-7
   _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
@@ -573,12 +599,12 @@ def adafactor(
   decay_offset: int = 0,
   eps: float = 1e-30,
   clipping_threshold: float | None = 1.0,
-  min_dim_size_to_factor: int = 0,
+  min_dim_size_to_factor: int | None = None,
   relative_step: bool = True,
   multiply_by_parameter_scale: bool = True,
   param_scale_eps: float = 1e-3,
   momentum: float | None = None,
-  dtype_momentum: Any = jnp.float32,
+  dtype_momentum: Any = None,
   factored: bool = True,
   coupling: str = "lr",
   peak_learning_rate: float | None = None,
@@ -610,19 +636,26 @@ def adafactor(
   Args:
     learning_rate: α, a float or a schedule.
     weight_decay: λ ≥ 0 (default 0.0: neither torch nor optax decays by default).
-    decay_rate, decay_offset, eps, min_dim_size_to_factor, factored: as
-      `optax.scale_by_factored_rms` (``min_dim_size_to_factor=0`` factors every matrix).
+    decay_rate, decay_offset, eps, factored: as `optax.scale_by_factored_rms`.
+    min_dim_size_to_factor: factor a leaf only if its second-largest dimension is at least
+      this (None: 0, every matrix, as torch; optax's default is 128). A Python int, also
+      under `optax.inject_hyperparams` (there: in ``static_args`` if you pass it).
     clipping_threshold: d of the update clipping (None: off).
     relative_step: ρ_t = min(α_t, 1/√t) (torch) instead of α_t.
     multiply_by_parameter_scale, param_scale_eps: scale by max(RMS(θ), ε₂).
-    momentum, dtype_momentum: optional EMA of the update (as `optax.adafactor`).
+    momentum, dtype_momentum: optional EMA of the update (as `optax.adafactor`; the
+      accumulator is float32 unless `dtype_momentum`).
     coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
   """
   _validation.check_learning_rate(learning_rate)
   _validation.check_number("decay_rate", decay_rate, lower=0.0, allow_schedule=False)
   _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
   _validation.check_number("param_scale_eps", param_scale_eps, lower=0.0, allow_schedule=False)
+  if min_dim_size_to_factor is None:
+    min_dim_size_to_factor = 0
   _check_int("min_dim_size_to_factor", min_dim_size_to_factor, 0)
+  if dtype_momentum is None:
+    dtype_momentum = jnp.float32
   if clipping_threshold is not None:
     _validation.check_number(
       "clipping_threshold", clipping_threshold, lower=1.0, allow_schedule=False
