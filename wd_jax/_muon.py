@@ -62,7 +62,7 @@ def _orthogonalize_clamped(ns_coeffs, ns_steps: int, eps: Any) -> optax.Gradient
     transposed = x.shape[0] > x.shape[1]
     if transposed:
       x = x.T
-    x = x / jnp.maximum(jnp.linalg.norm(x), jnp.asarray(eps, jnp.real(x).dtype))
+    x = x / jnp.maximum(jnp.linalg.norm(x), jnp.asarray(jnp.real(eps), jnp.real(x).dtype))
     for _ in range(ns_steps):
       gram = x @ x.T.conj()
       x = a * x + (b * gram + c * (gram @ gram)) @ x

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -20,7 +21,12 @@ def concrete_float(value: Any) -> float | None:
   if isinstance(value, jax.core.Tracer):
     return None
   try:
-    return float(np.asarray(value))
+    arr = np.asarray(value)
+    if np.iscomplexobj(arr):  # inject_hyperparams casts to a complex params' dtype
+      if np.any(arr.imag != 0):
+        return None
+      arr = arr.real
+    return float(arr)
   except (TypeError, ValueError):
     return None
 
@@ -38,7 +44,8 @@ def check_number(
   """Raises `ValueError` naming `name` unless `value` is a finite number in range.
 
   Schedules (callables) pass when `allow_schedule`; traced values pass unchecked,
-  because `optax.inject_hyperparams` rebuilds the transform inside `jit`.
+  because `optax.inject_hyperparams` rebuilds the transform inside `jit`. A concrete JAX
+  array may equal its upper bound: inject_hyperparams rounds it to the params' dtype.
   """
   if is_schedule(value):
     if allow_schedule:
@@ -46,6 +53,9 @@ def check_number(
     raise ValueError(f"{name} must be a number, not a schedule; got {value!r}.")
   if isinstance(value, jax.core.Tracer):
     return
+  if isinstance(value, jax.Array):
+    # inject_hyperparams casts hyperparameters to the params' dtype: in bfloat16, 0.999 is 1.
+    upper_inclusive = True
   if isinstance(value, (str, bytes)) or value is None:
     raise ValueError(f"{name} must be a finite number, got {value!r}.")
   x = concrete_float(value)
@@ -81,6 +91,13 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 def evaluate(value: float | Callable[[Any], Any], count: Any) -> Any:
   """A hyperparameter at step `count`: calls schedules, passes constants through."""
   return value(count) if is_schedule(value) else value
+
+
+def real(value: Any) -> Any:
+  """The real part of a (possibly complex, e.g. injected) hyperparameter; others unchanged."""
+  if isinstance(value, (jax.Array, np.ndarray, np.generic, complex)) and np.iscomplexobj(value):
+    return jnp.real(value)
+  return value
 
 
 def is_host_number(value: Any) -> bool:

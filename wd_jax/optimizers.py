@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -667,7 +668,8 @@ def adafactor(
 
     def step_size(count):
       t = jnp.asarray(count + 1, jnp.result_type(float))  # float64 under x64, as torch's step
-      return jnp.minimum(_validation.evaluate(learning_rate, count), 1 / jnp.sqrt(t))
+      lr = _validation.real(_validation.evaluate(learning_rate, count))
+      return jnp.minimum(lr, 1 / jnp.sqrt(t))
 
   chain = [
     optax.scale_by_factored_rms(
@@ -756,9 +758,44 @@ def schedule_free_adamw(
     optax.scale_by_learning_rate(lr),
   )
   inner = _decay(base, weight_decay, lr, coupling, peak_learning_rate, mask, cautious, reference)
-  return optax.contrib.schedule_free(
-    inner, learning_rate=lr, b1=b1, weight_lr_power=weight_lr_power, state_dtype=state_dtype
+  return _schedule_free(inner, lr, b1, weight_lr_power, state_dtype)
+
+
+def _schedule_free(inner, learning_rate, b1, weight_lr_power, state_dtype):
+  """``optax.contrib.schedule_free`` that also takes trees mixing bfloat16 and float16.
+
+  optax keeps its scalars (b1, the weight sum, the max lr) in the params' lowest dtype,
+  which does not exist for bfloat16 next to float16; there they are float32 and each
+  update is cast back to its leaf's dtype. Other trees get optax's state unchanged.
+  """
+  sf = optax.contrib.schedule_free(
+    inner,
+    learning_rate=learning_rate,
+    b1=b1,
+    weight_lr_power=weight_lr_power,
+    state_dtype=state_dtype,
   )
+
+  def init_fn(params):
+    try:
+      optax.tree.dtype(params, "lowest")
+    except ValueError:
+      z = params if state_dtype is None else optax.tree.cast(params, state_dtype)
+      return optax.contrib.ScheduleFreeState(
+        b1=jnp.asarray(b1, jnp.float32),
+        weight_sum=jnp.zeros([], jnp.float32),
+        step_count=jnp.ones([], jnp.int32),
+        max_lr=jnp.zeros([], jnp.float32),
+        base_optimizer_state=inner.init(params),
+        z=jax.tree.map(lambda t: jnp.array(t, copy=True), z),
+      )
+    return sf.init(params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    updates, state = sf.update(updates, state, params, **extra_args)
+    return jax.tree.map(lambda u, p: u.astype(jnp.asarray(p).dtype), updates, params), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {

@@ -306,12 +306,12 @@ def decay_factor(
   """
   if coupling == "constant":
     return 1.0
-  lr = _validation.evaluate(learning_rate, count)
+  lr = _validation.real(_validation.evaluate(learning_rate, count))
   if dtype is not None:
     lr = jnp.asarray(lr, dtype)
   if coupling == "lr":
     return lr
-  peak = learning_rate if peak_learning_rate is None else peak_learning_rate
+  peak = _validation.real(learning_rate if peak_learning_rate is None else peak_learning_rate)
   if coupling == "schedule":
     return lr / peak
   return lr * lr / peak  # "corrected" (AdamC)
@@ -326,7 +326,7 @@ def _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p) -> Any:
     return float(decay_factor(coupling, learning_rate, peak, count)) * (k * float(lam))
   dtype = _coef_dtype(p)
   c = decay_factor(coupling, learning_rate, peak, count, dtype)
-  return jnp.asarray(c, dtype) * (k * jnp.asarray(lam, dtype))
+  return jnp.asarray(c, dtype) * (k * jnp.asarray(_validation.real(lam), dtype))
 
 
 def _cautious_agree(u: chex.Array, d: chex.Array) -> chex.Array:
@@ -637,7 +637,8 @@ def prox_l1(
     def prox(k, u, p):
       # α_t in the params' dtype: a float32 schedule value must not round α_t·λ (see decay_factor).
       dtype = _coef_dtype(p)
-      tau = (k * (jnp.asarray(lr, dtype) * jnp.asarray(lam, dtype))).astype(dtype)
+      real = _validation.real
+      tau = (k * (jnp.asarray(real(lr), dtype) * jnp.asarray(real(lam), dtype))).astype(dtype)
       z = p + u
       mag = jnp.abs(z)
       return (jnp.sign(z) * jnp.maximum(mag - tau.astype(mag.dtype), 0.0)).astype(p.dtype) - p
