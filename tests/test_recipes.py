@@ -1,10 +1,11 @@
 """Every recipe survives what `optax.adamw` survives: random pytrees (empty, scalar, complex,
 bfloat16/float16, nested containers) through init, update, jit, vmap and inject_hyperparams.
 
-For each tree `optax.adamw` is run through the same stages; wherever it works, every recipe
-must work too, give updates shaped like the params (and of the dtype adamw gives), keep its
-state's dtypes through an update, and stay finite wherever adamw stays finite.
-"""
+For each tree `optax.adamw` is run through the same stages (eager init and update, then
+jit∘vmap∘inject_hyperparams, which injects every numeric default, as it does for optax's
+own); wherever adamw works, every recipe must work too, give updates shaped like the params
+(and of the dtype adamw gives), keep its state's dtypes through an update, and stay finite
+wherever adamw stays finite."""
 
 import functools
 
