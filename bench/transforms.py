@@ -17,8 +17,9 @@ compiled and warmed up first; then each of `--rounds` rounds runs every variant 
 `--steps` steps (default 50 for ``step``, 200 for ``update``) in a freshly shuffled order,
 and the per-round ratio ``variant_time / reference_time`` is taken. Each table reports the
 median over rounds of that ratio (robust to a noisy, shared machine), its interquartile
-range, and the median absolute time per step. Second, separately compiled copies of
-``optax.adamw`` and ``optax.contrib.muon`` against themselves give the noise floor.
+range, a 95% bootstrap interval of that median, and the median absolute time per step.
+Second, separately compiled copies of ``optax.adamw`` and ``optax.contrib.muon`` against
+themselves give the noise floor. The load average before and after is printed.
 
   python bench/transforms.py --mode=both --rounds=40 --json_out=/tmp/bench_transforms.json
 
@@ -272,6 +273,14 @@ def hlo_stats(runner: Runner) -> dict[str, Any]:
   }
 
 
+def median_ci(ratios: np.ndarray, seed: int, n_boot: int = 4000) -> tuple[float, float]:
+  """95% bootstrap interval (percentile, over rounds) of the median per-round ratio."""
+  rng = np.random.default_rng(seed)
+  boots = np.median(rng.choice(ratios, size=(n_boot, len(ratios))), axis=1)
+  lo, hi = np.percentile(boots, [2.5, 97.5])
+  return float(lo), float(hi)
+
+
 def quartiles(a: np.ndarray) -> tuple[float, float, float]:
   q25, q50, q75 = np.percentile(a, [25, 50, 75])
   return float(q25), float(q50), float(q75)
@@ -316,9 +325,12 @@ def run_mode(
   results = {}
   for n in names:
     t = np.asarray(times[n])
-    q25, med, q75 = quartiles(t / np.asarray(times[reference[n]]))
+    ratios = t / np.asarray(times[reference[n]])
+    q25, med, q75 = quartiles(ratios)
+    ci_lo, ci_hi = median_ci(ratios, _SEED.value)
     results[n] = {
       "reference": reference[n],
+      "ratio_ci95": [ci_lo, ci_hi],
       "median_ms_per_step": float(np.median(t)) / steps * 1e3,
       "ratio_median": med,
       "ratio_q25": q25,
@@ -332,15 +344,17 @@ def run_mode(
   # Step mode in ms/step; update mode (tens of µs) in µs/step.
   unit, scale = ("ms", 1.0) if mode == "step" else ("µs", 1e3)
   print()
-  print(f"| variant ({mode}) | median {unit}/step | compared with | ratio (median) | IQR |")
-  print("|---|---:|---|---:|---:|")
+  print(
+    f"| variant ({mode}) | median {unit}/step | compared with | ratio (median) | 95% CI | IQR |"
+  )
+  print("|---|---:|---|---:|---:|---:|")
   for n in names:
     res = results[n]
     if n == reference[n]:
       continue  # a reference against itself in the same run is 1 by construction
     print(
       f"| {n} | {res['median_ms_per_step'] * scale:.3f} | {reference[n]} | "
-      f"{res['ratio_median']:.3f} | "
+      f"{res['ratio_median']:.3f} | [{res['ratio_ci95'][0]:.3f}, {res['ratio_ci95'][1]:.3f}] | "
       f"{res['ratio_iqr']:.3f} [{res['ratio_q25']:.3f}, {res['ratio_q75']:.3f}] |"
     )
 
@@ -386,7 +400,13 @@ def main(argv: list[str]) -> None:
   pkey, xkey, ykey = jax.random.split(key, 3)
   x = jax.random.normal(xkey, (batch, LAYERS[0]), jnp.float32)
   y = jax.random.randint(ykey, (batch,), 0, LAYERS[-1])
+  load_before = os.getloadavg()
   results = {m: run_mode(m, rounds, steps[m], pkey, x, y) for m in modes}
+  load_after = os.getloadavg()
+  print(
+    f"\nload average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in load_before)}; "
+    f"after: {', '.join(f'{v:.2f}' for v in load_after)}"
+  )
 
   if _JSON_OUT.value:
     payload = {
@@ -403,6 +423,8 @@ def main(argv: list[str]) -> None:
       "seed": _SEED.value,
       "noise_floors": ["optax.adamw (2nd copy)", "optax.contrib.muon (2nd copy)"],
       "clock": _CLOCK.value,
+      "load_average_before": list(load_before),
+      "load_average_after": list(load_after),
       "modes": results,
     }
     with open(_JSON_OUT.value, "w") as f:
