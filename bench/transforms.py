@@ -1,4 +1,4 @@
-"""Overhead of wd_jax's optimizers against `optax.adamw`, timed side by side in two modes.
+"""Overhead of wd_jax's optimizers against their optax counterparts, timed side by side.
 
 What is measured, on one MLP (40→256→256→10, ReLU, softmax cross-entropy, float32, params a
 plain dict, batch 512), per optimizer variant:
@@ -8,20 +8,24 @@ plain dict, batch 512), per optimizer variant:
   The optimizer is ~5% of the full step for this MLP, so the step ratio cannot resolve a 2%
   optimizer overhead; this mode isolates it (per-call dispatch included).
 
-Methodology, identical in both modes: one separately compiled jit per variant, params and
-optimizer state donated. Every variant is compiled and warmed up first; then each of
-`--rounds` rounds runs every variant for `--steps` steps (default 50 for ``step``, 200 for
-``update``) in a freshly shuffled order, and the per-round ratio ``variant_time /
-optax.adamw_time`` is taken. Each table reports the median over rounds of that ratio (robust
-to a noisy, shared machine), its interquartile range, and the median absolute time per step;
-a second, separately compiled copy of `optax.adamw` gives the noise floor ("baseline vs
-itself"). ``--mode=both`` (the default) runs ``step`` then ``update``, each with its own
-baseline and noise-floor row.
+Every variant is compared with its own reference: wd_jax's recipes with the optax optimizer
+they reproduce (same hyperparameters, same decay), ``with_weight_decay`` around
+``optax.adam`` with the hand-written chain ``optax.adamw`` is (scale_by_adam →
+add_decayed_weights → scale_by_learning_rate). Methodology, identical in both modes: one
+separately compiled jit per variant, params and optimizer state donated. Every variant is
+compiled and warmed up first; then each of `--rounds` rounds runs every variant for
+`--steps` steps (default 50 for ``step``, 200 for ``update``) in a freshly shuffled order,
+and the per-round ratio ``variant_time / reference_time`` is taken. Each table reports the
+median over rounds of that ratio (robust to a noisy, shared machine), its interquartile
+range, a 95% bootstrap interval of that median, and the median absolute time per step.
+Second, separately compiled copies of ``optax.adamw`` and ``optax.contrib.muon`` against
+themselves give the noise floor. The load average before and after is printed.
 
   python bench/transforms.py --mode=both --rounds=40 --json_out=/tmp/bench_transforms.json
 
-Targets the project reports against: ``wd_jax.adamw`` ≤ 1.02x, ``adam_l2`` with
-``track_moments=True`` ≤ 1.25x.
+Targets the project reports against: every recipe ≤ 1.05× its optax counterpart,
+``with_weight_decay`` ≤ 1.02× the hand-written chain, ``adam_l2`` with
+``track_moments=True`` ≤ 1.25× ``optax.adamw``.
 """
 
 from __future__ import annotations
@@ -69,29 +73,91 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed for params, data and the round ord
 _OPTIONAL = flags.DEFINE_bool(
   "optional", True, "Also time wd_jax.adamw(mask=default_mask) and wd_jax.adams."
 )
+_ONLY = flags.DEFINE_string(
+  "only",
+  None,
+  "Comma-separated substrings: time only variants whose name contains one "
+  "(their references and the noise floors are always timed).",
+)
 _HLO = flags.DEFINE_bool(
   "hlo_stats", True, "Print per-variant optimizer-state size and compiled-HLO op counts."
 )
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the results as JSON to this path.")
+_CLOCK = flags.DEFINE_enum(
+  "clock",
+  "wall",
+  ["wall", "process"],
+  "wall: time.perf_counter; process: time.process_time, the CPU time of every thread of this "
+  "process (less sensitive to other processes taking the cores, on a shared machine).",
+)
 
 LR, WD = 1e-3, 1e-4
 LAYERS = (40, 256, 256, 10)
 BASELINE = "optax.adamw"
 _OPCODE = re.compile(r"(?:^|\s)([a-z][\w.-]*)\(")
+_matrices = lambda p: jax.tree.map(lambda x: x.ndim == 2, p)
 
 
-def variants(optional: bool) -> dict[str, Callable[[], optax.GradientTransformation]]:
-  """Name → optimizer factory, the baseline first."""
+def variants(optional: bool) -> dict[str, tuple[Callable[[], optax.GradientTransformation], str]]:
+  """Name → (optimizer factory, name of the variant it is compared with); references first."""
   out = {
-    BASELINE: lambda: optax.adamw(LR, weight_decay=WD),
-    "optax.adamw (2nd copy)": lambda: optax.adamw(LR, weight_decay=WD),
-    "wd_jax.adamw": lambda: wd_jax.adamw(LR, WD),
-    "wd_jax.adam_l2": lambda: wd_jax.adam_l2(LR, WD),
-    "wd_jax.adam_l2(track_moments)": lambda: wd_jax.adam_l2(LR, WD, track_moments=True),
+    BASELINE: (lambda: optax.adamw(LR, weight_decay=WD), BASELINE),
+    "optax.adamw (2nd copy)": (lambda: optax.adamw(LR, weight_decay=WD), BASELINE),
+    "optax.nadamw": (lambda: optax.nadamw(LR, weight_decay=WD), "optax.nadamw"),
+    "optax.lion": (lambda: optax.lion(LR, weight_decay=WD), "optax.lion"),
+    "optax.lamb": (lambda: optax.lamb(LR, weight_decay=WD), "optax.lamb"),
+    "optax.adan": (lambda: optax.adan(LR, weight_decay=WD), "optax.adan"),
+    "optax.contrib.muon": (
+      lambda: optax.contrib.muon(LR, weight_decay=WD),
+      "optax.contrib.muon",
+    ),
+    "optax.contrib.muon (2nd copy)": (
+      lambda: optax.contrib.muon(LR, weight_decay=WD),
+      "optax.contrib.muon",
+    ),
+    "optax.adafactor": (lambda: optax.adafactor(LR, weight_decay_rate=WD), "optax.adafactor"),
+    "optax.contrib.schedule_free_adamw": (
+      lambda: optax.contrib.schedule_free_adamw(LR, weight_decay=WD),
+      "optax.contrib.schedule_free_adamw",
+    ),
+    "wd_jax.adamw": (lambda: wd_jax.adamw(LR, WD), BASELINE),
+    "wd_jax.with_weight_decay(optax.adam)": (
+      lambda: wd_jax.with_weight_decay(optax.adam(LR), WD, learning_rate=LR),
+      BASELINE,
+    ),
+    "wd_jax.nadamw": (lambda: wd_jax.nadamw(LR, WD), "optax.nadamw"),
+    "wd_jax.lion": (lambda: wd_jax.lion(LR, WD), "optax.lion"),
+    "wd_jax.lamb": (lambda: wd_jax.lamb(LR, WD), "optax.lamb"),
+    "wd_jax.adan": (lambda: wd_jax.adan(LR, WD), "optax.adan"),
+    "wd_jax.muon": (lambda: wd_jax.muon(LR, WD, mask=_matrices), "optax.contrib.muon"),
+    "wd_jax.adafactor (optax settings)": (
+      lambda: wd_jax.adafactor(
+        LR, WD, relative_step=False, min_dim_size_to_factor=128, coupling="constant"
+      ),
+      "optax.adafactor",
+    ),
+    "wd_jax.schedule_free_adamw": (
+      lambda: wd_jax.schedule_free_adamw(LR, WD),
+      "optax.contrib.schedule_free_adamw",
+    ),
+    "wd_jax.adam_l2": (lambda: wd_jax.adam_l2(LR, WD), BASELINE),
+    "wd_jax.adam_l2(track_moments)": (
+      lambda: wd_jax.adam_l2(LR, WD, track_moments=True),
+      BASELINE,
+    ),
   }
   if optional:
-    out["wd_jax.adamw(mask=default_mask)"] = lambda: wd_jax.adamw(LR, WD, mask=wd_jax.default_mask)
-    out["wd_jax.adams"] = lambda: wd_jax.adams(LR, WD)
+    out["wd_jax.adamw(mask=default_mask)"] = (
+      lambda: wd_jax.adamw(LR, WD, mask=wd_jax.default_mask),
+      BASELINE,
+    )
+    out["wd_jax.adams"] = (lambda: wd_jax.adams(LR, WD), BASELINE)
+  if _ONLY.value:
+    keep = [k for k in _ONLY.value.split(",") if k]
+    chosen = {n for n in out if any(k in n for k in keep)}
+    chosen |= {out[n][1] for n in chosen}  # their references ...
+    chosen |= {n for n in out if "2nd copy" in n and out[n][1] in chosen}  # ... and noise floors
+    out = {n: v for n, v in out.items() if n in chosen}
   return out
 
 
@@ -159,11 +225,12 @@ class Runner:
     """Seconds for `n` steps, blocking once at the end."""
     params, opt_state, fn, args = self.params, self.opt_state, self.fn, self.args
     aux = ()
-    t0 = time.perf_counter()
+    clock = time.process_time if _CLOCK.value == "process" else time.perf_counter
+    t0 = clock()
     for _ in range(n):
       params, opt_state, *aux = fn(params, opt_state, *args)
     jax.block_until_ready((params, opt_state, aux))
-    dt = time.perf_counter() - t0
+    dt = clock() - t0
     self.params, self.opt_state, self.aux = params, opt_state, tuple(aux)
     return dt
 
@@ -206,6 +273,14 @@ def hlo_stats(runner: Runner) -> dict[str, Any]:
   }
 
 
+def median_ci(ratios: np.ndarray, seed: int, n_boot: int = 4000) -> tuple[float, float]:
+  """95% bootstrap interval (percentile, over rounds) of the median per-round ratio."""
+  rng = np.random.default_rng(seed)
+  boots = np.median(rng.choice(ratios, size=(n_boot, len(ratios))), axis=1)
+  lo, hi = np.percentile(boots, [2.5, 97.5])
+  return float(lo), float(hi)
+
+
 def quartiles(a: np.ndarray) -> tuple[float, float, float]:
   q25, q50, q75 = np.percentile(a, [25, 50, 75])
   return float(q25), float(q50), float(q75)
@@ -222,8 +297,10 @@ def run_mode(
     args, what = (grads,), "update+apply on a fixed gradient"
   print()
   print(f"== mode={mode} ({what}): {rounds} rounds x {steps} steps, {_WARMUP.value} warm-up rounds")
-  runners = [Runner(name, mode, f(), pkey, args) for name, f in variants(_OPTIONAL.value).items()]
+  table = variants(_OPTIONAL.value)
+  runners = [Runner(name, mode, f(), pkey, args) for name, (f, _) in table.items()]
   names = [r.name for r in runners]
+  reference = {name: ref for name, (_, ref) in table.items()}
 
   # Compile (first call) and warm up every variant before anything is timed.
   t0 = time.perf_counter()
@@ -245,12 +322,15 @@ def run_mode(
 
   final_loss = {r.name: r.check_finite() for r in runners}
 
-  base = np.asarray(times[BASELINE])
   results = {}
   for n in names:
     t = np.asarray(times[n])
-    q25, med, q75 = quartiles(t / base)
+    ratios = t / np.asarray(times[reference[n]])
+    q25, med, q75 = quartiles(ratios)
+    ci_lo, ci_hi = median_ci(ratios, _SEED.value)
     results[n] = {
+      "reference": reference[n],
+      "ratio_ci95": [ci_lo, ci_hi],
       "median_ms_per_step": float(np.median(t)) / steps * 1e3,
       "ratio_median": med,
       "ratio_q25": q25,
@@ -264,25 +344,33 @@ def run_mode(
   # Step mode in ms/step; update mode (tens of µs) in µs/step.
   unit, scale = ("ms", 1.0) if mode == "step" else ("µs", 1e3)
   print()
-  print(f"| variant ({mode}) | median {unit}/step | ratio to {BASELINE} (median) | IQR |")
-  print("|---|---:|---:|---:|")
+  print(
+    f"| variant ({mode}) | median {unit}/step | compared with | ratio (median) | 95% CI | IQR |"
+  )
+  print("|---|---:|---|---:|---:|---:|")
   for n in names:
     res = results[n]
+    if n == reference[n]:
+      continue  # a reference against itself in the same run is 1 by construction
     print(
-      f"| {n} | {res['median_ms_per_step'] * scale:.3f} | {res['ratio_median']:.3f} | "
+      f"| {n} | {res['median_ms_per_step'] * scale:.3f} | {reference[n]} | "
+      f"{res['ratio_median']:.3f} | [{res['ratio_ci95'][0]:.3f}, {res['ratio_ci95'][1]:.3f}] | "
       f"{res['ratio_iqr']:.3f} [{res['ratio_q25']:.3f}, {res['ratio_q75']:.3f}] |"
     )
 
   if _HLO.value:
     print()
-    print(f"| variant ({mode}) | opt-state leaves | opt-state floats | entry ops | entry fusions |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+      f"| variant ({mode}) | opt-state leaves | opt-state floats | entry ops | entry fusions "
+      "| HLO instructions |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for r in runners:
       st = hlo_stats(r)
       results[r.name]["hlo"] = st
       print(
         f"| {r.name} | {st['opt_state_leaves']} | {st['opt_state_floats']:,} | "
-        f"{st['entry_ops']} | {st['entry_fusions']} |"
+        f"{st['entry_ops']} | {st['entry_fusions']} | {st['hlo_instructions_total']} |"
       )
 
   return {"steps": steps, "rounds": rounds, "orders": orders, "variants": results}
@@ -303,13 +391,22 @@ def main(argv: list[str]) -> None:
     f"device: {device.platform} {device.device_kind} ({device}), "
     f"{len(jax.devices())} device(s), {os.cpu_count()} host CPUs, {platform.processor() or '?'}"
   )
-  print(f"MLP {'→'.join(map(str, LAYERS))}, batch {batch}, float32; modes: {', '.join(modes)}")
+  print(
+    f"MLP {'→'.join(map(str, LAYERS))}, batch {batch}, float32; modes: {', '.join(modes)}; "
+    f"clock: {_CLOCK.value}"
+  )
 
   key = jax.random.PRNGKey(_SEED.value)
   pkey, xkey, ykey = jax.random.split(key, 3)
   x = jax.random.normal(xkey, (batch, LAYERS[0]), jnp.float32)
   y = jax.random.randint(ykey, (batch,), 0, LAYERS[-1])
+  load_before = os.getloadavg()
   results = {m: run_mode(m, rounds, steps[m], pkey, x, y) for m in modes}
+  load_after = os.getloadavg()
+  print(
+    f"\nload average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in load_before)}; "
+    f"after: {', '.join(f'{v:.2f}' for v in load_after)}"
+  )
 
   if _JSON_OUT.value:
     payload = {
@@ -324,7 +421,10 @@ def main(argv: list[str]) -> None:
       "batch": batch,
       "warmup_rounds": _WARMUP.value,
       "seed": _SEED.value,
-      "baseline": BASELINE,
+      "noise_floors": ["optax.adamw (2nd copy)", "optax.contrib.muon (2nd copy)"],
+      "clock": _CLOCK.value,
+      "load_average_before": list(load_before),
+      "load_average_after": list(load_after),
       "modes": results,
     }
     with open(_JSON_OUT.value, "w") as f:

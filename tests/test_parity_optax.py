@@ -418,3 +418,203 @@ def test_float32_schedule_keeps_float64_decay(case):
   a = _train(PRECISION_CASES[case](lr, wd), params, xs, ys)
   b = _train(PRECISION_CASES[case](lr_f64, wd), params, xs, ys)
   _assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every recipe against optax's own implementation, at its native decay placement: 120 steps of
+# warmup + cosine in float64 with a mask (biases not decayed), max |Δθ| ≤ 1e-10, and the decay
+# must move θ by more than MIN_EFFECT (against the same recipe with λ = 0) so that no parity
+# holds vacuously. optax applies the decay inside its chain (before scale_by_learning_rate or
+# the trust ratio, at y for schedule-free); wd_jax wraps the complete optimizer.
+
+RECIPE_ATOL = 1e-10
+_matrices = lambda p: jax.tree.map(lambda x: x.ndim == 2, p)  # contrib.muon: matrices take Muon
+
+RECIPE_CASES = {
+  # name: (wd_jax recipe (lr, λ, mask), optax reference (lr, λ, mask), peak lr, λ)
+  "lion": (
+    lambda lr, wd, m: wd_jax.lion(lr, wd, b1=0.9, b2=0.98, mask=m),
+    lambda lr, wd, m: optax.lion(lr, b1=0.9, b2=0.98, weight_decay=wd, mask=m),
+    1e-3,
+    1.0,
+  ),
+  "nadamw": (
+    lambda lr, wd, m: wd_jax.nadamw(lr, wd, b1=B1, b2=B2, eps=EPS, mask=m),
+    lambda lr, wd, m: optax.nadamw(lr, b1=B1, b2=B2, eps=EPS, weight_decay=wd, mask=m),
+    PEAK,
+    0.1,
+  ),
+  "adamw_amsgrad": (
+    lambda lr, wd, m: wd_jax.adamw(lr, wd, b1=B1, b2=B2, eps=EPS, amsgrad=True, mask=m),
+    lambda lr, wd, m: optax.chain(
+      optax.scale_by_amsgrad(b1=B1, b2=B2, eps=EPS),
+      optax.add_decayed_weights(wd, m),
+      optax.scale_by_learning_rate(lr),
+    ),
+    PEAK,
+    0.1,
+  ),
+  "adan": (
+    lambda lr, wd, m: wd_jax.adan(lr, wd, mask=m),
+    lambda lr, wd, m: optax.adan(lr, weight_decay=wd, mask=m),
+    PEAK,
+    0.1,
+  ),
+  "lamb": (
+    lambda lr, wd, m: wd_jax.lamb(lr, wd, mask=m),
+    lambda lr, wd, m: optax.lamb(lr, weight_decay=wd, mask=m),
+    PEAK,
+    0.1,
+  ),
+  "lamb_decay_after_trust_ratio": (
+    lambda lr, wd, m: wd_jax.lamb(lr, wd, decay_in_trust_ratio=False, mask=m),
+    lambda lr, wd, m: optax.chain(
+      optax.scale_by_adam(eps=1e-6),
+      optax.scale_by_trust_ratio(),
+      optax.add_decayed_weights(wd, m),
+      optax.scale_by_learning_rate(lr),
+    ),
+    PEAK,
+    0.1,
+  ),
+  "muon": (
+    lambda lr, wd, m: wd_jax.muon(lr, wd, mask=m),
+    lambda lr, wd, m: optax.contrib.muon(lr, weight_decay=wd, weight_decay_mask=m),
+    2e-2,
+    0.1,
+  ),
+  "schedule_free_adamw": (
+    lambda lr, wd, m: wd_jax.schedule_free_adamw(lr, wd, b1=B1, b2=B2, eps=EPS, mask=m),
+    lambda lr, wd, m: optax.contrib.schedule_free(
+      optax.chain(
+        optax.scale_by_rms(decay=B2, eps=EPS, eps_in_sqrt=False, bias_correction=True),
+        optax.add_decayed_weights(wd, m),
+        optax.scale_by_learning_rate(lr),
+      ),
+      learning_rate=lr,
+      b1=B1,
+    ),
+    PEAK,
+    0.1,
+  ),
+}
+# The optax-side mask: muon's decay lives in the Muon branch of a partition, which sees only
+# the matrices (contrib.muon's adam_weight_decay is 0); every other reference takes the
+# default mask as a tree of bools.
+_OPTAX_MASK = {"muon": lambda p: jax.tree.map(lambda x: x.shape == (8, 16), p)}
+_WD_JAX_MASK = {"muon": lambda p: {k: k == "w1" for k in p}}
+
+
+def _recipe_run(name, wd, masked, params, xs, ys, side):
+  make_ours, make_ref, peak, _ = RECIPE_CASES[name]
+  lr = _lr("warmup_cosine", peak=peak)
+  if side == "wd_jax":
+    mask = _WD_JAX_MASK.get(name, wd_jax.default_mask) if masked else None
+    return _train(make_ours(lr, wd, mask), params, xs, ys)
+  mask = _OPTAX_MASK.get(name, wd_jax.default_mask) if masked else None
+  if name == "muon" and not masked:
+    mask = _matrices
+  return _train(make_ref(lr, wd, mask), params, xs, ys)
+
+
+@pytest.mark.parametrize("name", list(RECIPE_CASES))
+def test_recipe_matches_optax(name):
+  params, xs, ys = _problem()
+  wd = RECIPE_CASES[name][3]
+  ours = _recipe_run(name, wd, True, params, xs, ys, "wd_jax")
+  theirs = _recipe_run(name, wd, True, params, xs, ys, "optax")
+  diff = _diffs(ours, theirs)[0]
+  print(f"{name}: max |wd_jax - optax| = {diff:.3e} after {STEPS} steps")
+  assert diff <= RECIPE_ATOL
+  no_decay = _recipe_run(name, 0.0, True, params, xs, ys, "wd_jax")
+  assert _moved(ours, no_decay) > MIN_EFFECT  # the decay acted ...
+  masked_leaves = ("b1", "b2", "w2") if name == "muon" else ("b1", "b2")
+  if name != "muon":  # ... and the mask mattered (contrib.muon's Adam leaves never decay)
+    unmasked = _recipe_run(name, wd, False, params, xs, ys, "wd_jax")
+    assert (
+      _moved({k: ours[k] for k in masked_leaves}, {k: unmasked[k] for k in masked_leaves})
+      > MIN_EFFECT
+    )
+  else:
+    matrices = _recipe_run(name, wd, False, params, xs, ys, "wd_jax")
+    assert _moved({"w2": ours["w2"]}, {"w2": matrices["w2"]}) > MIN_EFFECT
+
+
+def test_schedule_free_adamw_matches_optax_alias():
+  """The unmasked recipe against ``optax.contrib.schedule_free_adamw`` itself (decay at y)."""
+  params, xs, ys = _problem()
+  lr, wd = _lr("warmup_cosine"), 0.1
+  ours = _train(wd_jax.schedule_free_adamw(lr, wd, b1=B1, b2=B2, eps=EPS), params, xs, ys)
+  theirs = _train(
+    optax.contrib.schedule_free_adamw(lr, b1=B1, b2=B2, eps=EPS, weight_decay=wd), params, xs, ys
+  )
+  diff = _diffs(ours, theirs)[0]
+  print(f"schedule_free_adamw (no mask): max |wd_jax - optax| = {diff:.3e}")
+  assert diff <= RECIPE_ATOL
+  no_decay = _train(wd_jax.schedule_free_adamw(lr, 0.0, b1=B1, b2=B2, eps=EPS), params, xs, ys)
+  assert _moved(ours, no_decay) > MIN_EFFECT
+
+
+def test_muon_consistent_rms_matches_optax():
+  params, xs, ys = _problem()
+  lr, wd = _lr("warmup_cosine", peak=2e-2), 0.1
+  ours = _train(wd_jax.muon(lr, wd, consistent_rms=0.2, mask=_matrices), params, xs, ys)
+  theirs = _train(optax.contrib.muon(lr, weight_decay=wd, consistent_rms=0.2), params, xs, ys)
+  diff = _diffs(ours, theirs)[0]
+  print(f"muon consistent_rms=0.2: max |wd_jax - optax| = {diff:.3e}")
+  assert diff <= RECIPE_ATOL
+  assert _moved(ours, _train(wd_jax.muon(lr, 0.0, consistent_rms=0.2), params, xs, ys)) > MIN_EFFECT
+
+
+@pytest.mark.parametrize("min_dim", [4, 128], ids=["factored", "unfactored"])
+def test_adafactor_matches_optax_in_float32(min_dim):
+  """optax.adafactor evaluates β2_t = 1 − t^-0.8 in float32 even under x64, so this parity is
+  float32 (≤ 1e-5); wd_jax computes it in the default float dtype (float64 against torch)."""
+  params, xs, ys = _problem()
+  params, xs, ys = (jax.tree.map(lambda a: np.asarray(a, np.float32), t) for t in (params, xs, ys))
+  lr, wd = _lr("warmup_cosine"), 1e-3
+  with jax.enable_x64(False):
+    grad = jax.jit(jax.grad(_loss_jax))
+
+    def train(opt):
+      p = jax.tree.map(jnp.asarray, params)
+      s = opt.init(p)
+      step = jax.jit(lambda p, s, g: opt.update(g, s, p))
+      for x, y in zip(xs, ys):
+        u, s = step(p, s, grad(p, x, y))
+        p = optax.apply_updates(p, u)
+      chex.assert_trees_all_equal_dtypes(p, jax.tree.map(jnp.asarray, params))
+      return jax.tree.map(np.asarray, p)
+
+    def ours(wd, mask=wd_jax.default_mask):
+      return train(
+        wd_jax.adafactor(
+          lr,
+          wd,
+          relative_step=False,
+          min_dim_size_to_factor=min_dim,
+          coupling="constant",
+          mask=mask,
+        )
+      )
+
+    mine = ours(wd)
+    theirs = train(
+      optax.adafactor(
+        lr,
+        min_dim_size_to_factor=min_dim,
+        weight_decay_rate=wd,
+        weight_decay_mask=wd_jax.default_mask,
+      )
+    )
+    diff = _diffs(mine, theirs)[0]
+    print(
+      f"adafactor (min_dim_size_to_factor={min_dim}, float32): max |wd_jax - optax| = {diff:.3e}"
+    )
+    assert diff <= 1e-5
+    assert _moved(mine, ours(0.0)) > MIN_EFFECT
+    unmasked = ours(wd, None)
+    assert (
+      _moved({k: mine[k] for k in ("b1", "b2")}, {k: unmasked[k] for k in ("b1", "b2")})
+      > MIN_EFFECT
+    )

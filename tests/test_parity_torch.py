@@ -236,3 +236,137 @@ def test_torch_and_jax_gradients_agree():
   _loss_torch(tp, torch.from_numpy(xs[0]), torch.from_numpy(ys[0])).backward()
   g_torch = {k: v.grad.numpy() for k, v in tp.items()}
   chex.assert_trees_all_close(jax.tree.map(np.asarray, g_jax), g_torch, atol=1e-13, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Muon and Adafactor against torch 2.13 (weight_decay, param groups exempting the biases).
+# torch's Muon runs its Newton–Schulz iteration in bfloat16 whatever the parameter dtype;
+# everything else (momentum, Nesterov, the normalisation clamp, adjust_lr, the decay order) is
+# float64. The test swaps in the same function without the cast, so that every other part is
+# compared at 1e-10; `test_float64_newton_schulz_is_torchs` checks the swap.
+
+RECIPE_ATOL = 1e-10
+
+
+def _ns_without_bfloat16(grad, ns_coefficients, ns_steps, eps):
+  """torch.optim._muon._zeropower_via_newtonschulz, line for line, minus ``grad.bfloat16()``."""
+  a, b, c = ns_coefficients
+  ortho_grad = grad.clone()
+  if grad.size(0) > grad.size(1):
+    ortho_grad = ortho_grad.T
+  ortho_grad.div_(ortho_grad.norm().clamp(min=eps))
+  for _ in range(ns_steps):
+    gram_matrix = ortho_grad @ ortho_grad.T
+    gram_update = torch.addmm(gram_matrix, gram_matrix, gram_matrix, beta=b, alpha=c)
+    ortho_grad = torch.addmm(ortho_grad, gram_update, ortho_grad, beta=a)
+  if grad.size(0) > grad.size(1):
+    ortho_grad = ortho_grad.T
+  return ortho_grad
+
+
+def test_float64_newton_schulz_is_torchs():
+  from torch.optim import _muon as torch_muon
+
+  g = torch.from_numpy(np.random.default_rng(0).normal(size=(16, 8)))
+  args = ((3.4445, -4.7750, 2.0315), 5, 1e-7)
+  ours = _ns_without_bfloat16(g, *args).numpy()
+  theirs = torch_muon._zeropower_via_newtonschulz(g, *args).double().numpy()
+  assert np.max(np.abs(ours - theirs)) < 2e-2  # bfloat16 has 8 mantissa bits
+  assert np.max(np.abs(ours - theirs)) > 0  # ... and the swap does change the precision
+
+
+def _loss_torch_t(p, x, y):
+  """`_loss_torch` with the matrices in torch's (out, in) layout."""
+  out = torch.tanh(x @ p["w1"].T + p["b1"]) @ p["w2"].T + p["b2"]
+  return 0.5 * torch.mean(torch.sum((out - y) ** 2, dim=-1))
+
+
+def _run_torch_recipe(kind, params, xs, ys, *, peak, lrs, wd, **muon_kwargs):
+  """torch Muon (matrices) + Adam (biases), or Adafactor with a λ-free bias group."""
+  tp = {
+    k: torch.tensor(v.T if v.ndim == 2 else v, dtype=torch.float64, requires_grad=True)
+    for k, v in params.items()
+  }
+  mats, vecs = [tp["w1"], tp["w2"]], [tp["b1"], tp["b2"]]
+  if kind == "muon":
+    opts = [
+      torch.optim.Muon(
+        mats, lr=peak, weight_decay=wd, momentum=0.95, **({"nesterov": True} | muon_kwargs)
+      ),
+      torch.optim.AdamW(vecs, lr=peak, weight_decay=0.0),
+    ]
+  else:
+    groups = [{"params": mats, "weight_decay": wd}, {"params": vecs, "weight_decay": 0.0}]
+    opts = [torch.optim.Adafactor(groups, lr=peak)]
+  scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda t: lrs[t] / peak) for o in opts]
+  for x, y in zip(xs, ys):
+    for o in opts:
+      o.zero_grad()
+    _loss_torch_t(tp, torch.from_numpy(x), torch.from_numpy(y)).backward()
+    for o, s in zip(opts, scheds):
+      o.step()
+      s.step()
+  return {
+    k: (v.detach().numpy().T if v.ndim == 2 else v.detach().numpy()).copy() for k, v in tp.items()
+  }
+
+
+TORCH_RECIPES = {
+  # name: (wd_jax recipe (lr, λ), torch optimizer kind, its extra Muon kwargs, peak lr, λ)
+  "muon": (
+    lambda lr, wd: wd_jax.muon(lr, wd, convention="torch", mask=wd_jax.default_mask),
+    "muon",
+    {},
+    2e-2,
+    0.1,
+  ),
+  "muon_match_rms_adamw": (
+    lambda lr, wd: wd_jax.muon(
+      lr, wd, convention="torch", consistent_rms=0.2, mask=wd_jax.default_mask
+    ),
+    "muon",
+    {"adjust_lr_fn": "match_rms_adamw"},
+    2e-3,
+    0.1,
+  ),
+  "muon_no_nesterov": (
+    lambda lr, wd: wd_jax.muon(
+      lr, wd, convention="torch", nesterov=False, mask=wd_jax.default_mask
+    ),
+    "muon",
+    {"nesterov": False},
+    2e-2,
+    0.1,
+  ),
+  "adafactor": (
+    lambda lr, wd: wd_jax.adafactor(lr, wd, mask=wd_jax.default_mask),
+    "adafactor",
+    {},
+    0.5,
+    0.02,
+  ),
+}
+
+
+@pytest.mark.parametrize("name", list(TORCH_RECIPES))
+def test_recipe_matches_torch(name, monkeypatch):
+  from torch.optim import _muon as torch_muon
+
+  monkeypatch.setattr(torch_muon, "_zeropower_via_newtonschulz", _ns_without_bfloat16)
+  make, kind, kwargs, peak, wd = TORCH_RECIPES[name]
+  params, xs, ys = _problem()
+  lr = _schedule(peak)
+  lrs = [
+    float(a) for a in np.asarray(jax.jit(jax.vmap(lr))(jnp.arange(STEPS + 1, dtype=jnp.int32)))
+  ]
+  if name == "adafactor":  # torch's relative step min(α_t, 1/√t) must bind for part of the run
+    t = np.arange(1, STEPS + 1)
+    assert np.any(1 / np.sqrt(t) < lrs[:STEPS]) and np.any(1 / np.sqrt(t) > lrs[:STEPS])
+  ours = _run_jax(make(lr, wd), params, xs, ys)
+  theirs = _run_torch_recipe(kind, params, xs, ys, peak=peak, lrs=lrs, wd=wd, **kwargs)
+  diff = _max_abs_diff(ours, theirs)
+  print(f"{name}: max |wd_jax - torch| = {diff:.3e} after {STEPS} steps")
+  assert diff <= RECIPE_ATOL
+  assert _max_abs_diff(ours, params) > 10 * MIN_DECAY_EFFECT
+  no_decay = _run_torch_recipe(kind, params, xs, ys, peak=peak, lrs=lrs, wd=0.0, **kwargs)
+  assert _max_abs_diff(ours, no_decay) > MIN_DECAY_EFFECT

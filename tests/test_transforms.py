@@ -205,8 +205,10 @@ class AlgebraTest(parameterized.TestCase):
     )
 
   def test_schedule_drives_the_decay_step(self):
-    # With a zero update, sgdw("constant") decays θ by λ_t each step: θ_T = θ_0 Π(1 − λ_t).
-    opt = wd_jax.decoupled_weight_decay(wd_jax.early_weight_decay(0.1, 3), coupling="constant")
+    # With a zero update, "constant" coupling decays θ by λ_t each step: θ_T = θ_0 Π(1 − λ_t).
+    opt = wd_jax.decoupled_weight_decay(wd_jax.early_weight_decay(0.1, 3), coupling="constant")(
+      optax.identity()
+    )
     p = jnp.array([2.0])
     s = opt.init(p)
     for _ in range(6):

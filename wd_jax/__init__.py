@@ -1,6 +1,15 @@
 """wd-jax: every weight-decay semantics as an Optax transform, and the tools to see it work."""
 
-from wd_jax.masks import MaskTable, default_mask, describe_mask, regex_mask
+from wd_jax import diagnostics
+from wd_jax.masks import (
+  FanInMask,
+  MaskTable,
+  RegexMask,
+  default_mask,
+  describe_mask,
+  fan_in_mask,
+  regex_mask,
+)
 from wd_jax.moments import (
   AdamL2State,
   StableWeightDecayState,
@@ -10,17 +19,34 @@ from wd_jax.moments import (
   scale_by_adam_l2,
   scale_by_adam_stable,
 )
-from wd_jax.optimizers import OPTIMIZERS, adam_l2, adams, adamw, get_optimizer, sgd_l2, sgdw
+from wd_jax.optimizers import (
+  OPTIMIZERS,
+  adafactor,
+  adam_l2,
+  adams,
+  adamw,
+  adan,
+  get_optimizer,
+  lamb,
+  lion,
+  muon,
+  nadamw,
+  schedule_free_adamw,
+  sgd_l2,
+  sgdw,
+)
 from wd_jax.schedules import (
   early_weight_decay,
   late_weight_decay,
   normalized_weight_decay,
   switch_weight_decay,
 )
+from wd_jax.timescale import TimescaleReport, describe_timescale, timescale_weight_decay
 from wd_jax.transforms import (
   COUPLINGS,
   AddL1State,
   AddL2State,
+  DecoupledWeightDecay,
   DecoupledWeightDecayState,
   ProxL1State,
   add_l1,
@@ -28,6 +54,7 @@ from wd_jax.transforms import (
   decay_factor,
   decoupled_weight_decay,
   prox_l1,
+  with_weight_decay,
 )
 
 __version__ = "0.1.0"
@@ -38,31 +65,47 @@ __all__ = [
   "AdamL2State",
   "AddL1State",
   "AddL2State",
+  "DecoupledWeightDecay",
   "DecoupledWeightDecayState",
+  "FanInMask",
   "MaskTable",
   "ProxL1State",
+  "RegexMask",
   "StableWeightDecayState",
+  "TimescaleReport",
   "TrackedAdamL2State",
+  "adafactor",
   "adam_l2",
   "adams",
   "adamw",
+  "adan",
   "add_l1",
   "add_l2",
   "decay_factor",
   "decoupled_weight_decay",
   "default_mask",
   "describe_mask",
+  "describe_timescale",
+  "diagnostics",
   "early_weight_decay",
+  "fan_in_mask",
   "first_moment_split",
   "get_optimizer",
   "l2_share",
+  "lamb",
   "late_weight_decay",
+  "lion",
+  "muon",
+  "nadamw",
   "normalized_weight_decay",
   "prox_l1",
   "regex_mask",
   "scale_by_adam_l2",
   "scale_by_adam_stable",
+  "schedule_free_adamw",
   "sgd_l2",
   "sgdw",
   "switch_weight_decay",
+  "timescale_weight_decay",
+  "with_weight_decay",
 ]

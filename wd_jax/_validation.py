@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -20,7 +21,12 @@ def concrete_float(value: Any) -> float | None:
   if isinstance(value, jax.core.Tracer):
     return None
   try:
-    return float(np.asarray(value))
+    arr = np.asarray(value)
+    if np.iscomplexobj(arr):  # inject_hyperparams casts to a complex params' dtype
+      if np.any(arr.imag != 0):
+        return None
+      arr = arr.real
+    return float(arr)
   except (TypeError, ValueError):
     return None
 
@@ -38,7 +44,8 @@ def check_number(
   """Raises `ValueError` naming `name` unless `value` is a finite number in range.
 
   Schedules (callables) pass when `allow_schedule`; traced values pass unchecked,
-  because `optax.inject_hyperparams` rebuilds the transform inside `jit`.
+  because `optax.inject_hyperparams` rebuilds the transform inside `jit`. A concrete JAX
+  array may equal its upper bound: inject_hyperparams rounds it to the params' dtype.
   """
   if is_schedule(value):
     if allow_schedule:
@@ -46,6 +53,9 @@ def check_number(
     raise ValueError(f"{name} must be a number, not a schedule; got {value!r}.")
   if isinstance(value, jax.core.Tracer):
     return
+  if isinstance(value, jax.Array):
+    # inject_hyperparams casts hyperparameters to the params' dtype: in bfloat16, 0.999 is 1.
+    upper_inclusive = True
   if isinstance(value, (str, bytes)) or value is None:
     raise ValueError(f"{name} must be a finite number, got {value!r}.")
   x = concrete_float(value)
@@ -81,3 +91,28 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 def evaluate(value: float | Callable[[Any], Any], count: Any) -> Any:
   """A hyperparameter at step `count`: calls schedules, passes constants through."""
   return value(count) if is_schedule(value) else value
+
+
+def real(value: Any) -> Any:
+  """The real part of a (possibly complex, e.g. injected) hyperparameter; others unchanged."""
+  if isinstance(value, (jax.Array, np.ndarray, np.generic, complex)) and np.iscomplexobj(value):
+    return jnp.real(value)
+  return value
+
+
+def is_host_number(value: Any) -> bool:
+  """True for a Python or NumPy number: a value fixed when the transform is built.
+
+  JAX arrays are not: `optax.inject_hyperparams` passes every numeric hyperparameter to the
+  factory as a JAX array, rebuilding the transform with the current value at every step.
+  """
+  if isinstance(value, bool):
+    return False
+  if isinstance(value, (int, float, np.number)):
+    return True
+  return isinstance(value, np.ndarray) and value.ndim == 0
+
+
+def is_static_zero(value: Any) -> bool:
+  """True only for a host number equal to 0 (a traced or scheduled value is never skipped)."""
+  return is_host_number(value) and float(value) == 0.0

@@ -1,11 +1,16 @@
 """Which parameters are decayed, and by how much.
 
 A mask is `None` (decay every leaf), a pytree of bools or non-negative multipliers
-shaped like the parameters, or a callable `params -> such a pytree`. Masks are
-matched to parameters by *path* (``"encoder/layers/0/kernel"``), not by pytree
-type, so a mask built from ``nnx.state(model, nnx.Param)`` (whose leaves sit under
-``nnx.Param`` nodes) applies unchanged to the plain arrays that ``nnx.Optimizer``
-hands to the transform, and to Linen dicts and plain pytrees alike.
+shaped like the parameters *or a prefix of them* (``{"encoder": False, "head": True}``
+covers every leaf under ``encoder`` and ``head``, as `optax.masked` accepts), or a
+callable `params -> such a pytree`. Masks are matched to parameters by *path*
+(``"encoder/layers/0/kernel"``), not by pytree type, so a mask built from
+``nnx.state(model, nnx.Param)`` (whose leaves sit under ``nnx.Param`` nodes) applies
+unchanged to the plain arrays that ``nnx.Optimizer`` hands to the transform, and to
+Linen dicts and plain pytrees alike.
+
+A mask callable may also say *why* each leaf got its multiplier: `regex_mask` names the
+rule, `fan_in_mask` the fan-in, `default_mask` the ndim; `describe_mask` prints it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-Mask = Any  # None | pytree of bool/float | Callable[[params], pytree]
+Mask = Any  # None | pytree (or prefix pytree) of bool/float | Callable[[params], pytree]
 
 
 def _key_name(key: Any) -> str:
@@ -34,16 +39,21 @@ def _key_name(key: Any) -> str:
   return str(key)
 
 
+def _path_names(path: Sequence[Any]) -> tuple[str, ...]:
+  """The names of a key path; the trailing ``value`` of an NNX ``Variable`` is dropped."""
+  names = tuple(_key_name(k) for k in path)
+  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and names[-1] == "value":
+    names = names[:-1]
+  return names
+
+
 def path_to_str(path: Sequence[Any]) -> str:
   """``(DictKey('l1'), DictKey('kernel'), GetAttrKey('value'))`` -> ``"l1/kernel"``.
 
   The trailing ``value`` attribute of an NNX ``Variable`` is dropped so that a
   ``State`` of ``nnx.Param`` nodes and the bare arrays inside it share paths.
   """
-  names = [_key_name(k) for k in path]
-  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and names[-1] == "value":
-    names = names[:-1]
-  return "/".join(names)
+  return "/".join(_path_names(path))
 
 
 def param_paths(params: Any) -> list[str]:
@@ -55,93 +65,299 @@ def _is_mask_leaf(x: Any) -> bool:
   return isinstance(x, (bool, int, float, np.bool_, np.number))
 
 
-def _as_multiplier(path: str, value: Any) -> float:
-  try:
-    arr = np.asarray(value)
-  except Exception:
+def _as_multiplier(name: str, value: Any) -> float:
+  """`value` as a multiplier ≥ 0 (bools are 0/1); `ValueError` naming `name` otherwise."""
+  if isinstance(value, (str, bytes)) or value is None or isinstance(value, jax.core.Tracer):
     arr = None
-  if arr is None or arr.dtype == object or arr.size != 1:
+  else:
+    try:
+      arr = np.asarray(value)
+    except Exception:
+      arr = None
+  if arr is None or arr.dtype.kind not in "biuf" or arr.size != 1:
     raise ValueError(
-      f"mask entry at {path!r} must be a concrete bool or non-negative number, got {value!r}."
+      f"{name} must be a bool or a number >= 0 (a weight-decay multiplier), got {value!r}."
     )
   x = float(arr.reshape(()))
   if not math.isfinite(x) or x < 0:
-    raise ValueError(f"mask entry at {path!r} must be a finite multiplier >= 0, got {value!r}.")
+    raise ValueError(f"{name} must be a finite multiplier >= 0, got {value!r}.")
   return x
 
 
-def leaf_multipliers(params: Any, mask: Mask, *, name: str = "mask") -> list[float]:
-  """One decay multiplier per leaf of `params` (1.0 decayed, 0.0 untouched).
-
-  Raises:
-    ValueError: the mask names paths the parameters lack, or misses some of theirs.
-  """
-  paths = param_paths(params)
+def _resolve(params: Any, mask: Mask, name: str) -> list[tuple[float, str]]:
+  """(multiplier, what set it) per leaf of `params`, in `jax.tree.leaves` order."""
+  paths = [_path_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   if mask is None:
-    return [1.0] * len(paths)
+    return [(1.0, "no mask: every leaf")] * len(paths)
+  assign = getattr(mask, "_assign", None)
+  if assign is not None:  # regex_mask / fan_in_mask: multipliers and reasons in one pass
+    return assign(params)
   if callable(mask):
-    mask = mask(params)
-  flat = jax.tree_util.tree_flatten_with_path(mask, is_leaf=_is_mask_leaf)[0]
-  by_path = {path_to_str(p): v for p, v in flat}
-  missing = [p for p in paths if p not in by_path]
-  extra = sorted(set(by_path) - set(paths))
+    tree = mask(params)
+    explain = getattr(mask, "explain", None)
+    label = getattr(mask, "__name__", type(mask).__name__)
+  else:
+    tree, explain, label = mask, None, None
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_mask_leaf)[0]
+  entries = {_path_names(p): v for p, v in flat}
+  used: set[tuple[str, ...]] = set()
+  found, missing = [], []
+  for path in paths:
+    # The longest mask path that is a prefix of the parameter path: optax's prefix masks.
+    for n in range(len(path), -1, -1):
+      if path[:n] in entries:
+        found.append(path[:n])
+        used.add(path[:n])
+        break
+    else:
+      found.append(None)
+      missing.append("/".join(path))
+  extra = sorted("/".join(p) for p in set(entries) - used)
   if missing or extra:
     raise ValueError(
       f"{name} does not match the parameters: parameter paths without a mask entry "
       f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, mask entries without a parameter "
       f"{extra[:5]}{' ...' if len(extra) > 5 else ''}. Build the mask from the same tree "
-      "as the parameters, or pass a callable of params (e.g. wd_jax.default_mask)."
+      "as the parameters (or a prefix of it), or pass a callable of params "
+      "(e.g. wd_jax.default_mask)."
     )
-  return [_as_multiplier(p, by_path[p]) for p in paths]
+  out = []
+  for entry in found:
+    where = "/".join(entry) if entry else "<root>"
+    out.append((_as_multiplier(f"{name} entry at {where!r}", entries[entry]), where))
+  if explain is not None:
+    return [(m, why) for (m, _), why in zip(out, explain(params))]
+  if label is not None:
+    return [(m, f"{label}(params)") for m, _ in out]
+  return [(m, f"mask entry {where!r}") for m, where in out]
+
+
+def leaf_multipliers(params: Any, mask: Mask, *, name: str = "mask") -> list[float]:
+  """One decay multiplier per leaf of `params` (1.0 decayed, 0.0 untouched).
+
+  A mask tree may be a prefix of `params`: an entry covers every leaf below it.
+
+  Raises:
+    ValueError: the mask names paths the parameters lack, misses some of theirs, or holds
+      a value that is not a multiplier ≥ 0.
+  """
+  return [m for m, _ in _resolve(params, mask, name)]
 
 
 def default_mask(params: Any) -> Any:
-  """Decay only leaves with ``ndim >= 2`` (kernels and embeddings; not biases or norm scales)."""
+  """Decay only leaves with ``ndim >= 2`` (kernels and embeddings; not biases or norm scales).
+
+  Example:
+    >>> wd_jax.default_mask({"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)})
+    {'bias': False, 'kernel': True}
+  """
   return jax.tree.map(lambda x: np.ndim(x) >= 2, params)
 
 
-def regex_mask(rules: Mapping[str, float] | Sequence[tuple[str, float]], *, default: Any = 1.0):
+default_mask.explain = lambda params: [
+  f"default_mask: ndim {np.ndim(x)} {'>=' if np.ndim(x) >= 2 else '<'} 2"
+  for x in jax.tree.leaves(params)
+]
+
+
+class RegexMask:
+  """Per-leaf multipliers from regular-expression rules on parameter paths (see `regex_mask`)."""
+
+  def __init__(self, rules, default, allow_unused_rules: bool):
+    items = list(rules.items()) if isinstance(rules, Mapping) else list(rules)
+    self.rules: list[tuple[str, re.Pattern, float]] = []
+    for item in items:
+      if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise ValueError(f"rules must hold (pattern, multiplier) pairs, got {item!r}.")
+      pattern, mult = item
+      if not isinstance(pattern, str):
+        raise ValueError(f"rules has a pattern that is not a string: {pattern!r}.")
+      try:
+        regex = re.compile(pattern)
+      except re.error as e:
+        raise ValueError(f"rules has an invalid regular expression {pattern!r}: {e}") from e
+      self.rules.append((pattern, regex, _as_multiplier(f"rules[{pattern!r}]", mult)))
+    if not callable(default):
+      default = _as_multiplier("default", default)
+    self.default = default
+    self.allow_unused_rules = allow_unused_rules
+    self.__name__ = "regex_mask"
+
+  def _assign(self, params: Any) -> list[tuple[float, str]]:
+    paths = param_paths(params)
+    base = None
+    if callable(self.default):
+      base = _resolve(params, self.default, "regex_mask default")
+    out, first_hits, any_hits = [], {}, {}
+    for i, p in enumerate(paths):
+      winner = None
+      for j, (pattern, regex, mult) in enumerate(self.rules):
+        if regex.fullmatch(p):
+          any_hits.setdefault(j, p)
+          if winner is None:
+            winner = j
+            first_hits.setdefault(j, p)
+            out.append((mult, f"rule {pattern!r}"))
+      if winner is None:
+        if base is None:
+          out.append((self.default, "default"))
+        else:
+          out.append((base[i][0], f"default ({base[i][1]})"))
+    if not self.allow_unused_rules:
+      unused = []
+      for j, (pattern, _, _) in enumerate(self.rules):
+        if j in first_hits:
+          continue
+        if j in any_hits:
+          unused.append(
+            f"{pattern!r} matches only paths an earlier rule sets (e.g. {any_hits[j]!r})"
+          )
+        else:
+          unused.append(f"{pattern!r} matches no parameter path")
+      if unused:
+        shown = ", ".join(repr(p) for p in paths[:8]) + (" ..." if len(paths) > 8 else "")
+        raise ValueError(
+          "regex_mask rule sets no multiplier: " + "; ".join(unused) + f". Parameter paths: "
+          f"[{shown}]. Fix the pattern (it must re.fullmatch the whole path), or pass "
+          "allow_unused_rules=True."
+        )
+    return out
+
+  def __call__(self, params: Any) -> Any:
+    mults = iter([m for m, _ in self._assign(params)])
+    return jax.tree.map(lambda _: next(mults), params)
+
+  def explain(self, params: Any) -> list[str]:
+    """What set each leaf's multiplier, in `jax.tree.leaves` order."""
+    return [why for _, why in self._assign(params)]
+
+  def __repr__(self) -> str:
+    rules = {p: m for p, _, m in self.rules}
+    return f"regex_mask({rules!r}, default={self.default!r})"
+
+
+def regex_mask(
+  rules: Mapping[str, float] | Sequence[tuple[str, float]],
+  *,
+  default: Any = 1.0,
+  allow_unused_rules: bool = False,
+) -> RegexMask:
   """Per-layer weight-decay multipliers from regular expressions on parameter paths.
 
   The *first* rule whose pattern `re.fullmatch`es the path (``"head/kernel"``) wins;
   paths that no rule matches get `default`, which may itself be a mask callable such
-  as `default_mask`. This is big_vision's ``wd_mults`` idea.
+  as `default_mask`. This is big_vision's ``wd_mults`` idea. A rule that sets no
+  multiplier (it matches no path, or only paths an earlier rule already set) is almost
+  always a typo, so applying the mask raises unless `allow_unused_rules`.
 
   Example:
-    >>> mask = regex_mask({".*bias": 0.0, "head/.*": 0.1})
+    >>> mask = wd_jax.regex_mask({".*bias": 0.0, "head/.*": 0.1})
+    >>> mask({"body": {"kernel": 1.0, "bias": 1.0}, "head": {"kernel": 1.0}})
+    {'body': {'bias': 0.0, 'kernel': 1.0}, 'head': {'kernel': 0.1}}
 
   Args:
-    rules: ``{pattern: multiplier}`` or a list of ``(pattern, multiplier)`` pairs.
+    rules: ``{pattern: multiplier}`` or a list of ``(pattern, multiplier)`` pairs;
+      multipliers are bools or numbers ≥ 0, checked here with the rule named.
     default: multiplier for unmatched paths, or a callable mask giving it per leaf.
+    allow_unused_rules: accept rules that set no multiplier on the parameters.
 
   Returns:
-    A callable ``params -> pytree of multipliers`` for any transform's ``mask=``.
+    A callable ``params -> pytree of multipliers`` for any transform's ``mask=``; its
+    ``explain(params)`` says which rule set each multiplier (`describe_mask` prints it).
+
+  Raises:
+    ValueError: an invalid pattern or multiplier (at construction); a rule that sets no
+      multiplier (when the mask is applied to parameters).
   """
-  items = list(rules.items()) if isinstance(rules, Mapping) else list(rules)
-  compiled = []
-  for pattern, mult in items:
-    try:
-      compiled.append((re.compile(pattern), _as_multiplier(f"rules[{pattern!r}]", mult)))
-    except re.error as e:
-      raise ValueError(f"rules has an invalid regular expression {pattern!r}: {e}") from e
+  return RegexMask(rules, default, allow_unused_rules)
 
-  def mask_fn(params: Any) -> Any:
-    if callable(default):
-      base = dict(zip(param_paths(params), jax.tree.leaves(default(params), is_leaf=_is_mask_leaf)))
-    else:
-      base = None
 
-    def one(path, leaf):
-      del leaf
-      p = path_to_str(path)
-      for regex, mult in compiled:
-        if regex.fullmatch(p):
-          return mult
-      return float(base[p]) if base is not None else default
+def _default_fan_in(path: str, leaf: Any) -> int | None:
+  del path
+  shape = np.shape(leaf)
+  return math.prod(shape[:-1]) if len(shape) >= 2 else None
 
-    return jax.tree_util.tree_map_with_path(one, params)
 
-  return mask_fn
+class FanInMask:
+  """Multipliers scaled by each leaf's fan-in (see `fan_in_mask`)."""
+
+  def __init__(self, base_fan_in, exponent, mask, fan_in):
+    self.base_fan_in, self.exponent, self.mask = base_fan_in, exponent, mask
+    self.fan_in = _default_fan_in if fan_in is None else fan_in
+    self.__name__ = "fan_in_mask"
+
+  def _assign(self, params: Any) -> list[tuple[float, str]]:
+    base = _resolve(params, self.mask, "fan_in_mask mask")
+    out = []
+    for (m, why), path, leaf in zip(base, param_paths(params), jax.tree.leaves(params)):
+      n = self.fan_in(path, leaf)
+      if n is None or m == 0.0:
+        out.append((m, why))
+        continue
+      if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"fan_in of {path!r} must be an int >= 1 or None, got {n!r}.")
+      scale = (int(n) / self.base_fan_in) ** self.exponent
+      out.append((m * scale, f"{why} × (fan_in {int(n)}/{self.base_fan_in})^{self.exponent:g}"))
+    return out
+
+  def __call__(self, params: Any) -> Any:
+    mults = iter([m for m, _ in self._assign(params)])
+    return jax.tree.map(lambda _: next(mults), params)
+
+  def explain(self, params: Any) -> list[str]:
+    return [why for _, why in self._assign(params)]
+
+
+def fan_in_mask(
+  base_fan_in: int,
+  *,
+  exponent: float = 1.0,
+  mask: Mask = default_mask,
+  fan_in: Callable[[str, Any], int | None] | None = None,
+) -> FanInMask:
+  """Width-aware multipliers for μP-style setups: m_l = mask_l · (fan_in_l / base_fan_in)^e.
+
+  fan_in_l is ``prod(shape[:-1])`` for leaves with ndim ≥ 2 (a Flax kernel ``(..., in,
+  out)``; a conv kernel ``(h, w, in, out)`` has fan-in h·w·in); other leaves keep `mask`'s
+  multiplier. `fan_in(path, leaf)` overrides that rule (return None to leave a leaf alone).
+
+  Which exponent: the decay step of a wd_jax transform is c_t·λ·m_l·θ, with c_t set by
+  the coupling from the *global* learning rate. Under μP the base optimizer scales each
+  hidden layer's learning rate as η_l = α·base/fan_in_l. Wang & Aitchison (2024) keep the
+  EMA timescale τ_l = 1/(η_l λ_l) of every layer fixed across widths, i.e. λ_l ∝ fan_in_l
+  when λ is multiplied by the layer's own η_l (torch parameter groups). To give a layer the
+  per-step shrink η_l·λ_l of such a setup with λ_l = λ·(fan_in_l/base)^p, use
+  ``exponent = p − 1``: p = 1 (their rule) needs no multiplier at all in wd_jax, p = 0 (one
+  λ for every parameter group) is ``exponent=-1``. Use ``exponent=1`` where λ is multiplied
+  by a learning rate that does *not* scale with width.
+
+  Example:
+    >>> mask = wd_jax.fan_in_mask(64, exponent=1.0)
+    >>> mask({"hidden": {"kernel": jnp.ones((256, 256)), "bias": jnp.ones(256)}})
+    {'hidden': {'bias': 0.0, 'kernel': 4.0}}
+
+  Args:
+    base_fan_in: the fan-in at which the multiplier is 1 (the base model's width).
+    exponent: e in (fan_in/base)^e.
+    mask: the multipliers to scale (any mask; default `default_mask`).
+    fan_in: optional ``(path, leaf) -> int | None`` giving each leaf's fan-in.
+
+  Returns:
+    A mask callable; ``explain(params)`` says how each multiplier was set.
+
+  References:
+    Wang & Aitchison, "How to set AdamW's weight decay as you scale model and dataset
+    size", 2024. Yang et al., "Tensor Programs V" (μP), 2022.
+  """
+  if isinstance(base_fan_in, bool) or not isinstance(base_fan_in, (int, np.integer)):
+    raise ValueError(f"base_fan_in must be an int >= 1, got {base_fan_in!r}.")
+  if base_fan_in < 1:
+    raise ValueError(f"base_fan_in must be an int >= 1, got {base_fan_in!r}.")
+  if isinstance(exponent, bool) or not isinstance(exponent, (int, float)):
+    raise ValueError(f"exponent must be a finite number, got {exponent!r}.")
+  if not math.isfinite(exponent):
+    raise ValueError(f"exponent must be a finite number, got {exponent!r}.")
+  return FanInMask(int(base_fan_in), float(exponent), mask, fan_in)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +366,7 @@ class MaskRow:
   shape: tuple[int, ...]
   size: int
   multiplier: float
+  source: str = ""  # what set the multiplier (a rule, the default, a mask entry)
 
   @property
   def decayed(self) -> bool:
@@ -172,7 +389,7 @@ class MaskTable:
 
   def __str__(self) -> str:
     total = max(self.total_size, 1)
-    header = ("parameter", "shape", "decayed", "multiplier", "share")
+    header = ("parameter", "shape", "decayed", "multiplier", "share", "set by")
     body = [
       (
         r.path,
@@ -180,6 +397,7 @@ class MaskTable:
         "yes" if r.decayed else "no",
         f"{r.multiplier:g}",
         f"{100 * r.size / total:.1f}%",
+        r.source,
       )
       for r in self.rows
     ]
@@ -194,17 +412,24 @@ class MaskTable:
 
 
 def describe_mask(params: Any, mask: Mask = None) -> MaskTable:
-  """A table of path, shape, decayed or not, multiplier and share of all parameters.
+  """A table of path, shape, decayed or not, multiplier, share, and what set the multiplier.
 
   Print it before training to see what weight decay will touch:
 
-    >>> print(describe_mask(nnx.state(model, nnx.Param), wd_jax.default_mask))
+  Example:
+    >>> params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+    >>> print(wd_jax.describe_mask(params, wd_jax.regex_mask({"b": 0.0})))
+    parameter  shape   decayed  multiplier  share  set by
+    ---------  ------  -------  ----------  -----  --------
+    b          (3,)    no       0           20.0%  rule 'b'
+    w          (4, 3)  yes      1           80.0%  default
+    decayed: 12 of 15 parameters (80.0%)
   """
-  mults = leaf_multipliers(params, mask)
+  resolved = _resolve(params, mask, "mask")
   leaves = jax.tree.leaves(params)
   rows = tuple(
-    MaskRow(p, tuple(np.shape(x)), int(np.size(x)), m)
-    for p, x, m in zip(param_paths(params), leaves, mults)
+    MaskRow(p, tuple(np.shape(x)), int(np.size(x)), m, why)
+    for p, x, (m, why) in zip(param_paths(params), leaves, resolved)
   )
   return MaskTable(rows)
 

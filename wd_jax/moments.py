@@ -8,6 +8,7 @@ one extra buffer the size of the parameters (m_loss and m_l2 replace m).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -17,79 +18,119 @@ import optax
 
 from wd_jax import _validation
 from wd_jax.masks import Mask, leaf_multipliers
-from wd_jax.transforms import AddL1State, AddL2State, find_states
+from wd_jax.transforms import (
+  AddL1State,
+  AddL2State,
+  DecayDirectionState,
+  DecoupledWeightDecayState,
+  _advance,
+  _check_mask_at_init,
+  _check_reference,
+  _coef_dtype,
+  _count,
+  _decay_coefficient,
+  _init_reference,
+  _reference_leaves,
+  _schedule_state,
+  find_states,
+)
 
 
 class AdamL2State(NamedTuple):
   """Adam moments with the L2 gradient mixed in (no split kept)."""
 
   count: chex.Array  # shape=(), dtype=jnp.int32.
-  mu: optax.Updates  # First moment (with λθ when l2_in_first_moment).
+  mu: optax.Updates  # First moment (with λθ when l2_in_first_moment), dtype mu_dtype.
   nu: optax.Updates  # Second moment (with λθ when l2_in_second_moment).
+  nu_max: Any  # Running max of the debiased second moment (amsgrad), else EmptyState.
+  reference: Any  # θ₀ for L2 toward a reference point, else EmptyState.
 
 
 class TrackedAdamL2State(NamedTuple):
   """Adam moments with the first moment kept as its two exact parts."""
 
   count: chex.Array  # shape=(), dtype=jnp.int32.
-  mu_loss: optax.Updates  # EMA of the loss gradient g.
-  mu_l2: optax.Updates  # EMA of the L2 gradient λθ (zeros when not in m).
+  mu_loss: optax.Updates  # EMA of the loss gradient g, dtype mu_dtype.
+  mu_l2: optax.Updates  # EMA of the L2 gradient λθ (zeros when not in m), dtype mu_dtype.
   nu: optax.Updates  # Second moment.
+  nu_max: Any  # Running max of the debiased second moment (amsgrad), else EmptyState.
+  reference: Any  # θ₀ for L2 toward a reference point, else EmptyState.
 
 
-def _ema(decay: float, moment: chex.Array, x: chex.Array) -> chex.Array:
-  return (1 - decay) * x + decay * moment  # same operation order as optax.tree.update_moment
-
-
-def _debias(x: chex.Array, decay: float, count: chex.Array) -> chex.Array:
-  return x / (1 - decay**count).astype(x.dtype)
+def _check_adam_constants(b1, b2, eps, eps_root) -> None:
+  _validation.check_beta("b1", b1)
+  _validation.check_beta("b2", b2)
+  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  _validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
 
 
 def scale_by_adam_l2(
-  weight_decay: float | optax.Schedule,
+  weight_decay: float | optax.Schedule = 1e-4,
   *,
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
+  eps_root: float = 0.0,
+  mu_dtype: Any = None,
+  nesterov: bool = False,
+  amsgrad: bool = False,
   l2_in_first_moment: bool = True,
   l2_in_second_moment: bool = True,
   track_moments: bool = False,
   mask: Mask = None,
+  reference: Any = None,
 ) -> optax.GradientTransformation:
-  """Adam scaling with a coupled L2 gradient r = λ_t·m·θ routed into m and/or v.
+  """Adam scaling with a coupled L2 gradient r = λ_t·m·(θ − θ₀) routed into m and/or v.
 
-  With t the 1-based step, g the loss gradient::
+  With t the 1-based step, g the loss gradient, |·|² the squared modulus (complex-safe)::
 
-    m_t = β1 m_{t-1} + (1−β1) (g + r·[in m])       v_t = β2 v_{t-1} + (1−β2) (g + r·[in v])²
-    u_t = (m_t/(1−β1^t) + r·[not in m]) / (√(v_t/(1−β2^t)) + ε)
+    m_t = β1 m_{t-1} + (1−β1) (g + r·[in m])       v_t = β2 v_{t-1} + (1−β2) |g + r·[in v]|²
+    m̂_t = m_t/(1−β1^t)    (nesterov: β1 m_t/(1−β1^{t+1}) + (1−β1)(g + r·[in m])/(1−β1^t))
+    v̂_t = v_t/(1−β2^t)    (amsgrad: v̂_t ← max(v̂_{t-1}, v̂_t))
+    u_t = (m̂_t + r·[not in m]) / (√(v̂_t + ε_root) + ε)
 
-  Both flags True is torch ``Adam(weight_decay=λ)`` before the lr; the four flag
-  settings are the 2×2 ablation of REFERENCES §2. λ is multiplied by the mask
-  multiplier only here; the learning rate and 1/√v̂ multiply it afterwards.
+  Both flags True is torch ``Adam(weight_decay=λ)`` before the lr (``optax.chain(
+  optax.add_decayed_weights(λ), optax.scale_by_adam(...))``); the four flag settings are the
+  2×2 ablation of REFERENCES §2. λ is multiplied by the mask multiplier only here; the
+  learning rate and 1/√v̂ multiply it afterwards.
+
+  Example:
+    >>> opt = wd_jax.scale_by_adam_l2(0.5, l2_in_first_moment=False, l2_in_second_moment=False)
+    >>> p, g = jnp.array([1.0]), jnp.array([0.25])
+    >>> u, _ = opt.update(g, opt.init(p), p)  # step 1: (g + λθ) / (|g| + ε)
+    >>> print(f"{float(u[0]):.3f}")
+    3.000
 
   Args:
     weight_decay: λ ≥ 0 or a schedule.
-    b1, b2, eps: Adam's constants.
+    b1, b2, eps, eps_root: Adam's constants (as in `optax.scale_by_adam`).
+    mu_dtype: dtype of the first-moment buffer(s); None keeps the params' dtype.
+    nesterov: Nesterov momentum (Dozat 2016), as `optax.scale_by_adam(nesterov=True)`.
+    amsgrad: divide by the running max of v̂ (as `optax.scale_by_amsgrad`).
     l2_in_first_moment: feed r into m (else add it to the debiased m at this step only).
     l2_in_second_moment: feed r into v.
     track_moments: keep m as m_loss + m_l2 (`first_moment_split`, `l2_share`); one extra
       parameter-sized buffer.
     mask: which leaves get the L2 gradient, and by how much.
+    reference: None, ``"init"`` or a pytree θ₀: the L2 gradient is λ(θ − θ₀) (L2-SP).
   """
   _validation.check_weight_decay(weight_decay)
-  _validation.check_beta("b1", b1)
-  _validation.check_beta("b2", b2)
-  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  _check_adam_constants(b1, b2, eps, eps_root)
+  if nesterov and amsgrad:
+    raise ValueError("nesterov=True and amsgrad=True cannot be combined (as in optax), got both.")
+  _check_reference(reference)
+  mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
   def init_fn(params):
-    leaf_multipliers(params, mask)
+    _check_mask_at_init(params, mask)
     count = jnp.zeros([], jnp.int32)
-    zeros = optax.tree.zeros_like(params)
+    mu = lambda: optax.tree.zeros_like(params, dtype=mu_dtype)
+    nu = optax.tree.zeros_like(params)
+    nu_max = optax.tree.zeros_like(params) if amsgrad else optax.EmptyState()
+    ref = _init_reference(reference, params)
     if track_moments:
-      return TrackedAdamL2State(
-        count, zeros, optax.tree.zeros_like(params), optax.tree.zeros_like(params)
-      )
-    return AdamL2State(count, zeros, optax.tree.zeros_like(params))
+      return TrackedAdamL2State(count, mu(), mu(), nu, nu_max, ref)
+    return AdamL2State(count, mu(), nu, nu_max, ref)
 
   def update_fn(updates, state, params=None):
     if params is None:
@@ -101,92 +142,140 @@ def scale_by_adam_l2(
     mults = leaf_multipliers(params, mask)
     grads, treedef = jax.tree.flatten(updates)
     ps = treedef.flatten_up_to(params)
+    refs = _reference_leaves(state.reference, treedef)
     nus = treedef.flatten_up_to(state.nu)
+    nu_maxs = treedef.flatten_up_to(state.nu_max) if amsgrad else [None] * len(grads)
     if track_moments:
       mls, m2s = treedef.flatten_up_to(state.mu_loss), treedef.flatten_up_to(state.mu_l2)
     else:
       mus = treedef.flatten_up_to(state.mu)
-    out, new_mu, new_m2, new_nu = [], [], [], []
+    out, new_mu, new_m2, new_nu, new_nu_max = [], [], [], [], []
     for i, (g, p, k) in enumerate(zip(grads, ps, mults)):
-      r = (k * lam) * p if k != 0.0 else None
-      gv = g + r if (r is not None and l2_in_second_moment) else g
-      nu = _ema(b2, nus[i], gv * gv)
+      r = None
+      if k != 0.0 and not _validation.is_static_zero(lam):
+        coef = _decay_coefficient("constant", None, None, lam, k, None, p)
+        r = (coef * (p if refs[i] is None else p - refs[i])).astype(g.dtype)
+      gm = g + r if (r is not None and l2_in_first_moment) else g  # what enters m
+      gv = g + r if (r is not None and l2_in_second_moment) else g  # what enters v
+      nu = optax.tree.update_moment_per_elem_norm(gv, nus[i], b2, 2)
       if track_moments:
-        m_loss = _ema(b1, mls[i], g)
-        m_l2 = _ema(b1, m2s[i], r) if (r is not None and l2_in_first_moment) else m2s[i]
+        m_loss = optax.tree.update_moment(g, mls[i], b1, 1)
+        m_l2 = m2s[i]
+        if r is not None and l2_in_first_moment:
+          m_l2 = optax.tree.update_moment(r, m2s[i], b1, 1)
         m = m_loss + m_l2
-        new_mu.append(m_loss)
-        new_m2.append(m_l2)
+        new_mu.append(optax.tree.cast(m_loss, mu_dtype))
+        new_m2.append(optax.tree.cast(m_l2, mu_dtype))
       else:
-        m = _ema(b1, mus[i], g + r if (r is not None and l2_in_first_moment) else g)
-        new_mu.append(m)
-      m_hat = _debias(m, b1, count)
+        m = optax.tree.update_moment(gm, mus[i], b1, 1)
+        new_mu.append(optax.tree.cast(m, mu_dtype))
+      if nesterov:
+        m_hat = b1 * optax.tree.bias_correction(m, b1, optax.safe_increment(count)) + (
+          1 - b1
+        ) * optax.tree.bias_correction(gm, b1, count)
+      else:
+        m_hat = optax.tree.bias_correction(m, b1, count)
       if r is not None and not l2_in_first_moment:
         m_hat = m_hat + r
-      out.append(m_hat / (jnp.sqrt(_debias(nu, b2, count)) + eps))
-      new_nu.append(nu)
+      v_hat = optax.tree.bias_correction(nu, b2, count)
+      if amsgrad:
+        v_hat = jnp.maximum(nu_maxs[i], v_hat)
+        new_nu_max.append(v_hat)
+      out.append(m_hat / (jnp.sqrt(v_hat + eps_root) + eps))
+      new_nu.append(optax.tree.cast_like(nu, nus[i]))
     unflat = treedef.unflatten
+    nu_max = unflat(new_nu_max) if amsgrad else state.nu_max
     if track_moments:
-      new_state = TrackedAdamL2State(count, unflat(new_mu), unflat(new_m2), unflat(new_nu))
+      new_state = TrackedAdamL2State(
+        count, unflat(new_mu), unflat(new_m2), unflat(new_nu), nu_max, state.reference
+      )
     else:
-      new_state = AdamL2State(count, unflat(new_mu), unflat(new_nu))
+      new_state = AdamL2State(count, unflat(new_mu), unflat(new_nu), nu_max, state.reference)
     return unflat(out), new_state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
 class StableWeightDecayState(NamedTuple):
-  """State of `scale_by_adam_stable`: optax's Adam state plus a step count for λ_t."""
+  """State of `scale_by_adam_stable`: optax's Adam (or AMSGrad) state and λ's step count."""
 
-  adam: optax.ScaleByAdamState
-  count: chex.Array  # shape=(), dtype=jnp.int32.
+  adam: optax.OptState  # ScaleByAdamState, or ScaleByAmsgradState with amsgrad.
+  schedule_state: Any  # ScaleByScheduleState(count) when λ is a schedule, else EmptyState.
 
 
 def scale_by_adam_stable(
-  weight_decay: float | optax.Schedule,
+  weight_decay: float | optax.Schedule = 1e-4,
   *,
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
+  eps_root: float = 0.0,
+  mu_dtype: Any = None,
+  nesterov: bool = False,
+  amsgrad: bool = False,
   mask: Mask = None,
 ) -> optax.GradientTransformation:
   """Adam scaling plus stable weight decay (SWD; Xie et al. NeurIPS 2023, "AdamS").
 
-  ``u = m̂/(√v̂ + ε) + λ_t · m · θ / √v̄``, with v̄ the mean of the bias-corrected
-  second moment v̂ over *all* parameter elements. Followed by the lr scaling this is
+  ``u = m̂/(√(v̂ + ε_root) + ε) + λ_t · m · θ / √v̄``, with v̄ the mean of the bias-corrected
+  second moment v̂ (with amsgrad: of its running max, the denominator actually used) over
+  *all* parameter elements. Followed by the lr scaling this is
   θ ← θ (1 − α_t λ_t / √v̄) − α_t m̂/(√v̂ + ε): λ is multiplied by α_t and by 1/√v̄,
-  never mixed into the moments. Where v̄ = 0 (all gradients zero so far) no decay
-  is applied.
+  never mixed into the moments. Where v̄ = 0 (all gradients zero so far, or no
+  parameters at all) no decay is applied.
+
+  Example:
+    >>> opt = wd_jax.scale_by_adam_stable(0.5)
+    >>> p, g = jnp.array([1.0, 2.0]), jnp.array([0.5, -0.5])
+    >>> u, _ = opt.update(g, opt.init(p), p)  # v̄ = 0.25: u = sign(g) + λθ/0.5
+    >>> print(u.round(3))
+    [2. 1.]
   """
   _validation.check_weight_decay(weight_decay)
-  _validation.check_beta("b1", b1)
-  _validation.check_beta("b2", b2)
-  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
-  adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+  _check_adam_constants(b1, b2, eps, eps_root)
+  if nesterov and amsgrad:
+    raise ValueError("nesterov=True and amsgrad=True cannot be combined (as in optax), got both.")
+  if amsgrad:
+    adam = optax.scale_by_amsgrad(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
+  else:
+    adam = optax.scale_by_adam(
+      b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
+    )
+  scheduled = _validation.is_schedule(weight_decay)
 
   def init_fn(params):
-    leaf_multipliers(params, mask)
-    return StableWeightDecayState(adam.init(params), jnp.zeros([], jnp.int32))
+    _check_mask_at_init(params, mask)
+    return StableWeightDecayState(adam.init(params), _schedule_state(scheduled))
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("scale_by_adam_stable needs the current params.")
     steps, adam_state = adam.update(updates, state.adam, params)
-    nu_leaves = jax.tree.leaves(adam_state.nu)
-    size = sum(x.size for x in nu_leaves)
-    nu_mean = sum(jnp.sum(x) for x in nu_leaves) / size / (1 - b2**adam_state.count)
+    lam = _validation.evaluate(weight_decay, _count(state.schedule_state))
+    new_state = StableWeightDecayState(adam_state, _advance(state.schedule_state))
+    if amsgrad:
+      v_hats = jax.tree.leaves(adam_state.nu_max)  # already debiased, as used
+    else:
+      v_hats = [
+        x / (1 - b2**adam_state.count).astype(x.dtype) for x in jax.tree.leaves(adam_state.nu)
+      ]
+    size = sum(x.size for x in v_hats)
+    if size == 0 or _validation.is_static_zero(lam):  # nothing to decay (an empty tree has no v̄)
+      return steps, new_state
+    dtype = functools.reduce(jnp.promote_types, [_coef_dtype(x) for x in v_hats])
+    nu_mean = sum(jnp.sum(jnp.real(x).astype(dtype)) for x in v_hats) / size
     inv = jnp.where(nu_mean > 0, 1.0 / jnp.sqrt(jnp.where(nu_mean > 0, nu_mean, 1.0)), 0.0)
-    lam = _validation.evaluate(weight_decay, state.count)
     mults = leaf_multipliers(params, mask)
     leaves, treedef = jax.tree.flatten(steps)
     ps = treedef.flatten_up_to(params)
-    out = [
-      u if k == 0.0 else u + (k * lam * inv).astype(u.dtype) * p
-      for u, p, k in zip(leaves, ps, mults)
-    ]
-    return treedef.unflatten(out), StableWeightDecayState(
-      adam_state, optax.safe_increment(state.count)
-    )
+    out = []
+    for u, p, k in zip(leaves, ps, mults):
+      if k == 0.0:
+        out.append(u)
+        continue
+      coef = _decay_coefficient("constant", None, None, lam, k, None, p) * inv
+      out.append(u + (coef * p).astype(u.dtype))
+    return treedef.unflatten(out), new_state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -227,11 +316,21 @@ def _state_types(opt_state: Any) -> list[str]:
 def l2_share(opt_state: Any) -> chex.Array:
   """‖m_l2‖ / (‖m_loss‖ + ‖m_l2‖) over the whole parameter tree (0 when both are 0).
 
-  Exactly 0 for decoupled optimizers (their decay never enters a moment buffer).
+  Measured for optimizers built with ``track_moments=True``; exactly 0 for wd_jax's
+  decoupled optimizers (`with_weight_decay` and every recipe built on it, `adams`): their
+  decay never enters a moment buffer, provided the optimizer they wrap adds none itself.
   Per-leaf and per-layer shares are in `wd_jax.diagnostics`.
 
+  Example:
+    >>> opt = wd_jax.adamw(1e-3, 0.1)
+    >>> print(wd_jax.l2_share(opt.init({"w": jnp.ones(2)})))
+    0.0
+
   Raises:
-    ValueError: the optimizer is coupled (L2 or L1 in the moments) but untracked.
+    ValueError: the optimizer is coupled (L2 or L1 in the moments) but untracked; or the
+      state holds no wd_jax decay at all (e.g. optax's own ``chain(add_decayed_weights,
+      scale_by_adam, ...)``, whose state does not record what entered the moments), so
+      the share cannot be known.
   """
   if find_states(opt_state, TrackedAdamL2State):
     m_loss, m_l2 = first_moment_split(opt_state)
@@ -243,4 +342,13 @@ def l2_share(opt_state: Any) -> chex.Array:
       "l2_share of a coupled optimizer needs track_moments=True "
       "(e.g. wd_jax.adam_l2(lr, wd, track_moments=True)) to measure the L2 part of m."
     )
-  return jnp.zeros([], jnp.float32)
+  decoupled = (DecoupledWeightDecayState, StableWeightDecayState, DecayDirectionState)
+  if any(find_states(opt_state, cls) for cls in decoupled):
+    return jnp.zeros([], jnp.float32)
+  raise ValueError(
+    "l2_share cannot know the L2 share of this optimizer: its state holds no wd_jax weight "
+    f"decay (found state types: {_state_types(opt_state)}), so what entered its moment "
+    "buffers is not recorded (e.g. optax.chain(optax.add_decayed_weights(λ), "
+    "optax.scale_by_adam(), ...) mixes λθ into m without a trace). Use "
+    "wd_jax.adam_l2(lr, λ, track_moments=True) to measure it, or a wd_jax decoupled optimizer."
+  )

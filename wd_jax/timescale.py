@@ -1,0 +1,232 @@
+"""Weight decay as a timescale: λ from τ, and what a λ does over a whole run.
+
+Decoupled decay makes the weights an exponential moving average of recent updates with
+timescale τ = 1/(c λ) steps, c the factor the coupling multiplies λ by (Wang & Aitchison
+2024, REFERENCES §8): α for ``"lr"`` (their τ_iter = 1/(ηλ)), 1 for ``"schedule"`` at the
+peak and for ``"constant"``, α_peak for ``"corrected"`` at the peak. They find the best
+τ in epochs roughly constant across model and dataset size, and advise τ not much shorter
+than one epoch nor much longer than the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from wd_jax import _validation
+from wd_jax.transforms import COUPLINGS
+
+_MULTIPLIED_BY = {
+  "lr": "α_t",
+  "schedule": "α_t/α_peak",
+  "constant": "nothing",
+  "corrected": "α_t²/α_peak",
+}
+
+
+def _values(fn_or_value: Any, steps: int) -> np.ndarray:
+  """A float or a schedule at t = 0..steps-1, as float64."""
+  if not _validation.is_schedule(fn_or_value):
+    return np.full(steps, float(fn_or_value))
+  counts = jnp.arange(steps, dtype=jnp.int32)
+  out = np.asarray(fn_or_value(counts), np.float64)
+  if out.shape != (steps,):  # a schedule that does not broadcast over an array of counts
+    out = np.array([float(fn_or_value(jnp.asarray(t, jnp.int32))) for t in range(steps)])
+  return out
+
+
+def _peak_factor(coupling: str, learning_rate: Any, peak_learning_rate: Any) -> float:
+  """c at the peak learning rate: α_peak for "lr" and "corrected", 1 otherwise."""
+  if coupling in ("schedule", "constant"):
+    return 1.0
+  if peak_learning_rate is not None:
+    return float(peak_learning_rate)
+  if learning_rate is None or _validation.is_schedule(learning_rate):
+    raise ValueError(
+      f"peak_learning_rate is required for coupling={coupling!r} unless learning_rate is a "
+      f"float, got learning_rate={learning_rate!r}."
+    )
+  return float(learning_rate)
+
+
+def timescale_weight_decay(
+  tau_steps: float | None = None,
+  *,
+  tau_epochs: float | None = None,
+  steps_per_epoch: float | None = None,
+  coupling: str = "lr",
+  learning_rate: Any = None,
+  peak_learning_rate: float | None = None,
+) -> float:
+  """λ = 1/(c_peak · τ): the weight decay whose EMA timescale is τ steps at the peak lr.
+
+  c_peak is what the coupling multiplies λ by at the peak learning rate: α_peak
+  (``"lr"``, Wang & Aitchison's λ = 1/(η τ_iter), and ``"corrected"``) or 1 (``"schedule"``,
+  ``"constant"``). τ in epochs is τ_steps = τ_epochs × steps_per_epoch.
+
+  Example:
+    >>> print(wd_jax.timescale_weight_decay(tau_epochs=2, steps_per_epoch=500, learning_rate=1e-3))
+    1.0
+    >>> print(wd_jax.timescale_weight_decay(1000, coupling="schedule"))
+    0.001
+
+  Args:
+    tau_steps: τ in steps (or give `tau_epochs` and `steps_per_epoch`).
+    tau_epochs: τ in epochs.
+    steps_per_epoch: optimizer steps per epoch (dataset size / batch size).
+    coupling: one of ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
+    learning_rate: α (a float is its own peak); needed for ``"lr"``/``"corrected"``.
+    peak_learning_rate: α_peak, when `learning_rate` is a schedule.
+
+  Returns:
+    λ as a float.
+
+  References:
+    Wang & Aitchison, "How to set AdamW's weight decay as you scale model and dataset
+    size", arXiv:2405.13698, 2024.
+  """
+  _validation.check_choice("coupling", coupling, COUPLINGS)
+  if (tau_steps is None) == (tau_epochs is None):
+    raise ValueError(
+      f"give exactly one of tau_steps and tau_epochs, got tau_steps={tau_steps!r}, "
+      f"tau_epochs={tau_epochs!r}."
+    )
+  if tau_epochs is not None:
+    _validation.check_number(
+      "tau_epochs", tau_epochs, lower=0.0, lower_inclusive=False, allow_schedule=False
+    )
+    if steps_per_epoch is None:
+      raise ValueError("steps_per_epoch is required with tau_epochs, got None.")
+    _validation.check_number(
+      "steps_per_epoch", steps_per_epoch, lower=0.0, lower_inclusive=False, allow_schedule=False
+    )
+    tau_steps = float(tau_epochs) * float(steps_per_epoch)
+  _validation.check_number(
+    "tau_steps", tau_steps, lower=0.0, lower_inclusive=False, allow_schedule=False
+  )
+  return 1.0 / (_peak_factor(coupling, learning_rate, peak_learning_rate) * float(tau_steps))
+
+
+@dataclasses.dataclass(frozen=True)
+class TimescaleReport:
+  """λ, its timescale τ and the total shrink over a run; `str()` gives a readable summary."""
+
+  weight_decay: float  # λ (the largest λ_t of a schedule)
+  coupling: str
+  tau_steps: float  # 1/max_t(c_t λ_t): the shortest timescale of the run
+  total_steps: int
+  total_shrink: float  # exp(−Σ_t c_t λ_t): what the decay alone leaves of θ
+  steps_per_epoch: float | None = None
+
+  @property
+  def tau_epochs(self) -> float | None:
+    return None if self.steps_per_epoch is None else self.tau_steps / self.steps_per_epoch
+
+  @property
+  def run_epochs(self) -> float | None:
+    return None if self.steps_per_epoch is None else self.total_steps / self.steps_per_epoch
+
+  @property
+  def guideline(self) -> str:
+    """Wang & Aitchison's advice on τ_epoch: not much below 1 epoch nor beyond the run."""
+    if self.tau_epochs is None:
+      return ""
+    if self.tau_epochs < 1:
+      return "shorter than one epoch"
+    if self.tau_epochs > self.run_epochs:
+      return "longer than the run"
+    return "between one epoch and the run length"
+
+  def __str__(self) -> str:
+    def steps(n):
+      text = f"{n:,.6g} steps"
+      if self.steps_per_epoch is not None:
+        text += f" = {n / self.steps_per_epoch:,.4g} epochs"
+      return text
+
+    lines = [
+      f"weight decay λ = {self.weight_decay:.6g}, coupling {self.coupling!r} "
+      f"(λ multiplied by {_MULTIPLIED_BY[self.coupling]})",
+      f"timescale τ = 1/max_t(c_t λ_t) = {steps(self.tau_steps)}"
+      + (f" ({self.guideline})" if self.guideline else ""),
+      f"run: {steps(self.total_steps)}; total shrink exp(-Σ_t c_t λ_t) = {self.total_shrink:.4g}",
+    ]
+    return "\n".join(lines)
+
+
+def describe_timescale(
+  weight_decay: Any,
+  *,
+  total_steps: int,
+  coupling: str = "lr",
+  learning_rate: Any = None,
+  peak_learning_rate: float | None = None,
+  steps_per_epoch: float | None = None,
+) -> TimescaleReport:
+  """λ, τ and the total shrink exp(−Σ_t c_t λ_t) of a run, with c_t the coupling's factor.
+
+  c_t is α_t (``"lr"``), α_t/α_peak (``"schedule"``), 1 (``"constant"``) or α_t²/α_peak
+  (``"corrected"``), evaluated at t = 0..total_steps−1 as the transforms evaluate it;
+  τ = 1/max_t(c_t λ_t) (at the peak lr for a constant λ). exp(−Σ c_t λ_t) is what the
+  decay alone would leave of a weight; the product Π(1 − c_t λ_t) that the steps apply
+  differs from it by O(Σ (c_t λ_t)²).
+
+  Example:
+    >>> lr = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 100, 1000)
+    >>> print(wd_jax.describe_timescale(0.1, total_steps=1000, learning_rate=lr,
+    ...                                 steps_per_epoch=100))
+    weight decay λ = 0.1, coupling 'lr' (λ multiplied by α_t)
+    timescale τ = 1/max_t(c_t λ_t) = 10,000 steps = 100 epochs (longer than the run)
+    run: 1,000 steps = 10 epochs; total shrink exp(-Σ_t c_t λ_t) = 0.9512
+
+  Args:
+    weight_decay: λ (a float or a schedule).
+    total_steps: the run's number of steps.
+    coupling: one of ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
+    learning_rate: α (float or schedule); needed unless ``coupling="constant"``.
+    peak_learning_rate: α_peak for ``"schedule"``/``"corrected"`` with a scheduled α.
+    steps_per_epoch: to report τ and the run in epochs too.
+
+  Returns:
+    A `TimescaleReport` (print it).
+  """
+  _validation.check_choice("coupling", coupling, COUPLINGS)
+  if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+    raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}.")
+  _validation.check_weight_decay(weight_decay)
+  if steps_per_epoch is not None:
+    _validation.check_number(
+      "steps_per_epoch", steps_per_epoch, lower=0.0, lower_inclusive=False, allow_schedule=False
+    )
+  lams = _values(weight_decay, total_steps)
+  if coupling == "constant":
+    c = np.ones(total_steps)
+  else:
+    if learning_rate is None:
+      raise ValueError(f"learning_rate is required for coupling={coupling!r}, got None.")
+    _validation.check_learning_rate(learning_rate)
+    alphas = _values(learning_rate, total_steps)
+    if coupling == "lr":
+      c = alphas
+    else:
+      if peak_learning_rate is None and _validation.is_schedule(learning_rate):
+        raise ValueError(
+          f"peak_learning_rate is required when learning_rate is a schedule and "
+          f"coupling={coupling!r}, got None."
+        )
+      peak = float(learning_rate if peak_learning_rate is None else peak_learning_rate)
+      c = alphas / peak if coupling == "schedule" else alphas * alphas / peak
+  rate = c * lams
+  fastest = float(np.max(rate))
+  return TimescaleReport(
+    weight_decay=float(np.max(lams)),
+    coupling=coupling,
+    tau_steps=math.inf if fastest == 0 else 1.0 / fastest,
+    total_steps=total_steps,
+    total_shrink=float(np.exp(-np.sum(rate))),
+    steps_per_epoch=None if steps_per_epoch is None else float(steps_per_epoch),
+  )
