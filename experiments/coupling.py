@@ -55,6 +55,9 @@ FIELDS = {
   "decay_per_step": schema.number(low=0.0, open_low=True),
   "tail_fraction": schema.number(low=0.0, open_low=True, high=1.0),
   "baseline_from": schema.number(low=0.0, high=1.0),
+  "baseline_note": schema.text(),
+  "task": schema.text(),  # which of the config module's tasks `run` is (a label)
+  "task_note": schema.text(),
   "run": schema.run_config(),
 }
 MEASURES = (

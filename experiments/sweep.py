@@ -8,19 +8,17 @@ python experiments/sweep.py --config=... --workdir=... --config.sweep.strategy=s
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from wd_jax import cli, report, sweep
 from wd_jax.runlog import write_atomic
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Sweep config file (path[:variant]) with fields base, grid, sweep."
+_CONFIG = cli.define_config(
+  help="Sweep config file (path[:variant]) with fields base, grid, sweep."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory of the sweep.", required=True)
 flags.mark_flag_as_required("config")
 
 
-@cli.main_with_exit_codes
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -45,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

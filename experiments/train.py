@@ -18,11 +18,10 @@ see BUILD.md for GPU clusters and TPU pod slices.
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from wd_jax import cli, parallel, train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (path[:variant]).")
+_CONFIG = cli.define_config(help="Run config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory for this run.", required=True)
 _RESUME = flags.DEFINE_bool(
   "resume",
@@ -44,7 +43,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process
 flags.mark_flag_as_required("config")
 
 
-@cli.main_with_exit_codes
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -55,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

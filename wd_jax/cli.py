@@ -57,3 +57,41 @@ def finish_run(result: dict[str, Any], workdir: str) -> None:
       "--resume",
       exit_code(result["signal"]),
     )
+
+
+def define_config(name: str = "config", help: str = "Config file (path[:variant]).") -> Any:
+  """``--config`` for a script: any field may be overridden, including new optimizer keyword
+  arguments (``--config.optimizer.kwargs.coupling=schedule``) and tuples or lists for grids
+  (``--config.weight_decays='(1e-3,1e-2)'``); unknown fields are then refused by the config's
+  own validation, naming them."""
+  from ml_collections import config_flags
+
+  return config_flags.DEFINE_config_file(
+    name, None, help, lock_config=False, accept_new_attributes=True
+  )
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  from absl import flags
+
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(f"usage error: {e}", USAGE)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # a --config.x override
+    fail(f"usage error: {e}", USAGE)
+  return []
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """`absl.app.run` for the experiment scripts: flag and config errors are one line with exit
+  code 2, known failures as above, and third-party INFO logs (orbax's) stay off unless
+  ``--verbosity=0`` asks for them."""
+  from absl import app, flags, logging
+
+  def quiet_main(argv):
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
+    return main(argv)
+
+  app.run(main_with_exit_codes(quiet_main), flags_parser=_parse_flags)

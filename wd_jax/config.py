@@ -81,6 +81,24 @@ def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
     raise ValueError(f"config.{name} must be an int {bound}, got {value!r}.")
 
 
+def _check_known_fields(config: Any, schema: Any, prefix: str = "config") -> None:
+  """Refuses a field the schema does not have (a typo on the command line), naming it and the
+  closest known field; ``*.kwargs`` groups are free-form (a model's or optimizer's arguments)."""
+  import difflib
+
+  for key in config.keys():
+    where = f"{prefix}.{key}"
+    if key not in schema:
+      close = difflib.get_close_matches(key, list(schema.keys()), n=1)
+      hint = f"; did you mean {prefix}.{close[0]}?" if close else ""
+      raise ValueError(f"{where} is not a config field{hint}")
+    if key == "kwargs":
+      continue
+    sub, known = config[key], schema[key]
+    if isinstance(sub, ml_collections.ConfigDict) and isinstance(known, ml_collections.ConfigDict):
+      _check_known_fields(sub, known, where)
+
+
 def validate(
   config: ml_collections.ConfigDict,
   *,
@@ -95,6 +113,7 @@ def validate(
   the user brings their own, whose name is then not checked). `recipe` is the user's own
   optimizer recipe, if any.
   """
+  _check_known_fields(config, base_config())
   if dataset:
     _validation.check_choice("config.dataset.name", config.dataset.name, DATASETS)
   if model:

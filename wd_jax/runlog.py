@@ -216,35 +216,6 @@ class MetricWriter:
         self._tb.close()
 
 
-class Progress:
-  """One status line: step, loss, accuracy, steps/s, ETA (rewritten in place on a terminal)."""
-
-  def __init__(self, total: int, start: int = 0, stream=None):
-    self.total, self.start = total, start
-    self.stream = stream or sys.stderr
-    self.t0 = time.perf_counter()
-    self.tty = self.stream.isatty()
-
-  def update(self, step: int, metrics: dict[str, Any]) -> float:
-    elapsed = max(time.perf_counter() - self.t0, 1e-9)
-    rate = (step - self.start) / elapsed
-    eta = (self.total - step) / rate if rate > 0 else float("inf")
-    parts = [f"step {step}/{self.total}"]
-    for k in ("loss", "accuracy", "val_accuracy", "test_accuracy"):
-      if k in metrics:
-        parts.append(f"{k} {metrics[k]:.4f}")
-    parts.append(f"{rate:.1f} steps/s")
-    parts.append(f"ETA {eta:.0f}s" if math.isfinite(eta) else "ETA ?")
-    line = "  ".join(parts)
-    self.stream.write(("\r" + line + " " * 8) if self.tty else line + "\n")
-    self.stream.flush()
-    return rate
-
-  def close(self) -> None:
-    if self.tty:
-      self.stream.write("\n")
-
-
 # ----------------------------------------------------------------------------------------------
 # Preemption.
 

@@ -23,6 +23,7 @@ from flax import nnx
 from wd_jax import checkpoint as checkpoint_lib
 from wd_jax import loop as loop_lib
 from wd_jax import parallel as parallel_lib
+from wd_jax import progress as progress_lib
 from wd_jax import runlog
 from wd_jax import workdir as workdir_lib
 from wd_jax.experiment import (
@@ -36,7 +37,7 @@ from wd_jax.experiment import (
   make_eval_step,
   make_train_step,
 )
-from wd_jax.runlog import MetricWriter, Progress, write_atomic
+from wd_jax.runlog import MetricWriter, write_atomic
 
 __all__ = [
   "BatchStream",
@@ -67,6 +68,10 @@ def _described(config: ml_collections.ConfigDict, model, data, optimizer):
     if optimizer is not None:
       config.optimizer.name = f"user:{getattr(optimizer, '__qualname__', repr(optimizer))}"
   return config
+
+
+# What the progress line shows of a run's last record.
+_SHOWN = ("loss", "accuracy", "val_accuracy", "test_accuracy")
 
 
 def _json_final(final: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +177,14 @@ def _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose)
   program = loop_lib.Program(exp, parallel=dp)
   record = loop_lib.RunRecord(exp, writer, select_metric=f"{program.eval_split}_accuracy")
   source = batch_source(exp, config.batch_size, start, dp.place)
-  bar = Progress(config.steps, start) if verbose and lead else None
+  show = (verbose or progress_lib.active()) and lead
+  display = contextlib.ExitStack()
+  report = (
+    display.enter_context(progress_lib.task(f"train {workdir}", config.steps - start))
+    if show
+    else None
+  )
+  reported = [start]
   if lead:
     workdir_lib.write_status(workdir, "running", start)
 
@@ -195,7 +207,10 @@ def _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose)
       save(nxt, local)
 
   def progress(nxt: int, records, rate: float) -> None:
-    bar.update(nxt, records[0].final)
+    m = records[0].final
+    info = "  ".join(f"{k} {m[k]:.4f}" for k in _SHOWN if k in m)
+    report.advance(nxt - reported[0], info)
+    reported[0] = nxt
 
   t_start = time.perf_counter()
   try:
@@ -207,7 +222,7 @@ def _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose)
       source=source,
       start=start,
       on_checkpoint=on_checkpoint,
-      progress=progress if bar else None,
+      progress=progress if report else None,
       stop=stop,
     )
     done = int(jax.device_get(dp.local(state).step))
@@ -233,8 +248,7 @@ def _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose)
     raise
   finally:
     record.close()
-    if bar:
-      bar.close()
+    display.close()
   if record.diverged_at is not None:
     final: dict[str, Any] = {
       "diverged": True,

@@ -180,17 +180,16 @@ def main(run_fn, claim_width: int | None = None) -> None:
   Flags are defined here, when the script runs, not at import, so tests can import several
   studies into one process. `run_fn(config, workdir)` returns ``{"findings": [...], ...}``
   and optionally ``"wall_time_sec"``; each claim is printed cut to `claim_width` characters.
+  Exit codes and one-line errors as `wd_jax.cli` says.
   """
   from absl import app, flags
-  from ml_collections import config_flags
-
-  config_flags.DEFINE_config_file("config", None, "Study config (path[:variant]).")
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  flags.mark_flags_as_required(["config", "workdir"])
 
   from wd_jax import cli
 
-  @cli.main_with_exit_codes
+  cli.define_config(help="Study config (path[:variant]).")
+  flags.DEFINE_string("workdir", None, "Output directory.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
   def _main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -201,4 +200,4 @@ def main(run_fn, claim_width: int | None = None) -> None:
     wall = f" ({out['wall_time_sec']:.0f} s)" if "wall_time_sec" in out else ""
     print(f"wrote {workdir}/summary.md{wall}")
 
-  app.run(_main)
+  cli.run(_main)

@@ -114,6 +114,16 @@ def number(*, low: float | None = None, high: float | None = None, open_low: boo
   return rule
 
 
+def text() -> Rule:
+  """A string (a note the summary quotes)."""
+
+  def rule(where: str, value: Any) -> None:
+    if not isinstance(value, str):
+      raise ValueError(f"{where} must be a string, got {value!r}.")
+
+  return rule
+
+
 def flag() -> Rule:
   """A bool."""
 
@@ -161,7 +171,16 @@ def each(rules: Mapping[str, Rule]) -> Rule:
 
 
 def check(config: Any, fields: Mapping[str, Rule], *, prefix: str = "config") -> None:
-  """Checks every declared field of `config`; `ValueError` naming the first bad one."""
+  """Checks every declared field of `config`; `ValueError` naming the first bad one, or a field
+  that is not declared (a typo on the command line). ``claims`` is checked by
+  `wd_jax.study.claims`."""
+  import difflib
+
+  for key in config.keys():
+    if key not in fields and key != "claims":
+      close = difflib.get_close_matches(key, list(fields), n=1)
+      hint = f"; did you mean {prefix}.{close[0]}?" if close else ""
+      raise ValueError(f"{prefix}.{key} is not a field of this config{hint}")
   for name, rule in fields.items():
     where = f"{prefix}.{name}"
     if name not in config:

@@ -68,6 +68,7 @@ writes, at the base config's log_every/eval_every; no checkpoints), ``strategy.j
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -77,7 +78,7 @@ from typing import Any
 
 import ml_collections
 
-from wd_jax import runlog
+from wd_jax import progress, runlog
 from wd_jax.runlog import write_atomic
 from wd_jax.sweep import tuning
 from wd_jax.sweep.grid import (
@@ -216,19 +217,27 @@ def run_sweep(
         info.update(auto_info)
       info["chosen"] = chosen
       t_run = time.perf_counter()
-      if chosen == "processes":
-        if workers is None:
-          nw = min(num_workers or len(os.sched_getaffinity(0)), len(runs))
-          workers = tuning.Workers(
-            runs, workdir, nw, standby=False, tensorboard=tensorboard, return_states=keep_states
-          )
+      show = verbose or progress.active()
+      work = sum(g.work for g in groups)
+      task = progress.task(f"sweep {workdir}", work) if show else contextlib.nullcontext()
+      with task as report:
+        if chosen == "processes":
+          if workers is None:
+            nw = min(num_workers or len(os.sched_getaffinity(0)), len(runs))
+            workers = tuning.Workers(
+              runs, workdir, nw, standby=False, tensorboard=tensorboard, return_states=keep_states
+            )
+          else:
+            workers.send("go")
+          rows, info["workers"] = workers.join(say, stop)
+          if report is not None:
+            report.advance(work)
+        elif chosen == "vmap":
+          rows = run_vmap(groups, workdir, chunk_size, tensorboard, report, keep_states, warm, stop)
         else:
-          workers.send("go")
-        rows, info["workers"] = workers.join(say, stop)
-      elif chosen == "vmap":
-        rows = run_vmap(groups, workdir, chunk_size, tensorboard, say, keep_states, warm, stop)
-      else:
-        rows = run_sequential(groups, workdir, tensorboard, say, keep_states, warm=warm, stop=stop)
+          rows = run_sequential(
+            groups, workdir, tensorboard, report, keep_states, warm=warm, stop=stop
+          )
       info["run_sec"] = time.perf_counter() - t_run
     finally:
       if workers is not None:

@@ -25,8 +25,6 @@ from wd_jax.sweep.grid import ALIASES, BY_NAME, Run, UserParts, group_runs
 # Share of the free host memory one vmapped chunk may use (accelerators: of the free device memory).
 HOST_MEMORY_FRACTION = 0.25
 DEVICE_MEMORY_FRACTION = 0.5
-# Progress: a status line at every evaluation, else at most every this many seconds.
-_STATUS_SECONDS = 10.0
 _COLUMN_OF_PATH = {
   "optimizer.name": "optimizer",
   "optimizer.learning_rate": "learning_rate",
@@ -114,14 +112,15 @@ class Group:
     batched: bool,
     strategy: str,
     tensorboard: bool = False,
-    status: Callable[[str], None] | None = None,
+    report: Any = None,
     return_states: bool = False,
     warm: tuple[Any, int] | None = None,
     stop: Callable[[], bool] | None = None,
   ) -> list[dict[str, Any]]:
     """Trains `runs` (one at a time, or stacked if `batched`) through `loop.run_loop`,
     writing their run directories; returns their rows. `stop()` true ends the loop after the
-    current step (a preemption signal).
+    current step (a preemption signal). `report` (a `wd_jax.progress.Task`) is advanced by the
+    configuration-steps done.
 
     `warm` = (state, steps): continue from the state `auto` measured, `steps` steps in (none of
     them a logging or diagnostics step), instead of from step 0.
@@ -134,14 +133,12 @@ class Group:
     records = [self._record(run, workdir, tensorboard, program) for run in runs]
     state, start = warm if warm is not None else (self.init_states(runs, batched), 0)
     cadence = loop_lib.Cadence.from_config(config, checkpoints=False)
-    last = [time.perf_counter()]
+    reported = [start]
 
     def progress(nxt: int, recs, rate: float) -> None:
-      now = time.perf_counter()
       live = [r for r in recs if not r.done]
-      if cadence.evaluates(nxt) or not live or now - last[0] > _STATUS_SECONDS:
-        status(_status_line(nxt, config.steps, live, num, rate, program.eval_split))
-        last[0] = now
+      report.advance((nxt - reported[0]) * num, _status_line(live, num, program.eval_split))
+      reported[0] = nxt
 
     try:
       state = loop_lib.run_loop(
@@ -151,13 +148,15 @@ class Group:
         cadence=cadence,
         source=self.source(start),
         start=start,
-        progress=progress if status is not None else None,
+        progress=progress if report is not None else None,
         stop=stop,
       )
       steps_done = np.broadcast_to(np.asarray(jax.device_get(state.step)), (num,))
     finally:
       for record in records:
         record.close()
+    if report is not None and reported[0] < config.steps:  # runs that ended early (diverged)
+      report.advance((config.steps - reported[0]) * num)
     host_state = jax.device_get(state) if return_states else None
     rows = []
     for i, (run, record) in enumerate(zip(runs, records)):
@@ -211,16 +210,17 @@ def run_row(
   return row
 
 
-def _status_line(step: int, steps: int, live, num: int, rate: float, split: str) -> str:
+def _status_line(live, num: int, split: str) -> str:
+  """The sweep's progress info: runs still training, and their loss and accuracy ranges."""
   losses = [r.final.get("loss", math.nan) for r in live]
-  text = f"step {step}/{steps}  running {len(live)}/{num}"
+  text = f"running {len(live)}/{num}"
   if losses:
     text += f"  loss {min(losses):.4f}..{max(losses):.4f}"
   key = f"{split}_accuracy"
   accs = [r.final[key] for r in live if key in r.final]
   if accs:
     text += f"  {key} {min(accs):.4f}..{max(accs):.4f}"
-  return text + f"  {rate:.0f} steps/s"
+  return text
 
 
 def build_groups(runs: Sequence[Run], user: UserParts = BY_NAME) -> list[Group]:
@@ -239,7 +239,7 @@ def build_groups(runs: Sequence[Run], user: UserParts = BY_NAME) -> list[Group]:
 
 
 def run_vmap(
-  groups, workdir, chunk_size, tensorboard, say, return_states, warm=None, stop=None
+  groups, workdir, chunk_size, tensorboard, report, return_states, warm=None, stop=None
 ) -> list[dict]:
   """Every group in chunks of stacked configurations. `warm`: {(group index, first run index of
   the chunk): (state, steps)} from `auto`."""
@@ -248,15 +248,14 @@ def run_vmap(
   for g, group in enumerate(groups):
     size = chunk_size or default_chunk_size(group)
     chunks = split_evenly(group.runs, size)
-    for c, chunk in enumerate(chunks):
-      label = f"[vmap] group {g + 1}/{len(groups)} chunk {c + 1}/{len(chunks)} ({len(chunk)} runs)"
+    for chunk in chunks:
       rows += group.train(
         chunk,
         workdir,
         batched=True,
         strategy="vmap",
         tensorboard=tensorboard,
-        status=(lambda s, label=label: say(f"{label} {s}")) if say else None,
+        report=report,
         return_states=return_states,
         warm=warm.get((g, chunk[0].index)),
         stop=stop,
@@ -270,7 +269,7 @@ def run_sequential(
   groups,
   workdir,
   tensorboard,
-  say,
+  report,
   return_states,
   strategy: str = "sequential",
   warm=None,
@@ -280,19 +279,15 @@ def run_sequential(
   {(group index, run index): (state, steps)} from `auto`."""
   warm = warm or {}
   rows = []
-  total = sum(len(g.runs) for g in groups)
-  done = 0
   for g, group in enumerate(groups):
     for run in group.runs:
-      done += 1
-      label = f"[{strategy}] run {done}/{total} {run.name}"
       rows += group.train(
         [run],
         workdir,
         batched=False,
         strategy=strategy,
         tensorboard=tensorboard,
-        status=(lambda s, label=label: say(f"{label} {s}")) if say else None,
+        report=report,
         return_states=return_states,
         warm=warm.get((g, run.index)),
         stop=stop,

@@ -269,10 +269,9 @@ def worker_main(spec_path: str) -> int:
     )
     if sys.stdin.readline().strip() != "go":
       return 0
-  say = lambda s: print(s, flush=True)
   t_run = time.time()
   rows = run_sequential(
-    groups, spec["workdir"], spec["tensorboard"], say, spec["return_states"], "processes"
+    groups, spec["workdir"], spec["tensorboard"], None, spec["return_states"], "processes"
   )
   info["train_sec"] = time.time() - t_run  # compilation included
   info["compiles"] = [g.compile_counts() for g in groups]
