@@ -70,6 +70,8 @@ def _described(config: ml_collections.ConfigDict, model, data, optimizer):
   return config
 
 
+# One compiled check of a whole state (not an eager op per leaf while orbax saves in threads).
+_finite = jax.jit(loop_lib.all_finite)
 # What the progress line shows of a run's last record.
 _SHOWN = ("loss", "accuracy", "val_accuracy", "test_accuracy")
 
@@ -201,7 +203,7 @@ def _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose)
     local = dp.local(state)
     if not math.isfinite(metrics[0]["loss"]):
       record.mark_diverged(nxt, f"non-finite loss {metrics[0]['loss']} at step {nxt}")
-    elif not bool(loop_lib.all_finite((local.params, local.opt_state))):
+    elif not bool(_finite((local.params, local.opt_state))):
       record.mark_diverged(nxt, f"non-finite parameters or optimizer state at step {nxt}")
     else:
       save(nxt, local)
@@ -229,7 +231,7 @@ def _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose)
     preempted = stop.requested is not None and record.diverged_at is None and done < config.steps
     if preempted:  # a checkpoint of the step the signal interrupted, so --resume loses nothing
       local = dp.local(state)
-      if bool(loop_lib.all_finite((local.params, local.opt_state))):
+      if bool(_finite((local.params, local.opt_state))):
         save(done, local)
     if mngr:
       try:
