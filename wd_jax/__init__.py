@@ -1,6 +1,12 @@
 """wd-jax: every weight-decay semantics as an Optax transform, and the tools to see it work."""
 
 from wd_jax import diagnostics
+from wd_jax.decoupled import (
+  DecoupledWeightDecay,
+  DecoupledWeightDecayState,
+  decoupled_weight_decay,
+  with_weight_decay,
+)
 from wd_jax.masks import (
   FanInMask,
   MaskTable,
@@ -46,15 +52,11 @@ from wd_jax.transforms import (
   COUPLINGS,
   AddL1State,
   AddL2State,
-  DecoupledWeightDecay,
-  DecoupledWeightDecayState,
   ProxL1State,
   add_l1,
   add_l2,
   decay_factor,
-  decoupled_weight_decay,
   prox_l1,
-  with_weight_decay,
 )
 
 __version__ = "0.1.0"

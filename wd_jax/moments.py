@@ -17,12 +17,11 @@ import jax.numpy as jnp
 import optax
 
 from wd_jax import _validation
+from wd_jax.decoupled import DecayDirectionState, DecoupledWeightDecayState
 from wd_jax.masks import Mask, leaf_multipliers
 from wd_jax.transforms import (
   AddL1State,
   AddL2State,
-  DecayDirectionState,
-  DecoupledWeightDecayState,
   _advance,
   _check_mask_at_init,
   _check_reference,

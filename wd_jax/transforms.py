@@ -16,7 +16,6 @@ refuses, at init, to be used as a chain element.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -47,14 +46,6 @@ class ProxL1State(NamedTuple):
   """State of `prox_l1`."""
 
   schedule_state: Any  # ScaleByScheduleState(count) when α or λ is a schedule, else EmptyState.
-
-
-class DecoupledWeightDecayState(NamedTuple):
-  """State of `with_weight_decay` (and of `decoupled_weight_decay(...)(optimizer)`)."""
-
-  base_state: optax.OptState  # The wrapped optimizer's state.
-  schedule_state: Any  # ScaleByScheduleState(count) when λ_t or c_t changes, else EmptyState.
-  reference: Any  # θ₀ (params-shaped) for decay toward a reference point, else EmptyState.
 
 
 def _require_params(params: Any, name: str) -> None:
@@ -140,6 +131,48 @@ def _reference_leaves(reference_state: Any, treedef: Any) -> list[Any]:
 
 def _decayed_direction(p: chex.Array, r: chex.Array | None) -> chex.Array:
   return p if r is None else p - r
+
+
+def decay_factor(
+  coupling: str,
+  learning_rate: Any,
+  peak_learning_rate: Any,
+  count: chex.Array,
+  dtype: Any = None,
+) -> Any:
+  """The factor c_t multiplying λ in θ ← θ − c_t λ θ (REFERENCES §1).
+
+  ``"lr"``: α_t. ``"schedule"``: α_t/α_peak. ``"constant"``: 1. ``"corrected"``: α_t²/α_peak.
+  With `dtype`, α_t is cast to it first: optax schedules return float32 at an int32 count
+  even under x64, and c_t·λ must not be rounded to float32 before it meets float64 params.
+
+  Example:
+    >>> print(wd_jax.decay_factor("corrected", 0.5, 1.0, 0))
+    0.25
+  """
+  if coupling == "constant":
+    return 1.0
+  lr = _validation.real(_validation.evaluate(learning_rate, count))
+  if dtype is not None:
+    lr = jnp.asarray(lr, dtype)
+  if coupling == "lr":
+    return lr
+  peak = _validation.real(learning_rate if peak_learning_rate is None else peak_learning_rate)
+  if coupling == "schedule":
+    return lr / peak
+  return lr * lr / peak  # "corrected" (AdamC)
+
+
+def _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p) -> Any:
+  """c_t·λ_t·m as a host float when all are host numbers, else an array of `_coef_dtype(p)`."""
+  host = _validation.is_host_number
+  if host(lam) and (
+    coupling == "constant" or (host(learning_rate) and (peak is None or host(peak)))
+  ):
+    return float(decay_factor(coupling, learning_rate, peak, count)) * (k * float(lam))
+  dtype = _coef_dtype(p)
+  c = decay_factor(coupling, learning_rate, peak, count, dtype)
+  return jnp.asarray(c, dtype) * (k * jnp.asarray(_validation.real(lam), dtype))
 
 
 def add_l2(
@@ -252,341 +285,6 @@ def add_l1(
 
       updates = map_decay(l1, mults, updates, params)
     return updates, AddL1State(_advance(state.schedule_state))
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-def _check_lr_args(coupling, learning_rate, peak_learning_rate, needs_lr: bool) -> None:
-  if learning_rate is None:
-    if needs_lr:
-      raise ValueError(f"learning_rate is required for coupling={coupling!r}, got None.")
-  else:
-    _validation.check_learning_rate(learning_rate)
-  if peak_learning_rate is not None:
-    _validation.check_number(
-      "peak_learning_rate",
-      peak_learning_rate,
-      lower=0.0,
-      lower_inclusive=False,
-      allow_schedule=False,
-    )
-  elif coupling in ("schedule", "corrected"):
-    if _validation.is_schedule(learning_rate):
-      raise ValueError(
-        f"peak_learning_rate is required when learning_rate is a schedule and "
-        f"coupling={coupling!r} (η_t = α_t/α_peak), got None."
-      )
-    if not _validation.is_host_number(learning_rate):
-      # optax.inject_hyperparams rebuilds the optimizer every step with that step's lr as a
-      # JAX array: taken as its own peak, "schedule" would silently become "constant".
-      raise ValueError(
-        f"peak_learning_rate is required for coupling={coupling!r} when learning_rate is a "
-        f"JAX array (as optax.inject_hyperparams passes it, with the current step's value), "
-        f"got learning_rate={learning_rate!r} and peak_learning_rate=None. A Python float "
-        "learning rate is its own peak; otherwise pass peak_learning_rate."
-      )
-
-
-def decay_factor(
-  coupling: str,
-  learning_rate: Any,
-  peak_learning_rate: Any,
-  count: chex.Array,
-  dtype: Any = None,
-) -> Any:
-  """The factor c_t multiplying λ in θ ← θ − c_t λ θ (REFERENCES §1).
-
-  ``"lr"``: α_t. ``"schedule"``: α_t/α_peak. ``"constant"``: 1. ``"corrected"``: α_t²/α_peak.
-  With `dtype`, α_t is cast to it first: optax schedules return float32 at an int32 count
-  even under x64, and c_t·λ must not be rounded to float32 before it meets float64 params.
-
-  Example:
-    >>> print(wd_jax.decay_factor("corrected", 0.5, 1.0, 0))
-    0.25
-  """
-  if coupling == "constant":
-    return 1.0
-  lr = _validation.real(_validation.evaluate(learning_rate, count))
-  if dtype is not None:
-    lr = jnp.asarray(lr, dtype)
-  if coupling == "lr":
-    return lr
-  peak = _validation.real(learning_rate if peak_learning_rate is None else peak_learning_rate)
-  if coupling == "schedule":
-    return lr / peak
-  return lr * lr / peak  # "corrected" (AdamC)
-
-
-def _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p) -> Any:
-  """c_t·λ_t·m as a host float when all are host numbers, else an array of `_coef_dtype(p)`."""
-  host = _validation.is_host_number
-  if host(lam) and (
-    coupling == "constant" or (host(learning_rate) and (peak is None or host(peak)))
-  ):
-    return float(decay_factor(coupling, learning_rate, peak, count)) * (k * float(lam))
-  dtype = _coef_dtype(p)
-  c = decay_factor(coupling, learning_rate, peak, count, dtype)
-  return jnp.asarray(c, dtype) * (k * jnp.asarray(_validation.real(lam), dtype))
-
-
-def _cautious_agree(u: chex.Array, d: chex.Array) -> chex.Array:
-  """1[u_paper ⊙ d ≥ 0] for a final update Δ = −η·u_paper: Re(Δ · conj(d)) ≤ 0."""
-  prod = u * jnp.conj(d) if jnp.iscomplexobj(u) or jnp.iscomplexobj(d) else u * d
-  return jnp.real(prod) <= 0
-
-
-def with_weight_decay(
-  base_optimizer: optax.GradientTransformation,
-  weight_decay: float | optax.Schedule,
-  *,
-  learning_rate: float | optax.Schedule | None = None,
-  coupling: str = "lr",
-  peak_learning_rate: float | None = None,
-  mask: Mask = None,
-  cautious: bool = False,
-  reference: Any = None,
-) -> optax.GradientTransformationExtraArgs:
-  """Decoupled weight decay added to a complete optax optimizer: its placement cannot be wrong.
-
-  `base_optimizer` is complete: its updates Δ are final (lr-scaled, negative-direction,
-  what `optax.apply_updates` adds). The wrapper adds the decay step after it::
-
-    θ ← θ + Δ − c_t · λ_t · m · a ⊙ (θ − θ₀)
-
-  with θ₀ = 0 unless `reference`, a = 1 unless `cautious`, and the coupling factor c_t:
-
-  ======================  ==================  =========================================
-  coupling                c_t multiplying λ   matches
-  ======================  ==================  =========================================
-  ``"lr"``                α_t                 torch ``AdamW``, ``optax.adamw``
-  ``"schedule"``          α_t / α_peak        Loshchilov & Hutter 2019, Composer, big_vision
-  ``"constant"``          1                   optax ``adafactor``, init2winit (no lr)
-  ``"corrected"``         α_t² / α_peak       AdamC (Defazio et al. 2025), timm ``adamc``
-  ======================  ==================  =========================================
-
-  Cautious weight decay (Chen et al. 2025) writes the base step as θ ← θ − η u and decays
-  only where u and θ agree in sign: θ ← θ − η(u + λ · 1[u ⊙ θ ≥ 0] ⊙ θ). The wrapper reads
-  the sign of u from Δ = −η u: a = 1[Re(Δ ⊙ conj(θ − θ₀)) ≤ 0], so a coordinate whose
-  update is exactly 0 is decayed (the ≥ of the formula). With `reference`, θ − θ₀ takes
-  θ's place in the indicator and the decay.
-
-  The wrapper must stay the outermost transformation (or inside ones that pass the final
-  update through: `optax.MultiSteps`, `optax.apply_if_finite`, `optax.inject_hyperparams`);
-  wrapping part of a chain and scaling afterwards would rescale the decay again.
-
-  Example:
-    >>> opt = wd_jax.with_weight_decay(optax.adam(0.1), 0.5, learning_rate=0.1)
-    >>> p = jnp.array([2.0, -1.0])
-    >>> u, _ = opt.update(jnp.zeros(2), opt.init(p), p)  # zero gradient: Adam's step is 0
-    >>> print(p + u)  # θ (1 − α λ)
-    [ 1.9  -0.95]
-
-  Args:
-    base_optimizer: a complete optax optimizer (e.g. ``optax.adam(lr)``, ``optax.lion(lr)``).
-    weight_decay: λ ≥ 0, or a schedule of the step count.
-    learning_rate: α (float or schedule); required unless ``coupling="constant"``. It is the
-      learning rate of `base_optimizer`; only the coupling reads it.
-    coupling: one of ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
-    peak_learning_rate: α_peak for ``"schedule"``/``"corrected"``; required when
-      `learning_rate` is a schedule or a JAX array (inside `optax.inject_hyperparams` the
-      learning rate is the current step's value, which cannot be its own peak); a Python
-      float learning rate is its own peak.
-    mask: which leaves to decay, and by how much (see `wd_jax.masks`).
-    cautious: decay only coordinates where the update and θ − θ₀ agree in sign.
-    reference: None (decay toward 0), ``"init"`` (θ₀ = the params given to `init`; one
-      parameter-sized buffer in the state), or a pytree θ₀ shaped like the params (L2-SP).
-
-  Returns:
-    An `optax.GradientTransformationExtraArgs` whose state is a `DecoupledWeightDecayState`
-    (the base's state, a step count only when λ_t or c_t changes with the step, and θ₀).
-
-  References:
-    Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019.
-    Chen et al., "Cautious weight decay", arXiv:2510.12402, 2025.
-    Li, Grandvalet & Davoine, "Explicit inductive bias for transfer learning" (L2-SP), 2018.
-  """
-  if not (hasattr(base_optimizer, "init") and hasattr(base_optimizer, "update")):
-    raise ValueError(
-      f"base_optimizer must be an optax GradientTransformation, got {base_optimizer!r}."
-    )
-  _validation.check_weight_decay(weight_decay)
-  _validation.check_choice("coupling", coupling, COUPLINGS)
-  _check_lr_args(coupling, learning_rate, peak_learning_rate, needs_lr=coupling != "constant")
-  if not isinstance(cautious, bool):
-    raise ValueError(f"cautious must be a bool, got {cautious!r}.")
-  _check_reference(reference)
-  base = optax.with_extra_args_support(base_optimizer)
-  scheduled = _validation.is_schedule(weight_decay) or (
-    coupling != "constant" and _validation.is_schedule(learning_rate)
-  )
-  peak = peak_learning_rate
-
-  def init_fn(params):
-    _check_mask_at_init(params, mask)
-    return DecoupledWeightDecayState(
-      base.init(params), _schedule_state(scheduled), _init_reference(reference, params)
-    )
-
-  def update_fn(updates, state, params=None, **extra_args):
-    _require_params(params, "with_weight_decay")
-    updates, base_state = base.update(updates, state.base_state, params, **extra_args)
-    if not _validation.is_static_zero(weight_decay):
-      count = _count(state.schedule_state)
-      lam = _validation.evaluate(weight_decay, count)
-      mults = leaf_multipliers(params, mask)
-      leaves, treedef = jax.tree.flatten(updates)
-      ps = treedef.flatten_up_to(params)
-      refs = _reference_leaves(state.reference, treedef)
-      out = []
-      for u, p, r, k in zip(leaves, ps, refs, mults):
-        if k == 0.0:
-          out.append(u)
-          continue
-        d = _decayed_direction(p, r)
-        coef = _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p)
-        term = (coef * d).astype(u.dtype)
-        if cautious:
-          term = jnp.where(_cautious_agree(u, d), term, jnp.zeros_like(term))
-        out.append(u - term)
-      updates = treedef.unflatten(out)
-    new_state = DecoupledWeightDecayState(
-      base_state, _advance(state.schedule_state), state.reference
-    )
-    return updates, new_state
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-class DecoupledWeightDecay(optax.GradientTransformationExtraArgs):
-  """Decoupled decay waiting for its optimizer: call it on one (see `decoupled_weight_decay`).
-
-  As a chain element its `init` raises: see the module docstring for why.
-  """
-
-  def __call__(self, base_optimizer: optax.GradientTransformation):
-    return self.init.wrap(base_optimizer)
-
-
-def decoupled_weight_decay(
-  weight_decay: float | optax.Schedule = 1e-4,
-  *,
-  coupling: str = "lr",
-  learning_rate: float | optax.Schedule | None = None,
-  peak_learning_rate: float | None = None,
-  mask: Mask = None,
-  cautious: bool = False,
-  reference: Any = None,
-) -> DecoupledWeightDecay:
-  """Decoupled weight decay, applied by calling the result on the complete optimizer.
-
-  ``decoupled_weight_decay(λ, ...)(optimizer)`` is ``with_weight_decay(optimizer, λ, ...)``:
-  θ ← θ + Δ − c_t λ_t m (θ − θ₀), c_t set by `coupling` (see `with_weight_decay` for the
-  table of what multiplies λ, cautious decay and `reference`).
-
-  The rule: this is never a chain element. Placed where people place
-  ``optax.add_decayed_weights`` (before ``scale_by_learning_rate``, or before a trust
-  ratio), the −c_t·λ·θ it adds would be scaled by −α_t (the weights *grow*) or rescaled,
-  and no transform can see what follows it in a chain. So its ``init`` raises a
-  `ValueError` wherever it is placed (in a chain, nested, masked or injected), and the
-  only way to run it is on a complete optimizer, whose updates are final.
-
-  Example:
-    >>> opt = wd_jax.decoupled_weight_decay(0.5, learning_rate=0.1)(optax.sgd(0.1))
-    >>> p = jnp.array([2.0])
-    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
-    >>> print(p + u)
-    [1.9]
-    >>> decay = wd_jax.decoupled_weight_decay(0.5, learning_rate=0.1)
-    >>> optax.chain(optax.scale_by_adam(), decay).init(p)
-    Traceback (most recent call last):
-    ...
-    ValueError: decoupled_weight_decay is not a chain element: ...
-
-  Args:
-    weight_decay: λ ≥ 0, or a schedule of the step count.
-    coupling: one of ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
-    learning_rate: α (float or schedule); required unless ``coupling="constant"``.
-    peak_learning_rate: α_peak for ``"schedule"``/``"corrected"`` (see `with_weight_decay`).
-    mask: which leaves to decay, and by how much (see `wd_jax.masks`).
-    cautious: decay only where the update and θ agree in sign (Chen et al. 2025).
-    reference: None, ``"init"`` or a pytree θ₀: decay toward θ₀ (L2-SP).
-
-  Returns:
-    A `DecoupledWeightDecay`: call it on an optimizer to get the wrapped optimizer.
-  """
-  wrap = functools.partial(
-    with_weight_decay,
-    weight_decay=weight_decay,
-    learning_rate=learning_rate,
-    coupling=coupling,
-    peak_learning_rate=peak_learning_rate,
-    mask=mask,
-    cautious=cautious,
-    reference=reference,
-  )
-  wrap(optax.identity())  # validates every argument now, at construction
-
-  def init_fn(params):
-    del params
-    raise ValueError(
-      "decoupled_weight_decay is not a chain element: a transform cannot see what follows it "
-      "in an optax.chain, and placed before the learning-rate scaling, a trust ratio or "
-      "Adam's moments its -c_t·λ·θ is rescaled or flips sign (the weights grow instead of "
-      "decaying). Apply it to the complete optimizer instead: "
-      "wd_jax.decoupled_weight_decay(λ, ...)(optimizer), or "
-      "wd_jax.with_weight_decay(optimizer, λ, ...)."
-    )
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del updates, state, params, extra_args
-    init_fn(None)
-
-  init_fn.wrap = wrap
-  return DecoupledWeightDecay(init_fn, update_fn)
-
-
-class DecayDirectionState(NamedTuple):
-  """State of the decay LAMB adds to its direction before the trust ratio."""
-
-  schedule_state: Any  # ScaleByScheduleState(count) when λ is a schedule, else EmptyState.
-  reference: Any  # θ₀ (params-shaped) for decay toward a reference point, else EmptyState.
-
-
-def _add_decay_to_direction(
-  weight_decay: Any, *, mask: Mask, cautious: bool, reference: Any
-) -> optax.GradientTransformation:
-  """d ← d + λ_t·m·a⊙(θ − θ₀) on a *descent direction* d (before the lr scaling's sign flip).
-
-  Private: only LAMB's native form uses it, directly before ``scale_by_trust_ratio``, as
-  ``optax.lamb`` places ``add_decayed_weights``; a = 1[Re(d ⊙ conj(θ − θ₀)) ≥ 0] when
-  `cautious` (d has the sign of the paper's u there).
-  """
-  scheduled = _validation.is_schedule(weight_decay)
-
-  def init_fn(params):
-    _check_mask_at_init(params, mask)
-    return DecayDirectionState(_schedule_state(scheduled), _init_reference(reference, params))
-
-  def update_fn(updates, state, params=None):
-    _require_params(params, "lamb")
-    if not _validation.is_static_zero(weight_decay):
-      lam = _validation.evaluate(weight_decay, _count(state.schedule_state))
-      mults = leaf_multipliers(params, mask)
-      leaves, treedef = jax.tree.flatten(updates)
-      ps = treedef.flatten_up_to(params)
-      refs = _reference_leaves(state.reference, treedef)
-      out = []
-      for u, p, r, k in zip(leaves, ps, refs, mults):
-        if k == 0.0:
-          out.append(u)
-          continue
-        d = _decayed_direction(p, r)
-        term = (_decay_coefficient("constant", None, None, lam, k, None, p) * d).astype(u.dtype)
-        if cautious:  # u is a descent direction here: agreement is u·d ≥ 0
-          term = jnp.where(_cautious_agree(-u, d), term, jnp.zeros_like(term))
-        out.append(u + term)
-      updates = treedef.unflatten(out)
-    return updates, DecayDirectionState(_advance(state.schedule_state), state.reference)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

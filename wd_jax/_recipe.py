@@ -1,0 +1,41 @@
+"""What the optimizer recipes share: argument checks, Adam's direction, the decay wrapper."""
+
+from __future__ import annotations
+
+import optax
+
+from wd_jax import _validation
+from wd_jax.decoupled import with_weight_decay
+
+ScalarOrSchedule = float | optax.Schedule
+
+
+def _check_adam(learning_rate, b1, b2, eps, eps_root=0.0, nesterov=False, amsgrad=False) -> None:
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_beta("b1", b1)
+  _validation.check_beta("b2", b2)
+  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  _validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
+  if nesterov and amsgrad:
+    raise ValueError("nesterov=True and amsgrad=True cannot be combined (as in optax), got both.")
+
+
+def _adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad):
+  if amsgrad:
+    return optax.scale_by_amsgrad(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
+  return optax.scale_by_adam(
+    b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
+  )
+
+
+def _decay(base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, ref):
+  return with_weight_decay(
+    base,
+    weight_decay,
+    learning_rate=learning_rate,
+    coupling=coupling,
+    peak_learning_rate=peak_learning_rate,
+    mask=mask,
+    cautious=cautious,
+    reference=ref,
+  )

@@ -1,0 +1,486 @@
+"""Recipes beyond Adam and SGD, each with every decay choice of `with_weight_decay`: Lion, Adan,
+LAMB (decay in or after the trust ratio), Muon (optax's and torch's conventions), Adafactor and
+schedule-free AdamW. Each matches its reference implementation at its native decay placement
+(tests/test_parity_optax.py, tests/test_parity_torch.py); `wd_jax.optimizers` registers them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from wd_jax import _muon, _validation
+from wd_jax._recipe import ScalarOrSchedule, _check_adam, _decay
+from wd_jax.decoupled import _add_decay_to_direction
+from wd_jax.masks import Mask
+from wd_jax.transforms import _check_reference
+
+
+def lion(
+  learning_rate: ScalarOrSchedule,
+  weight_decay: ScalarOrSchedule = 1e-3,
+  *,
+  b1: float = 0.9,
+  b2: float = 0.99,
+  mu_dtype: Any = None,
+  coupling: str = "lr",
+  peak_learning_rate: float | None = None,
+  mask: Mask = None,
+  cautious: bool = False,
+  reference: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Lion (Chen et al. 2023) with decoupled weight decay: ``optax.lion`` at ``coupling="lr"``.
+
+  c = β1 m + (1−β1) g;  θ ← θ − α_t sign(c) − c_t λ_t m a⊙(θ − θ₀);  m ← β2 m + (1−β2) g.
+  λ is multiplied by c_t (α_t by default, as optax and the paper). Lion's steps are ±α_t,
+  so its λ is typically 3–10× AdamW's for the same α_t·λ (optax's docstring).
+
+  Example:
+    >>> opt = wd_jax.lion(1e-4, 1e-2, cautious=True)
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0 (default 1e-3, as ``optax.lion``).
+    b1, b2, mu_dtype: as `optax.lion`.
+    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+  """
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_beta("b1", b1)
+  _validation.check_beta("b2", b2)
+  base = optax.chain(
+    optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
+    optax.scale_by_learning_rate(learning_rate),
+  )
+  return _decay(
+    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  )
+
+
+def adan(
+  learning_rate: ScalarOrSchedule,
+  weight_decay: ScalarOrSchedule = 0.02,
+  *,
+  b1: float = 0.98,
+  b2: float = 0.92,
+  b3: float = 0.99,
+  eps: float = 1e-8,
+  eps_root: float = 1e-8,
+  coupling: str = "lr",
+  peak_learning_rate: float | None = None,
+  mask: Mask = None,
+  cautious: bool = False,
+  reference: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Adan (Xie et al. 2022) with decoupled weight decay: ``optax.adan`` at ``coupling="lr"``.
+
+  θ ← θ − α_t (m + (1−β2) v)/(√(n + ε_root) + ε) − c_t λ_t m a⊙(θ − θ₀), m, v, n optax's
+  ``scale_by_adan`` moments. λ is multiplied by c_t (α_t by default, as optax, which
+  applies the decay additively rather than the paper's proximal 1/(1 + λα)).
+
+  Example:
+    >>> opt = wd_jax.adan(1e-3)
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0 (default 0.02, the Adan paper's; ``optax.adan`` defaults to 0).
+    b1, b2, b3, eps, eps_root: as `optax.adan`.
+    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+  """
+  _validation.check_learning_rate(learning_rate)
+  for name, b in (("b1", b1), ("b2", b2), ("b3", b3)):
+    _validation.check_number(name, b, lower=0.0, upper=1.0, allow_schedule=False)
+  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  _validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
+  base = optax.chain(
+    optax.scale_by_adan(b1=b1, b2=b2, b3=b3, eps=eps, eps_root=eps_root),
+    optax.scale_by_learning_rate(learning_rate),
+  )
+  return _decay(
+    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  )
+
+
+def lamb(
+  learning_rate: ScalarOrSchedule,
+  weight_decay: ScalarOrSchedule = 0.01,
+  *,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-6,
+  eps_root: float = 0.0,
+  mu_dtype: Any = None,
+  decay_in_trust_ratio: bool = True,
+  coupling: str = "lr",
+  peak_learning_rate: float | None = None,
+  mask: Mask = None,
+  cautious: bool = False,
+  reference: Any = None,
+) -> optax.GradientTransformation:
+  """LAMB (You et al. 2020), with the decay inside the trust ratio (``optax.lamb``) or after it.
+
+  With d = m̂/(√(v̂ + ε_root) + ε) and r the layer's direction:
+
+  - ``decay_in_trust_ratio=True`` (optax, the paper): r = d + λ_t m a⊙(θ − θ₀),
+    θ ← θ − α_t (‖θ‖/‖r‖) r. The decay enters the trust ratio, so λ is multiplied by α_t and
+    by the ratio ‖θ‖/‖r‖; only ``coupling="lr"`` is defined.
+  - ``decay_in_trust_ratio=False``: θ ← θ − α_t (‖θ‖/‖d‖) d − c_t λ_t m a⊙(θ − θ₀): the trust
+    ratio sees the Adam direction alone and λ is multiplied by c_t only, any coupling.
+
+  Example:
+    >>> opt = wd_jax.lamb(1e-3, 0.01, decay_in_trust_ratio=False, coupling="schedule")
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0 (default 0.01, the LAMB paper's; ``optax.lamb`` defaults to 0).
+    b1, b2, eps, eps_root, mu_dtype: as `optax.lamb` (eps 1e-6).
+    decay_in_trust_ratio: where the decay goes (above).
+    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+  """
+  _check_adam(learning_rate, b1, b2, eps, eps_root)
+  adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
+  if decay_in_trust_ratio:
+    if coupling != "lr":
+      raise ValueError(
+        f"coupling must be 'lr' when decay_in_trust_ratio=True (the decay is scaled by α_t "
+        f"and the trust ratio), got coupling={coupling!r}; use decay_in_trust_ratio=False."
+      )
+    _validation.check_weight_decay(weight_decay)
+    if not isinstance(cautious, bool):
+      raise ValueError(f"cautious must be a bool, got {cautious!r}.")
+    _check_reference(reference)
+    return optax.chain(
+      adam,
+      _add_decay_to_direction(weight_decay, mask=mask, cautious=cautious, reference=reference),
+      optax.scale_by_trust_ratio(),
+      optax.scale_by_learning_rate(learning_rate),
+    )
+  base = optax.chain(
+    adam, optax.scale_by_trust_ratio(), optax.scale_by_learning_rate(learning_rate)
+  )
+  return _decay(
+    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  )
+
+
+def muon(
+  learning_rate: ScalarOrSchedule,
+  weight_decay: ScalarOrSchedule = 0.1,
+  *,
+  beta: float = 0.95,
+  nesterov: bool = True,
+  ns_coeffs: tuple[float, float, float] = _muon.DEFAULT_NS_COEFFS,
+  ns_steps: int | None = None,
+  eps: float | None = None,
+  mu_dtype: Any = None,
+  consistent_rms: float | None = None,
+  convention: str = "optax",
+  adam_learning_rate: ScalarOrSchedule | None = None,
+  adam_b1: float = 0.9,
+  adam_b2: float = 0.999,
+  adam_eps: float = 1e-8,
+  adam_eps_root: float = 0.0,
+  coupling: str = "lr",
+  peak_learning_rate: float | None = None,
+  mask: Mask = None,
+  cautious: bool = False,
+  reference: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Muon (Jordan 2024) with decoupled weight decay; torch ``Muon`` / ``optax.contrib.muon``.
+
+  For each 2-D leaf (an (in, out) kernel) with momentum buffer B of the gradient::
+
+    O = NS₅(B̃ / ‖B̃‖),   θ ← θ − α_t s O − c_t λ_t m a⊙(θ − θ₀),
+    s = √max(1, fan_out/fan_in)   (consistent_rms=ρ: s = ρ √max(fan_in, fan_out))
+
+  NS₅ is the quintic Newton–Schulz iteration. ``convention="optax"`` (``contrib.muon``):
+  B̃ is the debiased EMA (Nesterov: β m̂_{t+1} + (1−β) ĝ_t), normalised by ‖B̃‖ + ε (ε 1e-8).
+  ``convention="torch"`` (``torch.optim.Muon``): B = βB + (1−β)g, B̃ = B or, with Nesterov,
+  (1−β)g + βB, normalised by max(‖B̃‖, ε) (ε 1e-7); torch's s is its "original"
+  ``adjust_lr_fn`` on its (out, in) layout, ρ = 0.2 its "match_rms_adamw". Leaves of
+  other ranks take an Adam step with the ``adam_*`` settings (as ``contrib.muon``; torch
+  leaves them to another optimizer). λ is multiplied by c_t (α_t by default: torch's
+  θ ← θ(1 − α_t λ), and optax's), never by s. `mask=None` decays every leaf;
+  ``contrib.muon`` decays the Adam leaves by ``adam_weight_decay`` (default 0), i.e.
+  ``mask=lambda p: jax.tree.map(lambda x: x.ndim == 2, p)``.
+
+  Example:
+    >>> opt = wd_jax.muon(0.02, 0.1, convention="torch", coupling="schedule")
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0 (default 0.1, torch ``Muon``'s).
+    beta, nesterov, ns_coeffs, mu_dtype, consistent_rms: as ``contrib.muon``.
+    ns_steps: Newton–Schulz iterations (None: 5). A Python int, also under
+      `optax.inject_hyperparams` (there: ``static_args=('ns_steps',)`` if you pass it).
+    eps: the normalisation's ε; None gives 1e-8 (optax) or 1e-7 (torch).
+    convention: ``"optax"`` or ``"torch"`` (above).
+    adam_learning_rate: the Adam leaves' α (None: `learning_rate`).
+    adam_b1, adam_b2, adam_eps, adam_eps_root: the Adam leaves' constants.
+    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+
+  References:
+    Jordan, "Muon: an optimizer for hidden layers in neural networks", 2024.
+    Liu et al., "Muon is scalable for LLM training", arXiv:2502.16982, 2025.
+  """
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_choice("convention", convention, _muon.CONVENTIONS)
+  _validation.check_beta("beta", beta)
+  ns_coeffs = _muon.check_ns_coeffs(ns_coeffs)
+  ns_steps = _muon.check_ns_steps(5 if ns_steps is None else ns_steps)
+  if eps is None:
+    eps = 1e-8 if convention == "optax" else 1e-7
+  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  if consistent_rms is not None:
+    _validation.check_number("consistent_rms", consistent_rms, lower=0.0, allow_schedule=False)
+  if adam_learning_rate is None:
+    adam_learning_rate = learning_rate
+  _validation.check_learning_rate(adam_learning_rate, "adam_learning_rate")
+  _validation.check_beta("adam_b1", adam_b1)
+  _validation.check_beta("adam_b2", adam_b2)
+  _validation.check_number("adam_eps", adam_eps, lower=0.0, allow_schedule=False)
+  _validation.check_number("adam_eps_root", adam_eps_root, lower=0.0, allow_schedule=False)
+  base = _muon.muon_base(
+    learning_rate,
+    convention=convention,
+    beta=beta,
+    nesterov=nesterov,
+    ns_coeffs=ns_coeffs,
+    ns_steps=ns_steps,
+    eps=eps,
+    mu_dtype=mu_dtype,
+    consistent_rms=consistent_rms,
+    adam_learning_rate=adam_learning_rate,
+    adam_b1=adam_b1,
+    adam_b2=adam_b2,
+    adam_eps=adam_eps,
+    adam_eps_root=adam_eps_root,
+  )
+  return _decay(
+    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  )
+
+
+def _check_int(name: str, value: Any, lower: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < lower:
+    raise ValueError(
+      f"{name} must be a Python int >= {lower} (under optax.inject_hyperparams pass it in "
+      f"static_args), got {value!r}."
+    )
+
+
+def _decay_rate_pow(step: Any, exponent: Any) -> Any:
+  """β2_t = 1 − t^(−exponent), t = step + 1: optax's rule in the default float dtype.
+
+  optax evaluates it in float32 even under x64 (a ~1e-7 relative error in v that torch's
+  float64 Adafactor does not have).
+  """
+  return 1.0 - jnp.asarray(step + 1, jnp.result_type(float)) ** (-exponent)
+
+
+def adafactor(
+  learning_rate: ScalarOrSchedule,
+  weight_decay: ScalarOrSchedule = 0.0,
+  *,
+  decay_rate: float = 0.8,
+  decay_offset: int = 0,
+  eps: float = 1e-30,
+  clipping_threshold: float | None = 1.0,
+  min_dim_size_to_factor: int | None = None,
+  relative_step: bool = True,
+  multiply_by_parameter_scale: bool = True,
+  param_scale_eps: float = 1e-3,
+  momentum: float | None = None,
+  dtype_momentum: Any = None,
+  factored: bool = True,
+  coupling: str = "lr",
+  peak_learning_rate: float | None = None,
+  mask: Mask = None,
+  cautious: bool = False,
+  reference: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Adafactor (Shazeer & Stern 2018) with decoupled decay; torch ``Adafactor`` by default.
+
+  With t the 1-based step and V̂ the factored (rows ⊗ cols / mean) EMA of g² + ε with
+  β2_t = 1 − t^(−decay_rate)::
+
+    u = g/√V̂,   u ← u / max(1, RMS(u)/d),   ρ_t = min(α_t, 1/√t)  (α_t if not relative_step)
+    θ ← θ − ρ_t max(RMS(θ), ε₂) u − c_t λ_t m a⊙(θ − θ₀)
+
+  Defaults are torch's ``Adafactor(lr, weight_decay=λ)``: every matrix factored, the
+  relative step, λ multiplied by α_t (``coupling="lr"``; torch: θ ← θ(1 − α_t λ)). optax's
+  ``adafactor(lr, weight_decay_rate=λ)`` is ``relative_step=False,
+  min_dim_size_to_factor=128, coupling="constant"`` (λ multiplied by nothing). Two
+  differences from torch remain: ε is added to g² (optax) where torch clamps V̂ at
+  eps₁² (each ~1e-30, inactive unless g ≈ 0), and leaves of rank > 2 are factored over
+  their two largest axes (optax) where torch takes the last two. β2_t and 1/√t are
+  computed in JAX's default float dtype (float64 under x64, as torch; optax's β2_t is
+  float32 even then).
+
+  Example:
+    >>> opt = wd_jax.adafactor(1e-2, 0.01)
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0 (default 0.0: neither torch nor optax decays by default).
+    decay_rate, decay_offset, eps, factored: as `optax.scale_by_factored_rms`.
+    min_dim_size_to_factor: factor a leaf only if its second-largest dimension is at least
+      this (None: 0, every matrix, as torch; optax's default is 128). A Python int, also
+      under `optax.inject_hyperparams` (there: in ``static_args`` if you pass it).
+    clipping_threshold: d of the update clipping (None: off).
+    relative_step: ρ_t = min(α_t, 1/√t) (torch) instead of α_t.
+    multiply_by_parameter_scale, param_scale_eps: scale by max(RMS(θ), ε₂).
+    momentum, dtype_momentum: optional EMA of the update (as `optax.adafactor`; the
+      accumulator is float32 unless `dtype_momentum`).
+    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+  """
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_number("decay_rate", decay_rate, lower=0.0, allow_schedule=False)
+  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  _validation.check_number("param_scale_eps", param_scale_eps, lower=0.0, allow_schedule=False)
+  if min_dim_size_to_factor is None:
+    min_dim_size_to_factor = 0
+  _check_int("min_dim_size_to_factor", min_dim_size_to_factor, 0)
+  if dtype_momentum is None:
+    dtype_momentum = jnp.float32
+  if clipping_threshold is not None:
+    _validation.check_number(
+      "clipping_threshold", clipping_threshold, lower=1.0, allow_schedule=False
+    )
+  if momentum is not None:
+    _validation.check_beta("momentum", momentum)
+  step_size = learning_rate
+  if relative_step:
+
+    def step_size(count):
+      t = jnp.asarray(count + 1, jnp.result_type(float))  # float64 under x64, as torch's step
+      lr = _validation.real(_validation.evaluate(learning_rate, count))
+      return jnp.minimum(lr, 1 / jnp.sqrt(t))
+
+  chain = [
+    optax.scale_by_factored_rms(
+      factored=factored,
+      decay_rate=decay_rate,
+      step_offset=decay_offset,
+      min_dim_size_to_factor=min_dim_size_to_factor,
+      epsilon=eps,
+      decay_rate_fn=_decay_rate_pow,
+    )
+  ]
+  if clipping_threshold is not None:
+    chain.append(optax.clip_by_block_rms(clipping_threshold))
+  chain.append(optax.scale_by_learning_rate(step_size, flip_sign=False))
+  if multiply_by_parameter_scale:
+    chain.append(optax.scale_by_param_block_rms(param_scale_eps))
+  if momentum is not None:
+    chain.append(optax.ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
+  chain.append(optax.scale(-1))
+  return _decay(
+    optax.chain(*chain),
+    weight_decay,
+    learning_rate,
+    coupling,
+    peak_learning_rate,
+    mask,
+    cautious,
+    reference,
+  )
+
+
+def schedule_free_adamw(
+  learning_rate: ScalarOrSchedule,
+  weight_decay: ScalarOrSchedule = 0.0,
+  *,
+  warmup_steps: int | None = None,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_lr_power: float = 2.0,
+  state_dtype: Any = None,
+  coupling: str = "lr",
+  peak_learning_rate: float | None = None,
+  mask: Mask = None,
+  cautious: bool = False,
+  reference: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Schedule-free AdamW (Defazio et al. 2024): ``optax.contrib.schedule_free_adamw``.
+
+  The decay acts at the gradient point y, on z's step: with v the RMS EMA of g (debiased),
+  z ← z − α_t g/(√v̂ + ε) − c_t λ_t m a⊙(y − θ₀); x ← (1 − c) x + c z; y ← β1 x + (1−β1) z.
+  λ is multiplied by c_t (α_t by default, as optax). The returned updates move y (the
+  params); evaluate at x with ``optax.contrib.schedule_free_eval_params(state, params)``.
+
+  Example:
+    >>> opt = wd_jax.schedule_free_adamw(1e-3, 1e-4, warmup_steps=100, coupling="schedule")
+
+  Args:
+    learning_rate: α (a float; with `warmup_steps`, the peak of a linear warmup).
+    weight_decay: λ ≥ 0 (default 0.0, as optax and the reference ``schedulefree``).
+    warmup_steps, b1, b2, eps, weight_lr_power, state_dtype: as ``schedule_free_adamw``.
+    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`
+      (with `warmup_steps` and a float `learning_rate`, α_peak is that float).
+  """
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_number(
+    "b1",
+    b1,
+    lower=0.0,
+    lower_inclusive=False,
+    upper=1.0,
+    upper_inclusive=False,
+    allow_schedule=False,
+  )
+  _validation.check_beta("b2", b2)
+  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  _validation.check_number("weight_lr_power", weight_lr_power, allow_schedule=False)
+  lr = learning_rate
+  if warmup_steps is not None:
+    _check_int("warmup_steps", warmup_steps, 1)
+    if peak_learning_rate is None and _validation.is_host_number(learning_rate):
+      peak_learning_rate = learning_rate
+    lr = optax.warmup_constant_schedule(0.0, learning_rate, warmup_steps)
+  base = optax.chain(
+    optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),
+    optax.scale_by_learning_rate(lr),
+  )
+  inner = _decay(base, weight_decay, lr, coupling, peak_learning_rate, mask, cautious, reference)
+  return _schedule_free(inner, lr, b1, weight_lr_power, state_dtype)
+
+
+def _schedule_free(inner, learning_rate, b1, weight_lr_power, state_dtype):
+  """``optax.contrib.schedule_free`` that also takes trees mixing bfloat16 and float16.
+
+  optax keeps its scalars (b1, the weight sum, the max lr) in the params' lowest dtype,
+  which does not exist for bfloat16 next to float16; there they are float32 and each
+  update is cast back to its leaf's dtype. Other trees get optax's state unchanged.
+  """
+  sf = optax.contrib.schedule_free(
+    inner,
+    learning_rate=learning_rate,
+    b1=b1,
+    weight_lr_power=weight_lr_power,
+    state_dtype=state_dtype,
+  )
+
+  def init_fn(params):
+    try:
+      optax.tree.dtype(params, "lowest")
+    except ValueError:
+      z = params if state_dtype is None else optax.tree.cast(params, state_dtype)
+      return optax.contrib.ScheduleFreeState(
+        b1=jnp.asarray(b1, jnp.float32),
+        weight_sum=jnp.zeros([], jnp.float32),
+        step_count=jnp.ones([], jnp.int32),
+        max_lr=jnp.zeros([], jnp.float32),
+        base_optimizer_state=inner.init(params),
+        z=jax.tree.map(lambda t: jnp.array(t, copy=True), z),
+      )
+    return sf.init(params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    updates, state = sf.update(updates, state, params, **extra_args)
+    return jax.tree.map(lambda u, p: u.astype(jnp.asarray(p).dtype), updates, params), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
