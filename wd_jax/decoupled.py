@@ -17,12 +17,11 @@ import functools
 from typing import Any, NamedTuple
 
 import chex
-import jax
 import jax.numpy as jnp
 import optax
 
 from wd_jax import _validation
-from wd_jax.masks import Mask, leaf_multipliers
+from wd_jax.masks import Mask
 from wd_jax.transforms import (
   COUPLINGS,
   _advance,
@@ -30,9 +29,8 @@ from wd_jax.transforms import (
   _check_reference,
   _count,
   _decay_coefficient,
-  _decayed_direction,
   _init_reference,
-  _reference_leaves,
+  _map_decayed,
   _require_params,
   _schedule_state,
 )
@@ -181,22 +179,15 @@ def with_weight_decay(
     if not _validation.is_static_zero(weight_decay):
       count = _count(state.schedule_state)
       lam = _validation.evaluate(weight_decay, count)
-      mults = leaf_multipliers(params, mask)
-      leaves, treedef = jax.tree.flatten(updates)
-      ps = treedef.flatten_up_to(params)
-      refs = _reference_leaves(state.reference, treedef)
-      out = []
-      for u, p, r, k in zip(leaves, ps, refs, mults):
-        if k == 0.0:
-          out.append(u)
-          continue
-        d = _decayed_direction(p, r)
+
+      def decay(k, u, d, p):
         coef = _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p)
         term = (coef * d).astype(u.dtype)
         if cautious:
           term = jnp.where(_cautious_agree(u, d), term, jnp.zeros_like(term))
-        out.append(u - term)
-      updates = treedef.unflatten(out)
+        return u - term
+
+      updates = _map_decayed(decay, mask, updates, params, state.reference)
     new_state = DecoupledWeightDecayState(
       base_state, _advance(state.schedule_state), state.reference
     )
@@ -319,21 +310,14 @@ def _add_decay_to_direction(
     _require_params(params, "lamb")
     if not _validation.is_static_zero(weight_decay):
       lam = _validation.evaluate(weight_decay, _count(state.schedule_state))
-      mults = leaf_multipliers(params, mask)
-      leaves, treedef = jax.tree.flatten(updates)
-      ps = treedef.flatten_up_to(params)
-      refs = _reference_leaves(state.reference, treedef)
-      out = []
-      for u, p, r, k in zip(leaves, ps, refs, mults):
-        if k == 0.0:
-          out.append(u)
-          continue
-        d = _decayed_direction(p, r)
+
+      def add(k, u, d, p):
         term = (_decay_coefficient("constant", None, None, lam, k, None, p) * d).astype(u.dtype)
         if cautious:  # u is a descent direction here: agreement is u·d ≥ 0
           term = jnp.where(_cautious_agree(-u, d), term, jnp.zeros_like(term))
-        out.append(u + term)
-      updates = treedef.unflatten(out)
+        return u + term
+
+      updates = _map_decayed(add, mask, updates, params, state.reference)
     return updates, DecayDirectionState(_advance(state.schedule_state), state.reference)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -129,6 +129,20 @@ def _reference_leaves(reference_state: Any, treedef: Any) -> list[Any]:
   return treedef.flatten_up_to(reference_state)
 
 
+def _map_decayed(fn, mask: Mask, updates: Any, params: Any, reference_state: Any) -> Any:
+  """``fn(k, u, d, p)`` on every decayed leaf (multiplier k ≠ 0), with d = θ − θ₀ the direction
+  the decay pulls along (θ₀ = 0 or the L2-SP reference); other leaves are left bit for bit."""
+  mults = leaf_multipliers(params, mask)
+  leaves, treedef = jax.tree.flatten(updates)
+  ps = treedef.flatten_up_to(params)
+  refs = _reference_leaves(reference_state, treedef)
+  out = [
+    u if k == 0.0 else fn(k, u, _decayed_direction(p, r), p)
+    for u, p, r, k in zip(leaves, ps, refs, mults)
+  ]
+  return treedef.unflatten(out)
+
+
 def _decayed_direction(p: chex.Array, r: chex.Array | None) -> chex.Array:
   return p if r is None else p - r
 
@@ -225,18 +239,11 @@ def add_l2(
     _require_params(params, "add_l2")
     if not _validation.is_static_zero(weight_decay):
       lam = _validation.evaluate(weight_decay, _count(state.schedule_state))
-      mults = leaf_multipliers(params, mask)
-      leaves, treedef = jax.tree.flatten(updates)
-      ps = treedef.flatten_up_to(params)
-      refs = _reference_leaves(state.reference, treedef)
-      out = []
-      for g, p, r, k in zip(leaves, ps, refs, mults):
-        if k == 0.0:
-          out.append(g)
-          continue
-        coef = _decay_coefficient("constant", None, None, lam, k, None, p)
-        out.append(g + (coef * _decayed_direction(p, r)).astype(g.dtype))
-      updates = treedef.unflatten(out)
+
+      def add(k, g, d, p):
+        return g + (_decay_coefficient("constant", None, None, lam, k, None, p) * d).astype(g.dtype)
+
+      updates = _map_decayed(add, mask, updates, params, state.reference)
     return updates, AddL2State(_advance(state.schedule_state), state.reference)
 
   return optax.GradientTransformation(init_fn, update_fn)
