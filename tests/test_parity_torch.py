@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from problems import teacher_loss, teacher_problem
 
 import wd_jax
 
@@ -33,23 +34,10 @@ def _schedule(peak):
 
 
 def _problem(seed=0):
-  """Initial params and a stream of (x, y) batches, all numpy float64."""
-  rng = np.random.default_rng(seed)
-  params = {
-    "w1": rng.normal(size=(8, 16)) / np.sqrt(8),
-    "b1": 0.5 * rng.normal(size=(16,)),
-    "w2": rng.normal(size=(16, 4)) / 4,
-    "b2": 0.5 * rng.normal(size=(4,)),
-  }
-  teacher = rng.normal(size=(8, 4))
-  xs = rng.normal(size=(STEPS, BATCH, 8))
-  ys = np.sin(xs @ teacher) + 0.1 * rng.normal(size=(STEPS, BATCH, 4))
-  return params, xs, ys
+  return teacher_problem(seed, STEPS, BATCH)
 
 
-def _loss_jax(p, x, y):
-  out = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
-  return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=-1))
+_loss_jax = teacher_loss
 
 
 def _loss_torch(p, x, y):

@@ -12,19 +12,14 @@ from absl.testing import parameterized
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from problems import nested_params
 
 import wd_jax
 
 STEPS = 30
 
 
-def _params(seed=0, dtype=jnp.float64):
-  k = jax.random.split(jax.random.key(seed), 4)
-  return {
-    "w1": jax.random.normal(k[0], (5, 7), dtype),
-    "b1": jax.random.normal(k[1], (7,), dtype),
-    "head": {"kernel": jax.random.normal(k[2], (7, 3), dtype), "bias": jnp.ones((3,), dtype)},
-  }
+_params = nested_params
 
 
 def _loss(p, x):

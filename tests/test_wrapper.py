@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from problems import nested_params
 
 import wd_jax
 
@@ -28,13 +29,7 @@ def _x64():
     yield
 
 
-def _params(seed=0, dtype=jnp.float64):
-  k = jax.random.split(jax.random.key(seed), 4)
-  return {
-    "w1": jax.random.normal(k[0], (5, 7), dtype),
-    "b1": jax.random.normal(k[1], (7,), dtype),
-    "head": {"kernel": jax.random.normal(k[2], (7, 3), dtype), "bias": jnp.ones((3,), dtype)},
-  }
+_params = nested_params
 
 
 def _zeros(params):

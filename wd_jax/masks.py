@@ -160,7 +160,22 @@ default_mask.explain = lambda params: [
 ]
 
 
-class RegexMask:
+class _ExplainedMask:
+  """A mask function that can also say what set each leaf's multiplier (`describe_mask`)."""
+
+  def _assign(self, params: Any) -> list[tuple[float, str]]:
+    raise NotImplementedError
+
+  def __call__(self, params: Any) -> Any:
+    mults = iter([m for m, _ in self._assign(params)])
+    return jax.tree.map(lambda _: next(mults), params)
+
+  def explain(self, params: Any) -> list[str]:
+    """What set each leaf's multiplier, in `jax.tree.leaves` order."""
+    return [why for _, why in self._assign(params)]
+
+
+class RegexMask(_ExplainedMask):
   """Per-leaf multipliers from regular-expression rules on parameter paths (see `regex_mask`)."""
 
   def __init__(self, rules, default, allow_unused_rules: bool):
@@ -223,14 +238,6 @@ class RegexMask:
         )
     return out
 
-  def __call__(self, params: Any) -> Any:
-    mults = iter([m for m, _ in self._assign(params)])
-    return jax.tree.map(lambda _: next(mults), params)
-
-  def explain(self, params: Any) -> list[str]:
-    """What set each leaf's multiplier, in `jax.tree.leaves` order."""
-    return [why for _, why in self._assign(params)]
-
   def __repr__(self) -> str:
     rules = {p: m for p, _, m in self.rules}
     return f"regex_mask({rules!r}, default={self.default!r})"
@@ -278,7 +285,7 @@ def _default_fan_in(path: str, leaf: Any) -> int | None:
   return math.prod(shape[:-1]) if len(shape) >= 2 else None
 
 
-class FanInMask:
+class FanInMask(_ExplainedMask):
   """Multipliers scaled by each leaf's fan-in (see `fan_in_mask`)."""
 
   def __init__(self, base_fan_in, exponent, mask, fan_in):
@@ -299,13 +306,6 @@ class FanInMask:
       scale = (int(n) / self.base_fan_in) ** self.exponent
       out.append((m * scale, f"{why} × (fan_in {int(n)}/{self.base_fan_in})^{self.exponent:g}"))
     return out
-
-  def __call__(self, params: Any) -> Any:
-    mults = iter([m for m, _ in self._assign(params)])
-    return jax.tree.map(lambda _: next(mults), params)
-
-  def explain(self, params: Any) -> list[str]:
-    return [why for _, why in self._assign(params)]
 
 
 def fan_in_mask(
