@@ -282,6 +282,15 @@ def test_a_torn_metrics_line_is_dropped_with_a_warning_naming_file_and_line(tmp_
     runlog.read_metrics(str(path))
 
 
+def test_non_finite_values_come_back_as_floats(tmp_path):
+  writer = runlog.MetricWriter(str(tmp_path), tensorboard=False)
+  writer.write(1, {"param_norm": float("inf"), "loss": float("nan"), "note": "inf run"})
+  writer.close()
+  (record,) = runlog.read_metrics(str(tmp_path / "metrics.jsonl"))
+  assert record["param_norm"] == float("inf") and np.isnan(record["loss"])
+  assert record["note"] == "inf run"
+
+
 def test_resume_after_the_metrics_file_was_deleted_warns(tmp_path):
   wd = str(tmp_path / "run")
   train.fit(_config(steps=20), wd, verbose=False)

@@ -96,12 +96,16 @@ def write_atomic(path: str, text: str) -> None:
 
 def _jsonable(v: Any) -> Any:
   if isinstance(v, float) and not math.isfinite(v):
-    return str(v)  # JSON has no NaN/inf; keep them readable
+    return str(v)  # JSON has no NaN/inf; keep them readable (read_metrics turns them back)
   return v
 
 
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
 def read_metrics(path: str) -> list[dict[str, Any]]:
-  """All records of a metrics.jsonl file (an empty list if it does not exist).
+  """All records of a metrics.jsonl file (an empty list if it does not exist); the non-finite
+  values written as "nan" / "inf" / "-inf" come back as floats.
 
   A torn last line (a crash in the middle of a write) is dropped with a warning naming the file
   and the line; a bad line anywhere else is an error naming them.
@@ -116,7 +120,9 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
     if not line.strip():
       continue
     try:
-      records.append(json.loads(line))
+      records.append(
+        {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in json.loads(line).items()}
+      )
     except ValueError as e:
       if i == last:
         warnings.warn(
