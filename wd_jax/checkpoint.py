@@ -17,7 +17,13 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
+
+from wd_jax import _extras
+
+try:
+  import orbax.checkpoint as ocp
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("engine", _e, "wd_jax.checkpoint") from None
 
 
 class DamagedCheckpoint(RuntimeError):

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-import ml_collections
+
+from wd_jax import _extras
+
+try:
+  import ml_collections
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("engine", _e, "wd_jax.config") from None
 import optax
 
 from wd_jax import _validation

@@ -17,10 +17,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
+
+from wd_jax import _extras
+
+try:
+  import ml_collections
+  from flax import nnx
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("engine", _e, "wd_jax.experiment") from None
 import numpy as np
 import optax
-from flax import nnx
 
 from wd_jax import config as config_lib
 from wd_jax import data as data_lib

@@ -25,7 +25,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+
+from wd_jax import _extras
+
+try:
+  from flax import nnx
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("engine", _e, "wd_jax.models") from None
 
 __all__ = [
   "CNN1D",

@@ -20,7 +20,13 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
+
+from wd_jax import _extras
+
+try:
+  from flax import nnx
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("engine", _e, "wd_jax.parallel") from None
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 

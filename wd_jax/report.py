@@ -18,15 +18,20 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+from wd_jax import _extras
+
+try:
+  import matplotlib
+  import matplotlib.pyplot as plt
+  from matplotlib import colors as mcolors
+  from matplotlib.patches import Rectangle
+  from PIL import Image
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("studies", _e, "wd_jax.report") from None
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib import colors as mcolors
-from matplotlib.patches import Rectangle
-from PIL import Image
 
 DPI = 100
 _LABELS = {

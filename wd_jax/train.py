@@ -17,8 +17,14 @@ import time
 from typing import Any
 
 import jax
-import ml_collections
-from flax import nnx
+
+from wd_jax import _extras
+
+try:
+  import ml_collections
+  from flax import nnx
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("engine", _e, "wd_jax.train") from None
 
 from wd_jax import checkpoint as checkpoint_lib
 from wd_jax import loop as loop_lib

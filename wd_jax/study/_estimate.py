@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.stats
+
+from wd_jax import _extras
+
+try:
+  import scipy.stats
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("studies", _e, "wd_jax.study._estimate") from None
 
 COMPARISONS = ("greater", "less", "equivalent", "slope_within")
 

@@ -12,8 +12,14 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import scipy.special
-import scipy.stats
+
+from wd_jax import _extras
+
+try:
+  import scipy.special
+  import scipy.stats
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("studies", _e, "wd_jax.study._power") from None
 
 from wd_jax.study._estimate import (
   COMPARISONS,

@@ -27,7 +27,12 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import ml_collections
+from wd_jax import _extras
+
+try:
+  import ml_collections
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("studies", _e, "wd_jax.study.claims") from None
 
 from wd_jax.study import stats
 

@@ -76,7 +76,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import ml_collections
+from wd_jax import _extras
+
+try:
+  import ml_collections
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("engine", _e, "wd_jax.sweep") from None
 
 from wd_jax import progress, runlog
 from wd_jax.runlog import write_atomic

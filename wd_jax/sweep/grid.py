@@ -9,7 +9,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import ml_collections
+from wd_jax import _extras
+
+try:
+  import ml_collections
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("engine", _e, "wd_jax.sweep.grid") from None
 import numpy as np
 
 from wd_jax import config as config_lib

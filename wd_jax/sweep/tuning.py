@@ -35,7 +35,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import ml_collections
+
+from wd_jax import _extras
+
+try:
+  import ml_collections
+except ModuleNotFoundError as _e:  # an extra: say which one
+  raise _extras.missing("engine", _e, "wd_jax.sweep.tuning") from None
 
 from wd_jax import loop as loop_lib
 from wd_jax.runlog import write_atomic
