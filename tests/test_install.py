@@ -41,5 +41,5 @@ def test_an_engine_module_without_its_extra_names_the_extra(module, hidden, extr
   # `sys.modules[name] = None` makes `import name` fail as if the package were not installed.
   out = _python(f"import sys; sys.modules[{hidden!r}] = None\nimport {module}")
   assert out.returncode != 0
-  assert f"needs the [{extra}] extra" in out.stderr
+  assert f"needs the [{extra}] extra" in out.stderr, out.stderr
   assert f"pip install 'wd-jax[{extra}]'" in out.stderr

@@ -14,10 +14,11 @@ EXTRAS = {
 }
 
 
-def missing(extra: str, error: ModuleNotFoundError, module: str) -> ModuleNotFoundError:
-  """The error to raise from `module` when importing a package of `extra` failed."""
+def missing(extra: str, error: ModuleNotFoundError) -> ModuleNotFoundError:
+  """The error to raise when importing a package of `extra` failed."""
+  what = {"engine": "wd_jax's training engine", "studies": "wd_jax's studies"}[extra]
   return ModuleNotFoundError(
-    f"{module} needs the [{extra}] extra ({EXTRAS[extra]}); {error.name!r} is not installed: "
+    f"{what} needs the [{extra}] extra ({EXTRAS[extra]}); {error.name!r} is not installed: "
     f"pip install 'wd-jax[{extra}]'",
     name=error.name,
   )

@@ -10,6 +10,10 @@ when asked (``fallback=True``, the default of `wd_jax.train.fit`, which says so 
 
 from __future__ import annotations
 
+from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
+
+# isort: split
+
 import hashlib
 import os
 import warnings
@@ -17,13 +21,7 @@ from typing import Any
 
 import jax
 import numpy as np
-
-from wd_jax import _extras
-
-try:
-  import orbax.checkpoint as ocp
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("engine", _e, "wd_jax.checkpoint") from None
+import orbax.checkpoint as ocp
 
 
 class DamagedCheckpoint(RuntimeError):

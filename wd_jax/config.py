@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
+
+# isort: split
+
 from typing import Any
 
 import jax.numpy as jnp
-
-from wd_jax import _extras
-
-try:
-  import ml_collections
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("engine", _e, "wd_jax.config") from None
+import ml_collections
 import optax
 
 from wd_jax import _validation

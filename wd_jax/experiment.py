@@ -11,22 +11,20 @@ the one loop (`wd_jax.loop`).
 
 from __future__ import annotations
 
+from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
+
+# isort: split
+
 import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-
-from wd_jax import _extras
-
-try:
-  import ml_collections
-  from flax import nnx
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("engine", _e, "wd_jax.experiment") from None
+import ml_collections
 import numpy as np
 import optax
+from flax import nnx
 
 from wd_jax import config as config_lib
 from wd_jax import data as data_lib

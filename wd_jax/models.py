@@ -17,6 +17,10 @@ pmapped::
 
 from __future__ import annotations
 
+from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
+
+# isort: split
+
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -25,13 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from wd_jax import _extras
-
-try:
-  from flax import nnx
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("engine", _e, "wd_jax.models") from None
+from flax import nnx
 
 __all__ = [
   "CNN1D",

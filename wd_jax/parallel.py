@@ -14,19 +14,17 @@ draws the same global batch from ``fold_in(key, step)`` and works on its share o
 
 from __future__ import annotations
 
+from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
+
+# isort: split
+
 import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
-
-from wd_jax import _extras
-
-try:
-  from flax import nnx
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("engine", _e, "wd_jax.parallel") from None
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 

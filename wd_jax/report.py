@@ -9,6 +9,10 @@ Everything is drawn with matplotlib's Agg backend (no display needed) into small
 
 from __future__ import annotations
 
+from wd_jax import _studies  # noqa: F401  (first: names the [studies] extra when it is missing)
+
+# isort: split
+
 import csv
 import io
 import json
@@ -18,16 +22,11 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wd_jax import _extras
-
-try:
-  import matplotlib
-  import matplotlib.pyplot as plt
-  from matplotlib import colors as mcolors
-  from matplotlib.patches import Rectangle
-  from PIL import Image
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("studies", _e, "wd_jax.report") from None
+import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib import colors as mcolors
+from matplotlib.patches import Rectangle
+from PIL import Image
 
 matplotlib.use("Agg")
 

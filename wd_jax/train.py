@@ -9,6 +9,10 @@ re-exported here (`train.build`, `train.TrainState`, ...) for convenience.
 
 from __future__ import annotations
 
+from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
+
+# isort: split
+
 import contextlib
 import math
 import os
@@ -17,14 +21,8 @@ import time
 from typing import Any
 
 import jax
-
-from wd_jax import _extras
-
-try:
-  import ml_collections
-  from flax import nnx
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("engine", _e, "wd_jax.train") from None
+import ml_collections
+from flax import nnx
 
 from wd_jax import checkpoint as checkpoint_lib
 from wd_jax import loop as loop_lib

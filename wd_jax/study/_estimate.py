@@ -9,6 +9,10 @@ functions are re-exported by `wd_jax.study.stats`.
 
 from __future__ import annotations
 
+from wd_jax import _studies  # noqa: F401  (first: names the [studies] extra when it is missing)
+
+# isort: split
+
 import dataclasses
 import functools
 import math
@@ -16,13 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from wd_jax import _extras
-
-try:
-  import scipy.stats
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("studies", _e, "wd_jax.study._estimate") from None
+import scipy.stats
 
 COMPARISONS = ("greater", "less", "equivalent", "slope_within")
 

@@ -8,18 +8,16 @@ re-exported by `wd_jax.study.stats`.
 
 from __future__ import annotations
 
+from wd_jax import _studies  # noqa: F401  (first: names the [studies] extra when it is missing)
+
+# isort: split
+
 import math
 from collections.abc import Callable
 
 import numpy as np
-
-from wd_jax import _extras
-
-try:
-  import scipy.special
-  import scipy.stats
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("studies", _e, "wd_jax.study._power") from None
+import scipy.special
+import scipy.stats
 
 from wd_jax.study._estimate import (
   COMPARISONS,

@@ -21,18 +21,17 @@ empirical ones.
 
 from __future__ import annotations
 
+from wd_jax import _studies  # noqa: F401  (first: names the [studies] extra when it is missing)
+
+# isort: split
+
 import dataclasses
 import math
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from wd_jax import _extras
-
-try:
-  import ml_collections
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("studies", _e, "wd_jax.study.claims") from None
+import ml_collections
 
 from wd_jax.study import stats
 

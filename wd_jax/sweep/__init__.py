@@ -68,6 +68,10 @@ writes, at the base config's log_every/eval_every; no checkpoints), ``strategy.j
 
 from __future__ import annotations
 
+from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
+
+# isort: split
+
 import contextlib
 import json
 import os
@@ -76,12 +80,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from wd_jax import _extras
-
-try:
-  import ml_collections
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("engine", _e, "wd_jax.sweep") from None
+import ml_collections
 
 from wd_jax import progress, runlog
 from wd_jax.runlog import write_atomic

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
+
+# isort: split
+
 import dataclasses
 import itertools
 import math
@@ -9,12 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wd_jax import _extras
-
-try:
-  import ml_collections
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("engine", _e, "wd_jax.sweep.grid") from None
+import ml_collections
 import numpy as np
 
 from wd_jax import config as config_lib

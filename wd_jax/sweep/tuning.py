@@ -22,6 +22,10 @@ one place a test replaces to steer the choice without reading the clock.
 
 from __future__ import annotations
 
+from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
+
+# isort: split
+
 import contextlib
 import json
 import os
@@ -35,13 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-
-from wd_jax import _extras
-
-try:
-  import ml_collections
-except ModuleNotFoundError as _e:  # an extra: say which one
-  raise _extras.missing("engine", _e, "wd_jax.sweep.tuning") from None
+import ml_collections
 
 from wd_jax import loop as loop_lib
 from wd_jax.runlog import write_atomic
