@@ -175,7 +175,7 @@ def test_an_inconclusive_verdict_says_how_many_seeds_would_decide_it(tmp_path):
   assert found[0].decision.verdict == stats.INCONCLUSIVE
   with open(study.write_summary(str(tmp_path), "t", found)) as f:
     text = f.read()
-  assert f"about {found[0].decision.n_needed} seeds would decide it" in text
+  assert f"~{found[0].decision.n_needed} pairs would decide it" in text
 
 
 def test_mean_spread_and_fmt():

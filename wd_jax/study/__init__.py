@@ -86,14 +86,9 @@ def _finding_lines(f: claims.Finding) -> list[str]:
   if f.measured:
     lines.append(f"  - **Measured**: {f.measured}")
   lines.append(f"  - **Verdict**: {d.verdict} — {d.detail}")
-  if d.verdict == stats.INCONCLUSIVE:
-    more = (
-      f"about {d.n_needed} seeds would decide it at the observed effect (80% power)"
-      if d.n_needed
-      else "more seeds would not decide it at the observed effect"
-    )
-    lines.append(f"  - **Power**: {d.power:.2f} at effect {d.power_at:+.3g}; {more}")
-  elif math.isfinite(d.power):
+  if d.verdict == stats.INCONCLUSIVE and not d.n_needed:
+    lines.append("  - **Seeds**: more seeds would not decide it at the observed effect")
+  elif d.verdict != stats.INCONCLUSIVE and math.isfinite(d.power):  # (inconclusive: in detail)
     lines.append(f"  - **Power**: {d.power:.2f} at effect {d.power_at:+.3g}")
   return lines
 
