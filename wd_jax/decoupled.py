@@ -113,9 +113,9 @@ def with_weight_decay(
 
   .. math::
 
-    \theta \leftarrow \theta + \Delta - c_t\, \lambda_t\, m\, a \odot (\theta - \theta_0)
+    \theta \leftarrow \theta + \Delta - c_t\, \lambda_t k\, a \odot (\theta - \theta_0)
 
-  with m the leaf's mask multiplier, θ₀ = 0 unless `reference`, a = 1 unless `cautious`, and
+  with k the leaf's mask multiplier, θ₀ = 0 unless `reference`, a = 1 unless `cautious`, and
   the coupling factor c_t that multiplies λ (`decay_factor`):
 
   ======================  ==================  =========================================
@@ -257,7 +257,7 @@ def decoupled_weight_decay(
 
   .. math::
 
-    \theta \leftarrow \theta + \Delta - c_t\, \lambda_t\, m\, a \odot (\theta - \theta_0)
+    \theta \leftarrow \theta + \Delta - c_t\, \lambda_t k\, a \odot (\theta - \theta_0)
 
   with c_t, what multiplies λ, set by `coupling` (see `with_weight_decay` for the table,
   cautious decay and `reference`).

@@ -262,14 +262,14 @@ def add_l2(
 
   .. math::
 
-    g \leftarrow g + \lambda_t\, m\, (\theta - \theta_0)
+    g \leftarrow g + \lambda_t k\, (\theta - \theta_0)
 
-  with θ₀ = 0 unless `reference` is given and m the leaf's mask multiplier. Chain it *first*,
+  with θ₀ = 0 unless `reference` is given and k the leaf's mask multiplier. Chain it *first*,
   before the moment estimator and before the learning-rate scaling (torch's
   ``Adam(weight_decay=λ)`` and ``SGD(weight_decay=λ)``); after the lr scaling its term
   would have the wrong sign. λ is multiplied by nothing here; the learning rate multiplies
   the whole step later, and under Adam the λθ term is also rescaled by 1/√v̂ and mixed
-  into the first moment (REFERENCES §2).
+  into the first moment (Bjorck, Weinberger & Gomes 2021).
 
   With ``reference="init"`` (or a tree θ₀) this is L2-SP, the fine-tuning penalty of
   Li, Grandvalet & Davoine (2018): weights are pulled toward the pretrained θ₀, not 0.
@@ -330,7 +330,7 @@ def add_l1(
 
   .. math::
 
-    g \leftarrow g + \lambda_t\, m\, \operatorname{sign}(\theta)
+    g \leftarrow g + \lambda_t k\, \operatorname{sign}(\theta)
 
   Like `add_l2`, chain it first, before the moment estimator and the lr scaling. A
   subgradient step makes weights oscillate around zero but never lands exactly on it;
@@ -392,7 +392,7 @@ def prox_l1(
   .. math::
 
     z = \theta + u, \qquad
-    \theta \leftarrow \operatorname{sign}(z)\, \max(|z| - \alpha_t \lambda_t m,\ 0)
+    \theta \leftarrow \operatorname{sign}(z)\, \max(|z| - \alpha_t \lambda_t k,\ 0)
 
   The returned update is the new θ minus the old, so ``optax.apply_updates`` lands exactly
   on zero for every thresholded weight (x + (−x) is exactly 0 in IEEE arithmetic). λ is
