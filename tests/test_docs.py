@@ -34,6 +34,7 @@ DOCUMENTED_MODULES = (
   "wd_jax.experiment",
   "wd_jax.train",
   "wd_jax.sweep",
+  "wd_jax.data",
   "wd_jax.data._dataset",
   "wd_jax.study.stats",
   "wd_jax.study._estimate",
