@@ -35,8 +35,9 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True  # Attributes as fields: no second description of a NamedTuple's fields
 napoleon_use_rtype = False
-autodoc_typehints = "description"
-autodoc_typehints_description_target = "documented"
+# The Args say what each argument takes; expanded annotations (optax.Schedule is a long Callable
+# union) would only repeat it less readably.
+autodoc_typehints = "none"
 autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True
 
