@@ -253,9 +253,19 @@ GUIDE_VERDICTS = (
   ),
   ('AdamC ends at least as accurate as torch-style "lr" AdamW', "AdamC ends at least", "supported"),
   (
-    'The "corrected" coupling (AdamC, decay ∝ α_t²/α) removes or reduces that rise',
-    "AdamC reduces the end-of-training rise",
+    'Under the "lr" coupling (torch AdamW) the gradient norm rises at the end of training',
+    'Under `"lr"` the gradient norm rises',
     "inconclusive",
+  ),
+  (
+    'The "corrected" coupling (AdamC, decay ∝ α_t²/α) removes or reduces that rise',
+    "AdamC reduces that end-of-training rise",
+    "inconclusive",
+  ),
+  (
+    "AdamC keeps the gradient norm from growing through the anneal",
+    "grows less through the anneal",
+    "supported",
   ),
   (
     "Weight decay only during the initial transient",
