@@ -37,7 +37,21 @@ from wd_jax.transforms import (
 
 
 class DecoupledWeightDecayState(NamedTuple):
-  """State of `with_weight_decay` (and of `decoupled_weight_decay(...)(optimizer)`)."""
+  """State of `with_weight_decay` (and of ``decoupled_weight_decay(...)(optimizer)``).
+
+  Attributes:
+    base_state: the wrapped optimizer's state.
+    schedule_state: ``optax.ScaleByScheduleState(count)`` when λ_t or c_t changes with the
+      step, else ``optax.EmptyState()``.
+    reference: θ₀ (shaped like the params) for decay toward a reference point (L2-SP), else
+      ``optax.EmptyState()``.
+
+  Example:
+    >>> opt = wd_jax.with_weight_decay(optax.sgd(0.1), 1e-4, learning_rate=0.1)
+    >>> state = opt.init({"w": jnp.ones(2)})
+    >>> print(type(state).__name__, state.schedule_state)
+    DecoupledWeightDecayState EmptyState()
+  """
 
   base_state: optax.OptState  # The wrapped optimizer's state.
   schedule_state: Any  # ScaleByScheduleState(count) when λ_t or c_t changes, else EmptyState.
@@ -92,14 +106,17 @@ def with_weight_decay(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Decoupled weight decay added to a complete optax optimizer: its placement cannot be wrong.
+  r"""Decoupled weight decay added to a complete optax optimizer: its placement cannot be wrong.
 
   `base_optimizer` is complete: its updates Δ are final (lr-scaled, negative-direction,
-  what `optax.apply_updates` adds). The wrapper adds the decay step after it::
+  what `optax.apply_updates` adds). The wrapper adds the decay step after it:
 
-    θ ← θ + Δ − c_t · λ_t · m · a ⊙ (θ − θ₀)
+  .. math::
 
-  with θ₀ = 0 unless `reference`, a = 1 unless `cautious`, and the coupling factor c_t:
+    \theta \leftarrow \theta + \Delta - c_t\, \lambda_t k\, a \odot (\theta - \theta_0)
+
+  with k the leaf's mask multiplier, θ₀ = 0 unless `reference`, a = 1 unless `cautious`, and
+  the coupling factor c_t that multiplies λ (`decay_factor`):
 
   ======================  ==================  =========================================
   coupling                c_t multiplying λ   matches
@@ -120,13 +137,6 @@ def with_weight_decay(
   update through: `optax.MultiSteps`, `optax.apply_if_finite`, `optax.inject_hyperparams`);
   wrapping part of a chain and scaling afterwards would rescale the decay again.
 
-  Example:
-    >>> opt = wd_jax.with_weight_decay(optax.adam(0.1), 0.5, learning_rate=0.1)
-    >>> p = jnp.array([2.0, -1.0])
-    >>> u, _ = opt.update(jnp.zeros(2), opt.init(p), p)  # zero gradient: Adam's step is 0
-    >>> print(p + u)  # θ (1 − α λ)
-    [ 1.9  -0.95]
-
   Args:
     base_optimizer: a complete optax optimizer (e.g. ``optax.adam(lr)``, ``optax.lion(lr)``).
     weight_decay: λ ≥ 0, or a schedule of the step count.
@@ -144,10 +154,24 @@ def with_weight_decay(
 
   Returns:
     An `optax.GradientTransformationExtraArgs` whose state is a `DecoupledWeightDecayState`
-    (the base's state, a step count only when λ_t or c_t changes with the step, and θ₀).
+    (the base's state, a step count only when λ_t or c_t changes with the step, and θ₀); its
+    `update` needs the params.
+
+  Raises:
+    ValueError: at construction, naming the argument: a base that is not an optax
+      transformation, a negative λ, an unknown coupling, a missing learning rate or peak.
+
+  Example:
+    >>> opt = wd_jax.with_weight_decay(optax.adam(0.1), 0.5, learning_rate=0.1)
+    >>> p = jnp.array([2.0, -1.0])
+    >>> u, _ = opt.update(jnp.zeros(2), opt.init(p), p)  # zero gradient: Adam's step is 0
+    >>> print(p + u)  # θ (1 − α λ)
+    [ 1.9  -0.95]
+    >>> lion = wd_jax.with_weight_decay(optax.lion(1e-4), 1.0, learning_rate=1e-4, cautious=True)
 
   References:
     Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019.
+    Defazio et al., "Why gradients rapidly increase near the end of training", 2025 (AdamC).
     Chen et al., "Cautious weight decay", arXiv:2510.12402, 2025.
     Li, Grandvalet & Davoine, "Explicit inductive bias for transfer learning" (L2-SP), 2018.
   """
@@ -199,7 +223,18 @@ def with_weight_decay(
 class DecoupledWeightDecay(optax.GradientTransformationExtraArgs):
   """Decoupled decay waiting for its optimizer: call it on one (see `decoupled_weight_decay`).
 
-  As a chain element its `init` raises: see the module docstring for why.
+  As a chain element its `init` raises: no transform can see what follows it in a chain,
+  so the decay could be rescaled or flip sign there.
+
+  Attributes:
+    init: raises `ValueError` (this is not a chain element).
+    update: raises `ValueError` (this is not a chain element).
+
+  Example:
+    >>> decay = wd_jax.decoupled_weight_decay(0.1, learning_rate=1e-3)
+    >>> opt = decay(optax.adam(1e-3))  # the same as wd_jax.with_weight_decay(...)
+    >>> print(type(opt.init({"w": jnp.ones(2)})).__name__)
+    DecoupledWeightDecayState
   """
 
   def __call__(self, base_optimizer: optax.GradientTransformation):
@@ -216,11 +251,16 @@ def decoupled_weight_decay(
   cautious: bool = False,
   reference: Any = None,
 ) -> DecoupledWeightDecay:
-  """Decoupled weight decay, applied by calling the result on the complete optimizer.
+  r"""Decoupled weight decay, applied by calling the result on the complete optimizer.
 
   ``decoupled_weight_decay(λ, ...)(optimizer)`` is ``with_weight_decay(optimizer, λ, ...)``:
-  θ ← θ + Δ − c_t λ_t m (θ − θ₀), c_t set by `coupling` (see `with_weight_decay` for the
-  table of what multiplies λ, cautious decay and `reference`).
+
+  .. math::
+
+    \theta \leftarrow \theta + \Delta - c_t\, \lambda_t k\, a \odot (\theta - \theta_0)
+
+  with c_t, what multiplies λ, set by `coupling` (see `with_weight_decay` for the table,
+  cautious decay and `reference`).
 
   The rule: this is never a chain element. Placed where people place
   ``optax.add_decayed_weights`` (before ``scale_by_learning_rate``, or before a trust
@@ -228,6 +268,22 @@ def decoupled_weight_decay(
   and no transform can see what follows it in a chain. So its ``init`` raises a
   `ValueError` wherever it is placed (in a chain, nested, masked or injected), and the
   only way to run it is on a complete optimizer, whose updates are final.
+
+  Args:
+    weight_decay: λ ≥ 0, or a schedule of the step count.
+    coupling: one of ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
+    learning_rate: α (float or schedule); required unless ``coupling="constant"``.
+    peak_learning_rate: α_peak for ``"schedule"``/``"corrected"`` (see `with_weight_decay`).
+    mask: which leaves to decay, and by how much (see `wd_jax.masks`).
+    cautious: decay only where the update and θ agree in sign (Chen et al. 2025).
+    reference: None, ``"init"`` or a pytree θ₀: decay toward θ₀ (L2-SP).
+
+  Returns:
+    A `DecoupledWeightDecay`: call it on an optimizer to get the wrapped optimizer.
+
+  Raises:
+    ValueError: a bad argument (at construction, as `with_weight_decay`); and from `init`
+      or `update`, always: it is not a chain element.
 
   Example:
     >>> opt = wd_jax.decoupled_weight_decay(0.5, learning_rate=0.1)(optax.sgd(0.1))
@@ -241,17 +297,10 @@ def decoupled_weight_decay(
     ...
     ValueError: decoupled_weight_decay is not a chain element: ...
 
-  Args:
-    weight_decay: λ ≥ 0, or a schedule of the step count.
-    coupling: one of ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
-    learning_rate: α (float or schedule); required unless ``coupling="constant"``.
-    peak_learning_rate: α_peak for ``"schedule"``/``"corrected"`` (see `with_weight_decay`).
-    mask: which leaves to decay, and by how much (see `wd_jax.masks`).
-    cautious: decay only where the update and θ agree in sign (Chen et al. 2025).
-    reference: None, ``"init"`` or a pytree θ₀: decay toward θ₀ (L2-SP).
-
-  Returns:
-    A `DecoupledWeightDecay`: call it on an optimizer to get the wrapped optimizer.
+  References:
+    Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019.
+    ``optax.add_decayed_weights``, the chain element this replaces, and whose placement
+    before ``scale_by_learning_rate`` decides what multiplies λ.
   """
   wrap = functools.partial(
     with_weight_decay,

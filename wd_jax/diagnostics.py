@@ -24,12 +24,43 @@ def _by_path(fn, tree: PyTree) -> dict[str, jax.Array]:
 
 
 def global_norm(tree: PyTree) -> jax.Array:
-  """‖tree‖₂ over all leaves."""
+  """‖tree‖₂ over all leaves.
+
+  Args:
+    tree: a pytree of arrays (params, gradients, updates).
+
+  Returns:
+    A scalar array.
+
+  Example:
+    >>> print(wd_jax.diagnostics.global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])}))
+    5.0
+
+  References:
+    big_vision: a train step returns ``l2_params``, ``l2_grads`` and ``l2_updates`` as a
+    matter of course.
+  """
   return optax.tree.norm(tree)
 
 
 def leaf_norms(tree: PyTree) -> dict[str, jax.Array]:
-  """‖leaf‖₂ for every leaf, keyed by path."""
+  """‖leaf‖₂ for every leaf, keyed by path.
+
+  Args:
+    tree: a pytree of arrays.
+
+  Returns:
+    Path (``"encoder/0/kernel"``) -> scalar array.
+
+  Example:
+    >>> norms = wd_jax.diagnostics.leaf_norms({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
+    >>> {k: float(v) for k, v in norms.items()}
+    {'a': 3.0, 'b': 4.0}
+
+  References:
+    big_vision: a train step returns ``l2_params``, ``l2_grads`` and ``l2_updates`` as a
+    matter of course.
+  """
   return _by_path(lambda x: jnp.sqrt(jnp.sum(jnp.square(x))), tree)
 
 
@@ -45,6 +76,23 @@ def angular_update(old: PyTree, new: PyTree) -> dict[str, jax.Array]:
   For a scale-invariant weight this, not ‖Δw‖, is the size of the step
   (Kosson et al. 2023). Near 0 arccos loses precision; the angle is computed as
   2·atan2(‖ŵ − ŵ'‖, ‖ŵ + ŵ'‖) on the unit vectors, which is exact there.
+
+  Args:
+    old: the params before the step.
+    new: the params after it (the same tree structure).
+
+  Returns:
+    Path -> the angle in radians, a scalar array.
+
+  Example:
+    >>> old, new = {"w": jnp.array([1.0, 0.0])}, {"w": jnp.array([1.0, 1.0])}
+    >>> angle = wd_jax.diagnostics.angular_update(old, new)["w"]
+    >>> print(f"{float(angle):.4f}")  # π/4
+    0.7854
+
+  References:
+    Kosson, Messmer & Jaggi, "Rotational equilibrium: how weight decay balances learning
+    across neural networks", ICML 2024 (arXiv:2305.17212, 2023).
   """
 
   def angle(a, b):
@@ -61,20 +109,73 @@ def effective_learning_rate(
 ) -> dict[str, jax.Array]:
   """α / ‖w‖² per leaf: the learning rate a scale-invariant weight really sees under SGD.
 
-  (van Laarhoven 2017; Zhang et al. 2019.) Only meaningful for scale-invariant leaves.
+  (van Laarhoven 2017; Zhang et al. 2019.) Only meaningful for scale-invariant leaves (a
+  weight followed by a normalisation layer).
+
+  Args:
+    learning_rate: α, a float or a scalar array.
+    params: the params.
+
+  Returns:
+    Path -> α/‖w‖², a scalar array.
+
+  Example:
+    >>> lr = wd_jax.diagnostics.effective_learning_rate(0.1, {"w": jnp.full(4, 0.5)})
+    >>> print(f"{float(lr['w']):.3f}")  # ‖w‖² = 1
+    0.100
+
+  References:
+    van Laarhoven, "L2 regularization versus batch and weight normalization", 2017.
+    Zhang, Wang, Xu & Grosse, "Three mechanisms of weight decay regularization", ICLR 2019.
   """
   return _by_path(lambda x: learning_rate / jnp.maximum(jnp.sum(jnp.square(x)), 1e-30), params)
 
 
 def zero_fraction(tree: PyTree) -> jax.Array:
-  """Fraction of all elements that are exactly 0.0 (the sparsity that L1's prox gives)."""
+  """Fraction of all elements that are exactly 0.0 (the sparsity that L1's prox gives).
+
+  Args:
+    tree: a pytree of arrays.
+
+  Returns:
+    A scalar array in [0, 1].
+
+  Example:
+    >>> print(wd_jax.diagnostics.zero_fraction({"w": jnp.array([0.0, 1.0, 0.0, 2.0])}))
+    0.5
+
+  References:
+    Daubechies, Defrise & De Mol, CPAM 2004 (ISTA: the soft-threshold step that gives exact
+    zeros, `wd_jax.prox_l1`).
+  """
   leaves = jax.tree.leaves(tree)
   zeros = sum(jnp.sum(x == 0) for x in leaves)
   return zeros / sum(x.size for x in leaves)
 
 
 def l2_share_by_leaf(opt_state: Any) -> dict[str, jax.Array]:
-  """‖m_l2‖ / (‖m_loss‖ + ‖m_l2‖) per leaf, for an optimizer built with ``track_moments=True``."""
+  """‖m_l2‖ / (‖m_loss‖ + ‖m_l2‖) per leaf, for an optimizer built with ``track_moments=True``.
+
+  Args:
+    opt_state: a state holding one `wd_jax.TrackedAdamL2State`.
+
+  Returns:
+    Path -> the share, a scalar array in [0, 1] (0 where both parts are 0).
+
+  Raises:
+    ValueError: the state keeps no split (`wd_jax.first_moment_split`).
+
+  Example:
+    >>> opt = wd_jax.adam_l2(0.1, 0.5, track_moments=True)
+    >>> p = {"w": jnp.array([2.0, -1.0])}
+    >>> _, state = opt.update({"w": jnp.array([1.0, 1.0])}, opt.init(p), p)
+    >>> shares = wd_jax.diagnostics.l2_share_by_leaf(state)
+    >>> {k: round(float(v), 3) for k, v in shares.items()}
+    {'w': 0.442}
+
+  References:
+    Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021.
+  """
   m_loss, m_l2 = first_moment_split(opt_state)
   out = {}
   for p, a, b in zip(param_paths(m_loss), jax.tree.leaves(m_loss), jax.tree.leaves(m_l2)):
@@ -100,12 +201,44 @@ def predicted_angular_update(
   b2: float = 0.999,
   momentum: float = 0.0,
 ) -> float:
-  """Expected angular update per step at rotational equilibrium (Kosson et al. 2023).
+  r"""Expected angular update per step at rotational equilibrium (Kosson et al. 2023).
 
-  ``adamw``: √(2αλ(1−β1)/(1+β1)); ``sgdw``/``sgd_l2`` (momentum μ): √(2αλ/(1+μ));
-  ``lion``: √(π/2)·√(2αλ)·√((1−β1)² + β1²(1−β2)/(1+β2)). α is the learning rate
-  multiplying λ (torch / ``coupling="lr"`` convention). ``adam_l2`` has no closed
-  form (it depends on the gradient norm): NaN.
+  .. math::
+
+    \eta_\text{adamw} = \sqrt{\frac{2\alpha\lambda(1-\beta_1)}{1+\beta_1}}, \quad
+    \eta_\text{sgd} = \sqrt{\frac{2\alpha\lambda}{1+\mu}}, \quad
+    \eta_\text{lion} = \sqrt{\frac{\pi}{2}} \sqrt{2\alpha\lambda}
+      \sqrt{(1-\beta_1)^2 + \frac{\beta_1^2 (1-\beta_2)}{1+\beta_2}}
+
+  ``sgdw``/``sgd_l2`` take the SGD form with momentum μ. α is the learning rate multiplying λ
+  (torch / ``coupling="lr"`` convention). ``adam_l2`` and ``adams`` have no closed form
+  (it depends on the gradient norm): NaN.
+
+  Args:
+    optimizer: ``"adamw"``, ``"sgdw"``, ``"sgd_l2"``, ``"sgd"``, ``"lion"``, or
+      ``"adam_l2"`` / ``"adams"`` (NaN).
+    learning_rate: α.
+    weight_decay: λ.
+    b1: β1 (Adam, Lion).
+    b2: β2 (Lion).
+    momentum: μ (SGD).
+
+  Returns:
+    The angle in radians per step (a float), or NaN.
+
+  Raises:
+    ValueError: an unknown optimizer.
+
+  Example:
+    >>> from wd_jax import diagnostics
+    >>> print(f"{diagnostics.predicted_angular_update('adamw', 1e-3, 0.1):.5f}")
+    0.00324
+    >>> diagnostics.predicted_angular_update("adam_l2", 1e-3, 0.1)
+    nan
+
+  References:
+    Kosson, Messmer & Jaggi, "Rotational equilibrium: how weight decay balances learning
+    across neural networks", ICML 2024 (arXiv:2305.17212, 2023).
   """
   a = learning_rate * weight_decay
   if optimizer == "adamw":
@@ -130,11 +263,41 @@ def predicted_equilibrium_norm(
   grad_norm_at_unit_norm: float | None = None,
   momentum: float = 0.0,
 ) -> float:
-  """Equilibrium ‖w‖ of a C-element scale-invariant weight (Kosson et al. 2023; REFERENCES §4).
+  r"""Equilibrium ‖w‖ of a C-element scale-invariant weight (Kosson et al. 2023).
 
-  ``adamw``: √(αC/(2λ)). ``sgd_l2``/``sgdw`` with momentum μ: (α‖g̃‖²/(2λ(1−μ)))^{1/4},
-  g̃ the gradient at unit norm (``grad_norm_at_unit_norm``, i.e. ‖g‖·‖w‖ measured). NaN
-  where the model gives no prediction (``adam_l2``, ``adams``) or λ = 0.
+  .. math::
+
+    \lVert w \rVert_\text{adamw} = \sqrt{\frac{\alpha C}{2\lambda}}, \qquad
+    \lVert w \rVert_\text{sgd}
+      = \Big(\frac{\alpha \lVert\tilde g\rVert^2}{2\lambda(1-\mu)}\Big)^{1/4}
+
+  for ``adamw`` and for ``sgd_l2``/``sgdw`` with momentum μ, g̃ the gradient at unit norm
+  (``grad_norm_at_unit_norm``, i.e. ‖g‖·‖w‖ measured). NaN where the model gives no
+  prediction (``adam_l2``, ``adams``) or λ = 0.
+
+  Args:
+    optimizer: ``"adamw"``, ``"sgdw"``, ``"sgd_l2"``, ``"sgd"``, or ``"adam_l2"`` /
+      ``"adams"`` (NaN).
+    learning_rate: α.
+    weight_decay: λ.
+    num_elements: C, the weight's number of elements.
+    grad_norm_at_unit_norm: ‖g̃‖, required for SGD.
+    momentum: μ (SGD).
+
+  Returns:
+    The predicted norm (a float), or NaN.
+
+  Raises:
+    ValueError: an unknown optimizer, or SGD without `grad_norm_at_unit_norm`.
+
+  Example:
+    >>> from wd_jax import diagnostics
+    >>> print(f"{diagnostics.predicted_equilibrium_norm('adamw', 1e-3, 0.1, 4096):.3f}")
+    4.525
+
+  References:
+    Kosson, Messmer & Jaggi, "Rotational equilibrium: how weight decay balances learning
+    across neural networks", ICML 2024 (arXiv:2305.17212, 2023).
   """
   if weight_decay <= 0:
     return math.nan
@@ -161,6 +324,29 @@ def step_diagnostics(
   optimizer tracks its first moment, ``l2_share``; with `per_leaf`, also
   ``param_norm/<path>`` and ``angular_update/<path>`` for every leaf and
   ``l2_share/<path>`` when tracked.
+
+  Args:
+    old_params: the params before the step.
+    new_params: the params after it.
+    grads: the step's gradients.
+    opt_state: the optimizer state after the step (None: no L2 share).
+    per_leaf: add the per-leaf entries.
+
+  Returns:
+    A flat dict name -> scalar array.
+
+  Example:
+    >>> opt = wd_jax.adam_l2(0.1, 0.5, track_moments=True)
+    >>> p, g = {"w": jnp.array([2.0, -1.0])}, {"w": jnp.array([1.0, 1.0])}
+    >>> u, state = opt.update(g, opt.init(p), p)
+    >>> m = wd_jax.diagnostics.step_diagnostics(p, optax.apply_updates(p, u), g, state)
+    >>> sorted(m)  # doctest: +NORMALIZE_WHITESPACE
+    ['angular_update/w', 'grad_norm', 'l2_share', 'l2_share/w', 'param_norm', 'param_norm/w',
+     'update_norm', 'zero_fraction']
+
+  References:
+    big_vision: a train step returns ``l2_params``, ``l2_grads`` and ``l2_updates`` as a
+    matter of course.
   """
   update = jax.tree.map(jnp.subtract, new_params, old_params)
   out = {

@@ -138,12 +138,35 @@ class Experiment:
 class BatchStream:
   """Training batches from your own iterator, and a `Dataset` to evaluate on.
 
+  Pass it as ``data=`` to `wd_jax.train.fit`, `wd_jax.train.build` or
+  `wd_jax.sweep.run_sweep`; the step then takes each batch as an argument instead of
+  drawing it on the device.
+
   Attributes:
     batches: a callable ``start_step -> iterable of (x, y)`` giving the batches from that step
       on (so ``--resume`` continues exactly), or a plain iterable (a resumed run then skips the
       batches before its start). Each (x, y) is one global batch.
     eval_data: a `wd_jax.data.Dataset` whose val/test splits are evaluated (its train split
       is not used for training); it also tells the task, classes and input shape.
+
+  Example:
+    >>> import numpy as np
+    >>> from wd_jax import config, data, train
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(256, 8)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
+    >>> ds = data.from_arrays(x[:200], y[:200], x[200:], y[200:])
+    >>> cfg = config.base_config()
+    >>> cfg.model.name, cfg.model.kwargs = "mlp", {"widths": (16,)}
+    >>> cfg.steps, cfg.batch_size, cfg.optimizer.learning_rate = 40, 32, 1e-2
+    >>> cfg.log_every, cfg.diagnostics_every, cfg.eval_every, cfg.checkpoint_every = 20, 20, 40, 40
+    >>> def batches(start):  # the batches of steps start, start + 1, ...
+    ...   for step in range(start, cfg.steps):
+    ...     i = (step * 32) % 192
+    ...     yield x[i:i + 32], y[i:i + 32]
+    >>> stream = train.BatchStream(batches, eval_data=ds)
+    >>> train.build(cfg, data=stream).stream is stream
+    True
   """
 
   batches: Any
@@ -205,7 +228,11 @@ def build(
   data: Any = None,
   optimizer: Any = None,
 ) -> Experiment:
-  """Validates `config` and builds everything; writes nothing.
+  """Validates `config` and builds everything a run needs; writes nothing.
+
+  The model is initialised from ``config.seed``, the optimizer built from
+  ``config.optimizer`` (or your recipe), and one training step is traced (not run) so that a
+  model that cannot train on the data fails here, naming the config fields.
 
   Args:
     config: a run config (`wd_jax.config.base_config` schema).
@@ -219,7 +246,31 @@ def build(
       keywords and returning an ``optax.GradientTransformation``.
 
   Returns:
-    The `Experiment`.
+    The `Experiment`: the dataset, the model's train/eval graph definitions, the optimizer,
+    the lr and λ schedules and the initial `TrainState`.
+
+  Raises:
+    ValueError: a bad config value (naming the field), a batch larger than the training set,
+      or a model that cannot train on the data.
+
+  Example:
+    >>> import numpy as np
+    >>> from wd_jax import config, data, train
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(256, 8)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
+    >>> ds = data.from_arrays(x[:200], y[:200], x[200:], y[200:])
+    >>> cfg = config.base_config()
+    >>> cfg.model.name, cfg.model.kwargs = "mlp", {"widths": (16,)}
+    >>> cfg.steps, cfg.batch_size, cfg.optimizer.learning_rate = 40, 32, 1e-2
+    >>> cfg.log_every, cfg.diagnostics_every, cfg.eval_every, cfg.checkpoint_every = 20, 20, 40, 40
+    >>> exp = train.build(cfg, data=ds)
+    >>> exp.dataset.input_shape, int(exp.init_state.step), sorted(exp.init_state.params)
+    ((8,), 0, ['head', 'hidden'])
+
+  References:
+    Flax NNX (``nnx.split`` / ``nnx.merge``: the module as a graph definition and a state
+    pytree); ``ml_collections.ConfigDict``, as in the Flax examples.
   """
   config_lib.validate(
     config,

@@ -147,9 +147,23 @@ def leaf_multipliers(params: Any, mask: Mask, *, name: str = "mask") -> list[flo
 def default_mask(params: Any) -> Any:
   """Decay only leaves with ``ndim >= 2`` (kernels and embeddings; not biases or norm scales).
 
+  Pass the function itself as any transform's ``mask=``; it is applied to the params at
+  `init` and at every `update`.
+
+  Args:
+    params: a pytree of arrays (Flax NNX state, a Linen dict or any pytree).
+
+  Returns:
+    A pytree of bools shaped like `params`: True where the leaf has ``ndim >= 2``.
+
   Example:
     >>> wd_jax.default_mask({"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)})
     {'bias': False, 'kernel': True}
+    >>> opt = wd_jax.adamw(1e-3, 0.1, mask=wd_jax.default_mask)
+
+  References:
+    He et al., "Bag of tricks for image classification with convolutional neural
+    networks", CVPR 2019 (§3.1, "no bias decay").
   """
   return jax.tree.map(lambda x: np.ndim(x) >= 2, params)
 
@@ -176,7 +190,23 @@ class _ExplainedMask:
 
 
 class RegexMask(_ExplainedMask):
-  """Per-leaf multipliers from regular-expression rules on parameter paths (see `regex_mask`)."""
+  """Per-leaf multipliers from regular-expression rules on parameter paths (see `regex_mask`).
+
+  Call it on the params for the multiplier tree; ``explain(params)`` gives, per leaf in
+  `jax.tree.leaves` order, the rule (or the default) that set its multiplier.
+
+  Attributes:
+    rules: ``(pattern, compiled regex, multiplier)`` triples, in order (the first match wins).
+    default: the multiplier of unmatched paths, or a mask callable giving it.
+    allow_unused_rules: whether a rule that sets no multiplier is accepted.
+
+  Example:
+    >>> mask = wd_jax.regex_mask({".*bias": 0.0, "head/.*": 0.1})
+    >>> params = {"body": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
+    ...           "head": {"kernel": jnp.ones((4, 2))}}
+    >>> mask.explain(params)
+    ["rule '.*bias'", 'default', "rule 'head/.*'"]
+  """
 
   def __init__(self, rules, default, allow_unused_rules: bool):
     items = list(rules.items()) if isinstance(rules, Mapping) else list(rules)
@@ -275,6 +305,10 @@ def regex_mask(
   Raises:
     ValueError: an invalid pattern or multiplier (at construction); a rule that sets no
       multiplier (when the mask is applied to parameters).
+
+  References:
+    big_vision (google-research/big_vision): the ``wd_mults`` regex multipliers of its
+    optimizer config.
   """
   return RegexMask(rules, default, allow_unused_rules)
 
@@ -286,7 +320,19 @@ def _default_fan_in(path: str, leaf: Any) -> int | None:
 
 
 class FanInMask(_ExplainedMask):
-  """Multipliers scaled by each leaf's fan-in (see `fan_in_mask`)."""
+  """Multipliers scaled by each leaf's fan-in (see `fan_in_mask`).
+
+  Attributes:
+    base_fan_in: the fan-in at which the multiplier is unchanged.
+    exponent: e in (fan_in/base_fan_in)^e.
+    mask: the mask whose multipliers are scaled.
+    fan_in: ``(path, leaf) -> int | None``, each leaf's fan-in.
+
+  Example:
+    >>> mask = wd_jax.fan_in_mask(64, exponent=-1.0)
+    >>> mask.explain({"hidden": {"kernel": jnp.ones((256, 256)), "bias": jnp.ones(256)}})
+    ['default_mask: ndim 1 < 2', 'default_mask: ndim 2 >= 2 × (fan_in 256/64)^-1']
+  """
 
   def __init__(self, base_fan_in, exponent, mask, fan_in):
     self.base_fan_in, self.exponent, self.mask = base_fan_in, exponent, mask
@@ -375,16 +421,29 @@ class MaskRow:
 
 @dataclasses.dataclass(frozen=True)
 class MaskTable:
-  """What a mask does to each parameter; `str()` gives a readable table."""
+  """What a mask does to each parameter; `str()` gives a readable table (`describe_mask`).
+
+  Attributes:
+    rows: one row per parameter leaf: ``path``, ``shape``, ``size``, ``multiplier``,
+      ``source`` (what set the multiplier) and ``decayed``.
+
+  Example:
+    >>> params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+    >>> table = wd_jax.describe_mask(params, wd_jax.default_mask)
+    >>> table.decayed_size, table.total_size, table.rows[0].decayed
+    (12, 15, False)
+  """
 
   rows: tuple[MaskRow, ...]
 
   @property
   def total_size(self) -> int:
+    """Number of parameter elements."""
     return sum(r.size for r in self.rows)
 
   @property
   def decayed_size(self) -> int:
+    """Number of parameter elements with a multiplier other than 0."""
     return sum(r.size for r in self.rows if r.decayed)
 
   def __str__(self) -> str:
@@ -414,7 +473,18 @@ class MaskTable:
 def describe_mask(params: Any, mask: Mask = None) -> MaskTable:
   """A table of path, shape, decayed or not, multiplier, share, and what set the multiplier.
 
-  Print it before training to see what weight decay will touch:
+  Print it before training to see what weight decay will touch.
+
+  Args:
+    params: the parameters (Flax NNX state, a Linen dict or any pytree).
+    mask: any mask a transform accepts (None: every leaf is decayed).
+
+  Returns:
+    A `MaskTable`; ``print`` it for the table.
+
+  Raises:
+    ValueError: the mask does not match the params (paths without an entry, entries
+      without a parameter) or holds a value that is not a multiplier ≥ 0.
 
   Example:
     >>> params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
@@ -424,6 +494,10 @@ def describe_mask(params: Any, mask: Mask = None) -> MaskTable:
     b          (3,)    no       0           20.0%  rule 'b'
     w          (4, 3)  yes      1           80.0%  default
     decayed: 12 of 15 parameters (80.0%)
+
+  References:
+    big_vision's ``wd_mults`` and He et al., CVPR 2019 ("no bias decay"): the per-layer
+    practice the masks express (see `regex_mask`, `default_mask`).
   """
   resolved = _resolve(params, mask, "mask")
   leaves = jax.tree.leaves(params)

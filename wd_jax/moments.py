@@ -36,7 +36,21 @@ from wd_jax.transforms import (
 
 
 class AdamL2State(NamedTuple):
-  """Adam moments with the L2 gradient mixed in (no split kept)."""
+  """State of `scale_by_adam_l2` without ``track_moments``: the L2 gradient mixed in.
+
+  Attributes:
+    count: the step count, shape ``()``, int32.
+    mu: the first moment (with λθ when ``l2_in_first_moment``), dtype ``mu_dtype``.
+    nu: the second moment (with λθ when ``l2_in_second_moment``).
+    nu_max: the running max of the debiased second moment (amsgrad), else
+      ``optax.EmptyState()``.
+    reference: θ₀ for L2 toward a reference point, else ``optax.EmptyState()``.
+
+  Example:
+    >>> state = wd_jax.scale_by_adam_l2(1e-4).init({"w": jnp.ones(2)})
+    >>> type(state).__name__, state._fields
+    ('AdamL2State', ('count', 'mu', 'nu', 'nu_max', 'reference'))
+  """
 
   count: chex.Array  # shape=(), dtype=jnp.int32.
   mu: optax.Updates  # First moment (with λθ when l2_in_first_moment), dtype mu_dtype.
@@ -46,7 +60,24 @@ class AdamL2State(NamedTuple):
 
 
 class TrackedAdamL2State(NamedTuple):
-  """Adam moments with the first moment kept as its two exact parts."""
+  """State of `scale_by_adam_l2` with ``track_moments=True``: m kept as its two exact parts.
+
+  Attributes:
+    count: the step count, shape ``()``, int32.
+    mu_loss: the EMA of the loss gradient g, dtype ``mu_dtype``.
+    mu_l2: the EMA of the L2 gradient λθ (zeros when it is not in m), dtype ``mu_dtype``.
+    nu: the second moment.
+    nu_max: the running max of the debiased second moment (amsgrad), else
+      ``optax.EmptyState()``.
+    reference: θ₀ for L2 toward a reference point, else ``optax.EmptyState()``.
+
+  Example:
+    >>> opt = wd_jax.scale_by_adam_l2(0.5, track_moments=True)
+    >>> p = {"w": jnp.array([2.0, -1.0])}
+    >>> _, state = opt.update({"w": jnp.array([1.0, 1.0])}, opt.init(p), p)
+    >>> print(state.mu_loss["w"], state.mu_l2["w"])  # (1 − β1) g and (1 − β1) λθ
+    [0.1 0.1] [ 0.1  -0.05]
+  """
 
   count: chex.Array  # shape=(), dtype=jnp.int32.
   mu_loss: optax.Updates  # EMA of the loss gradient g, dtype mu_dtype.
@@ -79,26 +110,27 @@ def scale_by_adam_l2(
   mask: Mask = None,
   reference: Any = None,
 ) -> optax.GradientTransformation:
-  """Adam scaling with a coupled L2 gradient r = λ_t·m·(θ − θ₀) routed into m and/or v.
+  r"""Adam scaling with a coupled L2 gradient r = λ_t k (θ − θ₀) routed into m and/or v.
 
-  With t the 1-based step, g the loss gradient, |·|² the squared modulus (complex-safe)::
+  With t the 1-based step, g the loss gradient, k the leaf's mask multiplier, [·] 1 if the
+  flag is set and 0 if not, and the square taken as the squared modulus (complex-safe):
 
-    m_t = β1 m_{t-1} + (1−β1) (g + r·[in m])       v_t = β2 v_{t-1} + (1−β2) |g + r·[in v]|²
-    m̂_t = m_t/(1−β1^t)    (nesterov: β1 m_t/(1−β1^{t+1}) + (1−β1)(g + r·[in m])/(1−β1^t))
-    v̂_t = v_t/(1−β2^t)    (amsgrad: v̂_t ← max(v̂_{t-1}, v̂_t))
-    u_t = (m̂_t + r·[not in m]) / (√(v̂_t + ε_root) + ε)
+  .. math::
+
+    r = \lambda_t k (\theta - \theta_0), \quad
+    m_t = \beta_1 m_{t-1} + (1-\beta_1)(g + r\,[\text{in } m]), \quad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2)\,|g + r\,[\text{in } v]|^2
+
+    \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \hat v_t = \frac{v_t}{1-\beta_2^t}, \quad
+    u_t = \frac{\hat m_t + r\,[\text{not in } m]}{\sqrt{\hat v_t + \epsilon_\text{root}} + \epsilon}
+
+  (nesterov: m̂_t = β1 m_t/(1−β1^{t+1}) + (1−β1)(g + r·[in m])/(1−β1^t); amsgrad:
+  v̂_t ← max(v̂_{t−1}, v̂_t)).
 
   Both flags True is torch ``Adam(weight_decay=λ)`` before the lr (``optax.chain(
   optax.add_decayed_weights(λ), optax.scale_by_adam(...))``); the four flag settings are the
-  2×2 ablation of REFERENCES §2. λ is multiplied by the mask multiplier only here; the
-  learning rate and 1/√v̂ multiply it afterwards.
-
-  Example:
-    >>> opt = wd_jax.scale_by_adam_l2(0.5, l2_in_first_moment=False, l2_in_second_moment=False)
-    >>> p, g = jnp.array([1.0]), jnp.array([0.25])
-    >>> u, _ = opt.update(g, opt.init(p), p)  # step 1: (g + λθ) / (|g| + ε)
-    >>> print(f"{float(u[0]):.3f}")
-    3.000
+  2×2 ablation of Bjorck et al. (2021). λ is multiplied by the mask multiplier only here;
+  the learning rate (chained after) and 1/√v̂ multiply it afterwards.
 
   Args:
     weight_decay: λ ≥ 0 or a schedule.
@@ -112,6 +144,27 @@ def scale_by_adam_l2(
       parameter-sized buffer.
     mask: which leaves get the L2 gradient, and by how much.
     reference: None, ``"init"`` or a pytree θ₀: the L2 gradient is λ(θ − θ₀) (L2-SP).
+
+  Returns:
+    An `optax.GradientTransformation` whose state is an `AdamL2State` (a
+    `TrackedAdamL2State` with `track_moments`); chain ``optax.scale_by_learning_rate`` after
+    it. Its `update` needs the params.
+
+  Raises:
+    ValueError: a bad λ, β, ε or reference, or nesterov and amsgrad together (at
+      construction); no params at `update`.
+
+  Example:
+    >>> opt = wd_jax.scale_by_adam_l2(0.5, l2_in_first_moment=False, l2_in_second_moment=False)
+    >>> p, g = jnp.array([1.0]), jnp.array([0.25])
+    >>> u, _ = opt.update(g, opt.init(p), p)  # step 1: (g + λθ) / (|g| + ε)
+    >>> print(f"{float(u[0]):.3f}")
+    3.000
+
+  References:
+    Kingma & Ba, "Adam", ICLR 2015. Bjorck, Weinberger & Gomes, "Understanding decoupled and
+    early weight decay", AAAI 2021 (λθ in the first moment; the split m = m_loss + m_l2).
+    PyTorch ``torch.optim.Adam(weight_decay=λ)`` (both flags set).
   """
   _validation.check_weight_decay(weight_decay)
   _check_adam_constants(b1, b2, eps, eps_root)
@@ -196,7 +249,18 @@ def scale_by_adam_l2(
 
 
 class StableWeightDecayState(NamedTuple):
-  """State of `scale_by_adam_stable`: optax's Adam (or AMSGrad) state and λ's step count."""
+  """State of `scale_by_adam_stable`: optax's Adam (or AMSGrad) state and λ's step count.
+
+  Attributes:
+    adam: optax's ``ScaleByAdamState`` (``ScaleByAmsgradState`` with amsgrad).
+    schedule_state: ``optax.ScaleByScheduleState(count)`` when λ is a schedule, else
+      ``optax.EmptyState()``.
+
+  Example:
+    >>> state = wd_jax.scale_by_adam_stable(1e-4).init({"w": jnp.ones(2)})
+    >>> type(state.adam).__name__, state.schedule_state
+    ('ScaleByAdamState', EmptyState())
+  """
 
   adam: optax.OptState  # ScaleByAdamState, or ScaleByAmsgradState with amsgrad.
   schedule_state: Any  # ScaleByScheduleState(count) when λ is a schedule, else EmptyState.
@@ -214,14 +278,32 @@ def scale_by_adam_stable(
   amsgrad: bool = False,
   mask: Mask = None,
 ) -> optax.GradientTransformation:
-  """Adam scaling plus stable weight decay (SWD; Xie et al. NeurIPS 2023, "AdamS").
+  r"""Adam scaling plus stable weight decay (SWD; Xie et al. NeurIPS 2023, "AdamS").
 
-  ``u = m̂/(√(v̂ + ε_root) + ε) + λ_t · m · θ / √v̄``, with v̄ the mean of the bias-corrected
+  .. math::
+
+    u = \frac{\hat m}{\sqrt{\hat v + \epsilon_\text{root}} + \epsilon}
+      + \frac{\lambda_t k\, \theta}{\sqrt{\bar v}}
+
+  with k the leaf's mask multiplier and v̄ the mean of the bias-corrected
   second moment v̂ (with amsgrad: of its running max, the denominator actually used) over
   *all* parameter elements. Followed by the lr scaling this is
   θ ← θ (1 − α_t λ_t / √v̄) − α_t m̂/(√v̂ + ε): λ is multiplied by α_t and by 1/√v̄,
   never mixed into the moments. Where v̄ = 0 (all gradients zero so far, or no
   parameters at all) no decay is applied.
+
+  Args:
+    weight_decay: λ ≥ 0 or a schedule.
+    b1, b2, eps, eps_root, mu_dtype, nesterov: as `optax.scale_by_adam`.
+    amsgrad: use `optax.scale_by_amsgrad` (v̄ is then the mean of its running max).
+    mask: which leaves to decay, and by how much.
+
+  Returns:
+    An `optax.GradientTransformation` whose state is a `StableWeightDecayState`; chain
+    ``optax.scale_by_learning_rate`` after it. Its `update` needs the params.
+
+  Raises:
+    ValueError: a bad λ, β or ε, or nesterov and amsgrad together (at construction).
 
   Example:
     >>> opt = wd_jax.scale_by_adam_stable(0.5)
@@ -229,6 +311,10 @@ def scale_by_adam_stable(
     >>> u, _ = opt.update(g, opt.init(p), p)  # v̄ = 0.25: u = sign(g) + λθ/0.5
     >>> print(u.round(3))
     [2. 1.]
+
+  References:
+    Xie, Xu, Zhang, Sato & Sugiyama, "On the overlooked pitfalls of weight decay and how to
+    mitigate them: a gradient-norm perspective", NeurIPS 2023.
   """
   _validation.check_weight_decay(weight_decay)
   _check_adam_constants(b1, b2, eps, eps_root)
@@ -287,8 +373,25 @@ def first_moment_split(opt_state: Any) -> tuple[optax.Updates, optax.Updates]:
   under `jax.jit` and inside `jax.pmap`. The moments are the raw (not bias-corrected)
   EMAs; bias correction scales both parts alike.
 
+  Args:
+    opt_state: an optimizer state holding exactly one `TrackedAdamL2State`.
+
+  Returns:
+    ``(m_loss, m_l2)``, two pytrees shaped like the params.
+
   Raises:
     ValueError: the state has no tracked first moment.
+
+  Example:
+    >>> opt = wd_jax.adam_l2(0.1, 0.5, track_moments=True)
+    >>> p = {"w": jnp.array([2.0, -1.0])}
+    >>> _, state = opt.update({"w": jnp.array([1.0, 1.0])}, opt.init(p), p)
+    >>> m_loss, m_l2 = wd_jax.first_moment_split(state)
+    >>> print(m_loss["w"], m_l2["w"])  # m = m_loss + m_l2 after one step: (1 − β1)(g + λθ)
+    [0.1 0.1] [ 0.1  -0.05]
+
+  References:
+    Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021.
   """
   found = find_states(opt_state, TrackedAdamL2State)
   if not found:
@@ -320,7 +423,18 @@ def l2_share(opt_state: Any) -> chex.Array:
   decay never enters a moment buffer, provided the optimizer they wrap adds none itself.
   Per-leaf and per-layer shares are in `wd_jax.diagnostics`.
 
+  Args:
+    opt_state: the optimizer's state (chained, masked or injected states are searched).
+
+  Returns:
+    A scalar array in [0, 1].
+
   Example:
+    >>> opt = wd_jax.adam_l2(0.1, 0.5, track_moments=True)
+    >>> p = {"w": jnp.array([2.0, -1.0])}
+    >>> _, state = opt.update({"w": jnp.array([1.0, 1.0])}, opt.init(p), p)
+    >>> print(f"{float(wd_jax.l2_share(state)):.3f}")  # ‖m_l2‖ / (‖m_loss‖ + ‖m_l2‖)
+    0.442
     >>> opt = wd_jax.adamw(1e-3, 0.1)
     >>> print(wd_jax.l2_share(opt.init({"w": jnp.ones(2)})))
     0.0
@@ -330,6 +444,9 @@ def l2_share(opt_state: Any) -> chex.Array:
       state holds no wd_jax decay at all (e.g. optax's own ``chain(add_decayed_weights,
       scale_by_adam, ...)``, whose state does not record what entered the moments), so
       the share cannot be known.
+
+  References:
+    Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021.
   """
   if find_states(opt_state, TrackedAdamL2State):
     m_loss, m_l2 = first_moment_split(opt_state)

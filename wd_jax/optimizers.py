@@ -46,20 +46,23 @@ def adam_l2(
   l2_in_second_moment: bool = True,
   track_moments: bool = False,
 ) -> optax.GradientTransformation:
-  """Adam with coupled L2: torch ``Adam(weight_decay=λ)`` when both flags are True.
+  r"""Adam with coupled L2: torch ``Adam(weight_decay=λ)`` when both flags are True.
 
-  ``g' = g + λ_t·m·(θ − θ₀)``; m, v are Adam's EMAs of g' and |g'|²;
-  θ ← θ − α_t m̂/(√(v̂ + ε_root) + ε). λ is multiplied by α_t *and* rescaled by 1/(√v̂ + ε),
-  and mixed into m's history. The flags give the 2×2 ablation of REFERENCES §2;
-  `track_moments` keeps the exact split m = m_loss + m_l2 for `first_moment_split` /
-  `l2_share` (one extra buffer). θ₀ = 0 unless `reference` (L2-SP).
+  With k the leaf's mask multiplier and θ₀ = 0 unless `reference` (L2-SP):
 
-  Example:
-    >>> opt = wd_jax.adam_l2(1e-3, 1e-4, track_moments=True)
-    >>> params = {"w": jnp.ones((2, 2))}
-    >>> updates, state = opt.update({"w": jnp.ones((2, 2))}, opt.init(params), params)
-    >>> print(f"{float(wd_jax.l2_share(state)):.6f}")  # fraction of m that is L2
-    0.000100
+  .. math::
+
+    g' = g + \lambda_t k (\theta - \theta_0), \quad
+    m_t = \beta_1 m_{t-1} + (1-\beta_1) g', \quad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) g'^2,
+
+    \theta \leftarrow \theta
+      - \alpha_t \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_\text{root}} + \epsilon}
+
+  λ is multiplied by α_t *and* rescaled by 1/(√v̂ + ε), and mixed into the history of m
+  (the first moment). The flags give the 2×2 ablation of Bjorck et al. (2021), λθ in or out
+  of m and of v (see `scale_by_adam_l2`); `track_moments` keeps the exact split
+  m = m_loss + m_l2 for `first_moment_split` / `l2_share` (one extra buffer).
 
   Args:
     learning_rate: α, a float or a schedule.
@@ -68,6 +71,24 @@ def adam_l2(
     mask: which leaves get the L2 gradient, and by how much.
     reference: None, ``"init"`` or a pytree θ₀ (L2-SP, coupled).
     l2_in_first_moment, l2_in_second_moment, track_moments: see `scale_by_adam_l2`.
+
+  Returns:
+    An `optax.GradientTransformation`: ``chain(add_l2, scale_by_adam, scale_by_learning_rate)``
+    with both flags and no tracking (torch's order), else ``chain(scale_by_adam_l2,
+    scale_by_learning_rate)``. Its `update` needs the params.
+
+  Example:
+    >>> opt = wd_jax.adam_l2(1e-3, 1e-4, track_moments=True)
+    >>> params = {"w": jnp.ones((2, 2))}
+    >>> updates, state = opt.update({"w": jnp.ones((2, 2))}, opt.init(params), params)
+    >>> print(f"{float(wd_jax.l2_share(state)):.6f}")  # fraction of m that is L2
+    0.000100
+
+  References:
+    Kingma & Ba, "Adam: a method for stochastic optimization", ICLR 2015. PyTorch
+    ``torch.optim.Adam(weight_decay=λ)``. Loshchilov & Hutter, "Decoupled weight decay
+    regularization", ICLR 2019. Bjorck, Weinberger & Gomes, "Understanding decoupled and
+    early weight decay", AAAI 2021 (L2 in the first moment).
   """
   _check_adam(learning_rate, b1, b2, eps, eps_root, nesterov, amsgrad)
   lr = optax.scale_by_learning_rate(learning_rate)
@@ -114,12 +135,30 @@ def adamw(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Adam with decoupled weight decay (``optax.adamw`` / torch ``AdamW`` at ``coupling="lr"``).
+  r"""Adam with decoupled weight decay (``optax.adamw`` / torch ``AdamW`` at ``coupling="lr"``).
 
-  θ ← θ − c_t λ_t m a⊙(θ − θ₀) − α_t m̂/(√(v̂ + ε_root) + ε), with c_t from `coupling`:
-  ``"lr"`` α_t, ``"schedule"`` α_t/α_peak (Loshchilov & Hutter, Composer), ``"constant"`` 1,
-  ``"corrected"`` α_t²/α_peak (AdamC); a = 1[update and θ − θ₀ agree in sign] when
-  `cautious`, else 1; θ₀ = 0 unless `reference`. The decay never enters m or v.
+  With m̂, v̂ Adam's debiased moments of the loss gradient alone:
+
+  .. math::
+
+    \theta \leftarrow \theta
+      - \alpha_t \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_\text{root}} + \epsilon}
+      - c_t \lambda_t k\, a \odot (\theta - \theta_0)
+
+  λ is multiplied by c_t from `coupling`: ``"lr"`` α_t (torch, optax), ``"schedule"``
+  α_t/α_peak (Loshchilov & Hutter, Composer), ``"constant"`` 1, ``"corrected"`` α_t²/α_peak
+  (AdamC); k is the mask multiplier; a = 1[update and θ − θ₀ agree in sign] when `cautious`,
+  else 1; θ₀ = 0 unless `reference`. The decay never enters m or v.
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0, a float or a schedule (default 1e-4, as ``optax.adamw``).
+    b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad: as `optax.adamw` / `optax.amsgrad`.
+    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around
+    ``chain(scale_by_adam, scale_by_learning_rate)``; its `update` needs the params.
 
   Example:
     >>> opt = wd_jax.adamw(0.1, 0.5)
@@ -127,12 +166,14 @@ def adamw(
     >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
     >>> print(p + u)  # zero gradient: θ (1 − α λ)
     [1.9]
+    >>> lr = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 100, 1000)
+    >>> opt = wd_jax.adamw(lr, 0.1, coupling="schedule", peak_learning_rate=1e-3)
 
-  Args:
-    learning_rate: α, a float or a schedule.
-    weight_decay: λ ≥ 0, a float or a schedule (default 1e-4, as ``optax.adamw``).
-    b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad: as `optax.adamw` / `optax.amsgrad`.
-    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+  References:
+    Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019. Kingma & Ba,
+    "Adam", ICLR 2015. Defazio et al., "Why gradients rapidly increase near the end of
+    training", 2025 (``"corrected"``). Chen et al., "Cautious weight decay",
+    arXiv:2510.12402, 2025.
   """
   _check_adam(learning_rate, b1, b2, eps, eps_root, nesterov, amsgrad)
   base = optax.chain(
@@ -159,13 +200,38 @@ def nadamw(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """AdamW with Nesterov momentum (``optax.nadamw``): `adamw` with ``nesterov=True``.
+  r"""AdamW with Nesterov momentum (``optax.nadamw``): `adamw` with ``nesterov=True``.
 
-  m̂_t = β1 m_t/(1−β1^{t+1}) + (1−β1) g_t/(1−β1^t) (Dozat 2016); the decay, its coupling and
-  the other options are `adamw`'s (λ multiplied by α_t at the default ``coupling="lr"``).
+  .. math::
+
+    \hat m_t = \frac{\beta_1 m_t}{1-\beta_1^{t+1}} + \frac{(1-\beta_1) g_t}{1-\beta_1^t},
+    \quad
+    \theta \leftarrow \theta
+      - \alpha_t \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_\text{root}} + \epsilon}
+      - c_t \lambda_t k\, a \odot (\theta - \theta_0)
+
+  The decay, its coupling and the other options are `adamw`'s: λ is multiplied by c_t
+  (α_t at the default ``coupling="lr"``, as ``optax.nadamw``).
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0, a float or a schedule (default 1e-4, as ``optax.nadamw``).
+    b1, b2, eps, eps_root, mu_dtype: as `optax.nadamw`.
+    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` (as `adamw`).
 
   Example:
-    >>> opt = wd_jax.nadamw(1e-3, 1e-4, coupling="schedule")
+    >>> opt = wd_jax.nadamw(0.1, 0.5)
+    >>> p = jnp.array([2.0])
+    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
+    >>> print(p + u)  # zero gradient: θ (1 − α λ)
+    [1.9]
+
+  References:
+    Dozat, "Incorporating Nesterov momentum into Adam", ICLR workshop 2016. Loshchilov &
+    Hutter, "Decoupled weight decay regularization", ICLR 2019.
   """
   return adamw(
     learning_rate,
@@ -208,17 +274,40 @@ def sgd_l2(
   mask: Mask = None,
   reference: Any = None,
 ) -> optax.GradientTransformation:
-  """SGD with coupled L2: torch ``SGD(weight_decay=λ, momentum=μ, nesterov=...)``.
+  r"""SGD with coupled L2: torch ``SGD(weight_decay=λ, momentum=μ, nesterov=...)``.
 
-  g' = g + λ_t·m·(θ − θ₀); b ← μ b + g'; θ ← θ − α_t b (nesterov: θ ← θ − α_t (g' + μ b)).
-  λ is multiplied by α_t and accumulated in the momentum buffer.
+  .. math::
+
+    g' = g + \lambda_t k (\theta - \theta_0), \quad b \leftarrow \mu b + g', \quad
+    \theta \leftarrow \theta - \alpha_t b
+    \quad (\text{nesterov: } \theta \leftarrow \theta - \alpha_t (g' + \mu b))
+
+  λ is multiplied by α_t and accumulated in the momentum buffer (so by ≈ α_t/(1 − μ) at
+  steady state).
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0, a float or a schedule (default 1e-4).
+    momentum: μ (0 or None: no momentum buffer).
+    nesterov: Nesterov momentum, as torch and ``optax.trace(nesterov=True)``.
+    accumulator_dtype: dtype of the momentum buffer (None: the params').
+    mask: which leaves get the L2 gradient, and by how much.
+    reference: None, ``"init"`` or a pytree θ₀ (L2-SP, coupled).
+
+  Returns:
+    An `optax.GradientTransformation`: ``chain(add_l2, trace, scale_by_learning_rate)``;
+    its `update` needs the params.
 
   Example:
     >>> opt = wd_jax.sgd_l2(0.1, 0.5, momentum=0.9)
     >>> p = jnp.array([2.0])
     >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
-    >>> print(p + u)
+    >>> print(p + u)  # θ − α λ θ at the first step (b = λθ)
     [1.9]
+
+  References:
+    PyTorch ``torch.optim.SGD(weight_decay=λ)``. Sutskever, Martens, Dahl & Hinton, "On the
+    importance of initialization and momentum in deep learning", ICML 2013.
   """
   _check_sgd(learning_rate, momentum)
   return optax.chain(
@@ -241,13 +330,38 @@ def sgdw(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """SGD with decoupled weight decay: θ ← θ − c_t λ_t m a⊙(θ − θ₀) − α_t b, b the momentum of g.
+  r"""SGD with decoupled weight decay: the momentum buffer holds the loss gradient only.
 
-  c_t as in `adamw`'s `coupling`. With μ = 0 and ``coupling="lr"`` this equals
-  `sgd_l2` (Loshchilov & Hutter, Prop. 1); with momentum it does not.
+  .. math::
+
+    b \leftarrow \mu b + g, \quad
+    \theta \leftarrow \theta - \alpha_t b - c_t \lambda_t k\, a \odot (\theta - \theta_0)
+
+  λ is multiplied by c_t as in `adamw`'s `coupling` (α_t by default). With μ = 0 and
+  ``coupling="lr"`` this equals `sgd_l2` (Loshchilov & Hutter, Prop. 1); with momentum it
+  does not.
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0, a float or a schedule (default 1e-4).
+    momentum: μ (0 or None: no momentum buffer).
+    nesterov: Nesterov momentum (``optax.trace(nesterov=True)``).
+    accumulator_dtype: dtype of the momentum buffer (None: the params').
+    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around
+    ``chain(trace, scale_by_learning_rate)``; its `update` needs the params.
 
   Example:
-    >>> opt = wd_jax.sgdw(0.1, 0.5, momentum=0.9, cautious=True)
+    >>> opt = wd_jax.sgdw(0.1, 0.5, momentum=0.9)
+    >>> p = jnp.array([2.0])
+    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
+    >>> print(p + u)  # zero gradient: θ (1 − α λ)
+    [1.9]
+
+  References:
+    Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019 (SGDW).
   """
   _check_sgd(learning_rate, momentum)
   base = optax.chain(
@@ -271,15 +385,37 @@ def adams(
   amsgrad: bool = False,
   mask: Mask = None,
 ) -> optax.GradientTransformation:
-  """Adam with stable weight decay (SWD, "AdamS"; Xie et al. 2023).
+  r"""Adam with stable weight decay (SWD, "AdamS"; Xie et al. 2023).
 
-  θ ← θ (1 − α_t λ_t m / √v̄) − α_t m̂/(√(v̂ + ε_root) + ε), v̄ the mean of v̂ over all
-  elements (with amsgrad, of the running max used as denominator): λ is multiplied by α_t
-  and by 1/√v̄, never mixed into the moments.
+  .. math::
+
+    \theta \leftarrow \theta \Big(1 - \frac{\alpha_t \lambda_t k}{\sqrt{\bar v_t}}\Big)
+      - \alpha_t \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_\text{root}} + \epsilon}
+
+  v̄ is the mean of v̂ over all parameter elements (with amsgrad, of the running max used as
+  denominator): λ is multiplied by α_t and by 1/√v̄, never mixed into the moments. Where
+  v̄ = 0 (no gradient yet, or no parameters) no decay is applied.
+
+  Args:
+    learning_rate: α, a float or a schedule.
+    weight_decay: λ ≥ 0, a float or a schedule (default 1e-4).
+    b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad: as `optax.adam` / `optax.amsgrad`.
+    mask: which leaves to decay, and by how much.
+
+  Returns:
+    An `optax.GradientTransformation`: ``chain(scale_by_adam_stable,
+    scale_by_learning_rate)``; its `update` needs the params.
 
   Example:
-    >>> opt = wd_jax.adams(1e-3, 1e-4)
-    >>> state = opt.init({})  # an empty tree has no v̄: no decay, no division by zero
+    >>> opt = wd_jax.adams(0.1, 0.5)
+    >>> p, g = jnp.array([1.0, 2.0]), jnp.array([0.5, -0.5])
+    >>> u, _ = opt.update(g, opt.init(p), p)  # v̄ = 0.25: θ (1 − 0.1) − 0.1 sign(g)
+    >>> print([round(float(x), 3) for x in p + u])
+    [0.8, 1.9]
+
+  References:
+    Xie, Xu, Zhang, Sato & Sugiyama, "On the overlooked pitfalls of weight decay and how to
+    mitigate them: a gradient-norm perspective", NeurIPS 2023.
   """
   _check_adam(learning_rate, b1, b2, eps, eps_root, nesterov, amsgrad)
   return optax.chain(
@@ -317,8 +453,29 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 def get_optimizer(name: str, **hyperparams: Any) -> optax.GradientTransformation:
   """The recipe called `name` (one of `OPTIMIZERS`) built with `hyperparams`.
 
+  What multiplies λ is the recipe's (see each recipe and :doc:`/semantics`).
+
+  Args:
+    name: a key of `OPTIMIZERS`, e.g. ``"adamw"``, ``"adam_l2"``, ``"lion"``.
+    **hyperparams: the recipe's arguments, by keyword (``learning_rate``,
+      ``weight_decay``, ``coupling``, ...).
+
+  Returns:
+    The recipe's optax transformation.
+
+  Raises:
+    ValueError: `name` is not a recipe (the valid names are listed); a bad hyperparameter
+      (the recipe's own message).
+
   Example:
-    >>> opt = wd_jax.get_optimizer("lion", learning_rate=1e-4, weight_decay=0.1)
+    >>> opt = wd_jax.get_optimizer("adamw", learning_rate=0.1, weight_decay=0.5)
+    >>> p = jnp.array([2.0])
+    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
+    >>> print(p + u)
+    [1.9]
+
+  References:
+    The recipe's own (e.g. `adamw`): each names the implementation it matches.
   """
   if name not in OPTIMIZERS:
     raise ValueError(f"name must be one of {sorted(OPTIMIZERS)}, got {name!r}.")

@@ -32,20 +32,41 @@ def lion(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Lion (Chen et al. 2023) with decoupled weight decay: ``optax.lion`` at ``coupling="lr"``.
+  r"""Lion (Chen et al. 2023) with decoupled weight decay: ``optax.lion`` at ``coupling="lr"``.
 
-  c = β1 m + (1−β1) g;  θ ← θ − α_t sign(c) − c_t λ_t m a⊙(θ − θ₀);  m ← β2 m + (1−β2) g.
+  With μ_t Lion's momentum of the gradient:
+
+  .. math::
+
+    c = \beta_1 \mu_{t-1} + (1-\beta_1) g, \quad
+    \theta \leftarrow \theta - \alpha_t \operatorname{sign}(c)
+      - c_t \lambda_t k\, a \odot (\theta - \theta_0), \quad
+    \mu_t = \beta_2 \mu_{t-1} + (1-\beta_2) g
+
   λ is multiplied by c_t (α_t by default, as optax and the paper). Lion's steps are ±α_t,
   so its λ is typically 3–10× AdamW's for the same α_t·λ (optax's docstring).
-
-  Example:
-    >>> opt = wd_jax.lion(1e-4, 1e-2, cautious=True)
 
   Args:
     learning_rate: α, a float or a schedule.
     weight_decay: λ ≥ 0 (default 1e-3, as ``optax.lion``).
     b1, b2, mu_dtype: as `optax.lion`.
     coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around
+    ``chain(scale_by_lion, scale_by_learning_rate)``; its `update` needs the params.
+
+  Example:
+    >>> opt = wd_jax.lion(0.1, 0.5)
+    >>> p = jnp.array([2.0])
+    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
+    >>> print(p + u)  # zero gradient, sign(0) = 0: θ (1 − α λ)
+    [1.9]
+    >>> opt = wd_jax.lion(1e-4, 1e-2, cautious=True)
+
+  References:
+    Chen et al., "Symbolic discovery of optimization algorithms", NeurIPS 2023 (Lion).
+    ``optax.lion``. Chen et al., "Cautious weight decay", arXiv:2510.12402, 2025.
   """
   _validation.check_learning_rate(learning_rate)
   _validation.check_beta("b1", b1)
@@ -74,20 +95,40 @@ def adan(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Adan (Xie et al. 2022) with decoupled weight decay: ``optax.adan`` at ``coupling="lr"``.
+  r"""Adan (Xie et al. 2022) with decoupled weight decay: ``optax.adan`` at ``coupling="lr"``.
 
-  θ ← θ − α_t (m + (1−β2) v)/(√(n + ε_root) + ε) − c_t λ_t m a⊙(θ − θ₀), m, v, n optax's
-  ``scale_by_adan`` moments. λ is multiplied by c_t (α_t by default, as optax, which
-  applies the decay additively rather than the paper's proximal 1/(1 + λα)).
+  With m, v, n optax's ``scale_by_adan`` moments (of g, of the gradient difference, and of
+  the squared Nesterov-corrected gradient):
 
-  Example:
-    >>> opt = wd_jax.adan(1e-3)
+  .. math::
+
+    \theta \leftarrow \theta
+      - \alpha_t \frac{m + (1-\beta_2) v}{\sqrt{n + \epsilon_\text{root}} + \epsilon}
+      - c_t \lambda_t k\, a \odot (\theta - \theta_0)
+
+  λ is multiplied by c_t (α_t by default, as optax, which applies the decay additively
+  rather than the paper's proximal 1/(1 + λα)).
 
   Args:
     learning_rate: α, a float or a schedule.
     weight_decay: λ ≥ 0 (default 0.02, the Adan paper's; ``optax.adan`` defaults to 0).
     b1, b2, b3, eps, eps_root: as `optax.adan`.
     coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around
+    ``chain(scale_by_adan, scale_by_learning_rate)``; its `update` needs the params.
+
+  Example:
+    >>> opt = wd_jax.adan(0.1, 0.5)
+    >>> p = jnp.array([2.0])
+    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
+    >>> print(p + u)  # zero gradient: θ (1 − α λ)
+    [1.9]
+
+  References:
+    Xie, Zhou, Li, Lin & Yan, "Adan: adaptive Nesterov momentum algorithm for faster
+    optimizing deep models", arXiv:2208.06677, 2022 (TPAMI 2024). ``optax.adan``.
   """
   _validation.check_learning_rate(learning_rate)
   for name, b in (("b1", b1), ("b2", b2), ("b3", b3)):
@@ -119,18 +160,24 @@ def lamb(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformation:
-  """LAMB (You et al. 2020), with the decay inside the trust ratio (``optax.lamb``) or after it.
+  r"""LAMB (You et al. 2020), with the decay inside the trust ratio (``optax.lamb``) or after it.
 
-  With d = m̂/(√(v̂ + ε_root) + ε) and r the layer's direction:
+  With d = m̂/(√(v̂ + ε_root) + ε) Adam's direction, per layer:
 
-  - ``decay_in_trust_ratio=True`` (optax, the paper): r = d + λ_t m a⊙(θ − θ₀),
-    θ ← θ − α_t (‖θ‖/‖r‖) r. The decay enters the trust ratio, so λ is multiplied by α_t and
-    by the ratio ‖θ‖/‖r‖; only ``coupling="lr"`` is defined.
-  - ``decay_in_trust_ratio=False``: θ ← θ − α_t (‖θ‖/‖d‖) d − c_t λ_t m a⊙(θ − θ₀): the trust
-    ratio sees the Adam direction alone and λ is multiplied by c_t only, any coupling.
+  .. math::
 
-  Example:
-    >>> opt = wd_jax.lamb(1e-3, 0.01, decay_in_trust_ratio=False, coupling="schedule")
+    \texttt{decay\_in\_trust\_ratio=True:}\quad
+    r = d + \lambda_t k\, a \odot (\theta - \theta_0), \quad
+    \theta \leftarrow \theta - \alpha_t \frac{\lVert\theta\rVert}{\lVert r\rVert} r
+
+    \texttt{decay\_in\_trust\_ratio=False:}\quad
+    \theta \leftarrow \theta - \alpha_t \frac{\lVert\theta\rVert}{\lVert d\rVert} d
+      - c_t \lambda_t k\, a \odot (\theta - \theta_0)
+
+  - ``True`` (optax, the paper): the decay enters the trust ratio, so λ is multiplied by α_t
+    and by the ratio ‖θ‖/‖r‖; only ``coupling="lr"`` is defined.
+  - ``False``: the trust ratio sees the Adam direction alone and λ is multiplied by c_t only,
+    with any coupling.
 
   Args:
     learning_rate: α, a float or a schedule.
@@ -138,6 +185,28 @@ def lamb(
     b1, b2, eps, eps_root, mu_dtype: as `optax.lamb` (eps 1e-6).
     decay_in_trust_ratio: where the decay goes (above).
     coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+
+  Returns:
+    An optax transformation: ``chain(scale_by_adam, decay, scale_by_trust_ratio,
+    scale_by_learning_rate)`` (``True``), or `with_weight_decay` around the chain without
+    the decay (``False``); its `update` needs the params.
+
+  Raises:
+    ValueError: ``decay_in_trust_ratio=True`` with a coupling other than ``"lr"``, or a bad
+      argument (named).
+
+  Example:
+    >>> p = jnp.array([2.0])
+    >>> for inside in (True, False):  # zero gradient: only the decay moves θ
+    ...   opt = wd_jax.lamb(0.1, 0.5, decay_in_trust_ratio=inside)
+    ...   u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
+    ...   print(inside, p + u)  # inside: r = λθ, ratio ‖θ‖/‖r‖ = 2, θ − 2 α λ θ
+    True [1.8]
+    False [1.9]
+
+  References:
+    You et al., "Large batch optimization for deep learning: training BERT in 76 minutes",
+    ICLR 2020 (LAMB). ``optax.lamb``.
   """
   _check_adam(learning_rate, b1, b2, eps, eps_root)
   adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
@@ -188,15 +257,19 @@ def muon(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Muon (Jordan 2024) with decoupled weight decay; torch ``Muon`` / ``optax.contrib.muon``.
+  r"""Muon (Jordan 2024) with decoupled weight decay; torch ``Muon`` / ``optax.contrib.muon``.
 
-  For each 2-D leaf (an (in, out) kernel) with momentum buffer B of the gradient::
+  For each 2-D leaf (an (in, out) kernel) with momentum buffer B of the gradient:
 
-    O = NS₅(B̃ / ‖B̃‖),   θ ← θ − α_t s O − c_t λ_t m a⊙(θ − θ₀),
-    s = √max(1, fan_out/fan_in)   (consistent_rms=ρ: s = ρ √max(fan_in, fan_out))
+  .. math::
 
-  NS₅ is the quintic Newton–Schulz iteration. ``convention="optax"`` (``contrib.muon``):
-  B̃ is the debiased EMA (Nesterov: β m̂_{t+1} + (1−β) ĝ_t), normalised by ‖B̃‖ + ε (ε 1e-8).
+    O = \mathrm{NS}_5\big(\tilde B / \lVert \tilde B \rVert\big), \quad
+    \theta \leftarrow \theta - \alpha_t\, s\, O - c_t \lambda_t k\, a \odot (\theta - \theta_0),
+    \quad s = \sqrt{\max(1, \text{fan\_out}/\text{fan\_in})}
+
+  (``consistent_rms=ρ``: s = ρ √max(fan_in, fan_out)). NS₅ is the quintic Newton–Schulz
+  iteration. ``convention="optax"`` (``contrib.muon``): B̃ is the debiased EMA (Nesterov:
+  β m̂_{t+1} + (1−β) ĝ_t), normalised by ‖B̃‖ + ε (ε 1e-8).
   ``convention="torch"`` (``torch.optim.Muon``): B = βB + (1−β)g, B̃ = B or, with Nesterov,
   (1−β)g + βB, normalised by max(‖B̃‖, ε) (ε 1e-7); torch's s is its "original"
   ``adjust_lr_fn`` on its (out, in) layout, ρ = 0.2 its "match_rms_adamw". Leaves of
@@ -205,9 +278,6 @@ def muon(
   θ ← θ(1 − α_t λ), and optax's), never by s. `mask=None` decays every leaf;
   ``contrib.muon`` decays the Adam leaves by ``adam_weight_decay`` (default 0), i.e.
   ``mask=lambda p: jax.tree.map(lambda x: x.ndim == 2, p)``.
-
-  Example:
-    >>> opt = wd_jax.muon(0.02, 0.1, convention="torch", coupling="schedule")
 
   Args:
     learning_rate: α, a float or a schedule.
@@ -221,9 +291,22 @@ def muon(
     adam_b1, adam_b2, adam_eps, adam_eps_root: the Adam leaves' constants.
     coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
 
+  Returns:
+    An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around Muon's base
+    (Newton–Schulz for 2-D leaves, Adam for the others); its `update` needs the params.
+
+  Example:
+    >>> opt = wd_jax.muon(0.1, 0.5)
+    >>> params = {"w": jnp.full((2, 2), 2.0)}
+    >>> u, _ = opt.update({"w": jnp.zeros((2, 2))}, opt.init(params), params)
+    >>> print(params["w"][0] + u["w"][0])  # zero gradient: θ (1 − α λ), never scaled by s
+    [1.9 1.9]
+    >>> opt = wd_jax.muon(0.02, 0.1, convention="torch", coupling="schedule")
+
   References:
     Jordan, "Muon: an optimizer for hidden layers in neural networks", 2024.
-    Liu et al., "Muon is scalable for LLM training", arXiv:2502.16982, 2025.
+    Liu et al., "Muon is scalable for LLM training", arXiv:2502.16982, 2025 (decay and
+    ``consistent_rms``). ``optax.contrib.muon``; PyTorch ``torch.optim.Muon``.
   """
   _validation.check_learning_rate(learning_rate)
   _validation.check_choice("convention", convention, _muon.CONVENTIONS)
@@ -301,13 +384,18 @@ def adafactor(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Adafactor (Shazeer & Stern 2018) with decoupled decay; torch ``Adafactor`` by default.
+  r"""Adafactor (Shazeer & Stern 2018) with decoupled decay; torch ``Adafactor`` by default.
 
   With t the 1-based step and V̂ the factored (rows ⊗ cols / mean) EMA of g² + ε with
-  β2_t = 1 − t^(−decay_rate)::
+  β2_t = 1 − t^(−decay_rate):
 
-    u = g/√V̂,   u ← u / max(1, RMS(u)/d),   ρ_t = min(α_t, 1/√t)  (α_t if not relative_step)
-    θ ← θ − ρ_t max(RMS(θ), ε₂) u − c_t λ_t m a⊙(θ − θ₀)
+  .. math::
+
+    u = g / \sqrt{\hat V}, \quad u \leftarrow \frac{u}{\max(1, \mathrm{RMS}(u)/d)}, \quad
+    \rho_t = \min(\alpha_t, 1/\sqrt{t}) \ (\alpha_t \text{ without relative\_step})
+
+    \theta \leftarrow \theta - \rho_t \max(\mathrm{RMS}(\theta), \epsilon_2)\, u
+      - c_t \lambda_t k\, a \odot (\theta - \theta_0)
 
   Defaults are torch's ``Adafactor(lr, weight_decay=λ)``: every matrix factored, the
   relative step, λ multiplied by α_t (``coupling="lr"``; torch: θ ← θ(1 − α_t λ)). optax's
@@ -318,9 +406,6 @@ def adafactor(
   their two largest axes (optax) where torch takes the last two. β2_t and 1/√t are
   computed in JAX's default float dtype (float64 under x64, as torch; optax's β2_t is
   float32 even then).
-
-  Example:
-    >>> opt = wd_jax.adafactor(1e-2, 0.01)
 
   Args:
     learning_rate: α, a float or a schedule.
@@ -335,6 +420,24 @@ def adafactor(
     momentum, dtype_momentum: optional EMA of the update (as `optax.adafactor`; the
       accumulator is float32 unless `dtype_momentum`).
     coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around the chain above
+    (``scale_by_factored_rms``, ``clip_by_block_rms``, the step size,
+    ``scale_by_param_block_rms``, optional ``ema``); its `update` needs the params.
+
+  Example:
+    >>> opt = wd_jax.adafactor(0.1, 0.5)
+    >>> p = jnp.array([2.0])
+    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
+    >>> print(p + u)  # zero gradient: θ (1 − α λ); c_t is α_t, not the relative step ρ_t
+    [1.9]
+    >>> optax_like = wd_jax.adafactor(
+    ...   1e-2, 1e-3, relative_step=False, min_dim_size_to_factor=128, coupling="constant")
+
+  References:
+    Shazeer & Stern, "Adafactor: adaptive learning rates with sublinear memory cost", ICML
+    2018. PyTorch ``torch.optim.Adafactor``; ``optax.adafactor``.
   """
   _validation.check_learning_rate(learning_rate)
   _validation.check_number("decay_rate", decay_rate, lower=0.0, allow_schedule=False)
@@ -405,15 +508,20 @@ def schedule_free_adamw(
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Schedule-free AdamW (Defazio et al. 2024): ``optax.contrib.schedule_free_adamw``.
+  r"""Schedule-free AdamW (Defazio et al. 2024): ``optax.contrib.schedule_free_adamw``.
 
-  The decay acts at the gradient point y, on z's step: with v the RMS EMA of g (debiased),
-  z ← z − α_t g/(√v̂ + ε) − c_t λ_t m a⊙(y − θ₀); x ← (1 − c) x + c z; y ← β1 x + (1−β1) z.
+  The decay acts at the gradient point y, on z's step. With v̂ the debiased EMA of g² and
+  c_{t+1} the schedule-free averaging weight:
+
+  .. math::
+
+    z \leftarrow z - \alpha_t \frac{g(y)}{\sqrt{\hat v} + \epsilon}
+      - c_t \lambda_t k\, a \odot (y - \theta_0), \quad
+    x \leftarrow (1 - c_{t+1})\, x + c_{t+1} z, \quad
+    y \leftarrow \beta_1 x + (1-\beta_1) z
+
   λ is multiplied by c_t (α_t by default, as optax). The returned updates move y (the
   params); evaluate at x with ``optax.contrib.schedule_free_eval_params(state, params)``.
-
-  Example:
-    >>> opt = wd_jax.schedule_free_adamw(1e-3, 1e-4, warmup_steps=100, coupling="schedule")
 
   Args:
     learning_rate: α (a float; with `warmup_steps`, the peak of a linear warmup).
@@ -421,6 +529,22 @@ def schedule_free_adamw(
     warmup_steps, b1, b2, eps, weight_lr_power, state_dtype: as ``schedule_free_adamw``.
     coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`
       (with `warmup_steps` and a float `learning_rate`, α_peak is that float).
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` whose state is optax's
+    ``ScheduleFreeState``; its `update` needs the params.
+
+  Example:
+    >>> opt = wd_jax.schedule_free_adamw(0.1, 0.5)
+    >>> p = jnp.array([2.0])
+    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
+    >>> print(round(float((p + u)[0]), 4))  # zero gradient: z, x and y shrink by α λ
+    1.9
+    >>> opt = wd_jax.schedule_free_adamw(1e-3, 1e-4, warmup_steps=100, coupling="schedule")
+
+  References:
+    Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, "The road less scheduled",
+    NeurIPS 2024. ``optax.contrib.schedule_free_adamw``.
   """
   _validation.check_learning_rate(learning_rate)
   _validation.check_number(

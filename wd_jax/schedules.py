@@ -21,7 +21,36 @@ def _check_step(name: str, value: int) -> None:
 
 
 def switch_weight_decay(before: float, after: float, step: int) -> optax.Schedule:
-  """λ_t = `before` for t < `step`, `after` from `step` on."""
+  r"""λ as a step function of the step count: `before` until `step`, `after` from it on.
+
+  .. math::
+
+    \lambda_t = \begin{cases} \lambda_\text{before} & t < \text{step} \\
+      \lambda_\text{after} & t \ge \text{step} \end{cases}
+
+  What multiplies λ_t is still the transform's (e.g. its ``coupling``).
+
+  Args:
+    before: λ ≥ 0 for the steps t < `step`.
+    after: λ ≥ 0 from step `step` on.
+    step: the first step (0-based count) of `after`.
+
+  Returns:
+    An optax schedule ``count -> λ_t`` for any ``weight_decay`` argument.
+
+  Raises:
+    ValueError: a negative λ or a step that is not a non-negative int.
+
+  Example:
+    >>> lam = wd_jax.switch_weight_decay(0.1, 0.01, step=100)
+    >>> print([round(float(lam(t)), 6) for t in (0, 99, 100)])
+    [0.1, 0.1, 0.01]
+
+  References:
+    Golatkar, Achille & Soatto, "Time matters in regularizing deep networks: weight decay
+    and data augmentation affect early learning dynamics, matter little near convergence",
+    NeurIPS 2019.
+  """
   _validation.check_weight_decay(before, "before")
   _validation.check_weight_decay(after, "after")
   _check_step("step", step)
@@ -29,14 +58,62 @@ def switch_weight_decay(before: float, after: float, step: int) -> optax.Schedul
 
 
 def early_weight_decay(weight_decay: float, until_step: int) -> optax.Schedule:
-  """On for the first `until_step` steps, then off (Golatkar et al. 2019; Bjorck et al. 2021)."""
+  r"""λ on for the first `until_step` steps, then off (Golatkar et al. 2019; Bjorck et al. 2021).
+
+  .. math::
+
+    \lambda_t = \lambda \cdot \mathbb{1}[t < \text{until\_step}]
+
+  Args:
+    weight_decay: λ ≥ 0 during the first steps.
+    until_step: the first step without decay.
+
+  Returns:
+    An optax schedule ``count -> λ_t``.
+
+  Raises:
+    ValueError: a negative λ or a step that is not a non-negative int.
+
+  Example:
+    >>> lam = wd_jax.early_weight_decay(0.1, until_step=100)
+    >>> print([round(float(lam(t)), 6) for t in (0, 99, 100)])
+    [0.1, 0.1, 0.0]
+    >>> opt = wd_jax.sgd_l2(0.1, lam, momentum=0.9)
+
+  References:
+    Golatkar, Achille & Soatto, "Time matters in regularizing deep networks", NeurIPS 2019.
+    Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021.
+  """
   _validation.check_weight_decay(weight_decay)
   _check_step("until_step", until_step)
   return switch_weight_decay(weight_decay, 0.0, until_step)
 
 
 def late_weight_decay(weight_decay: float, from_step: int) -> optax.Schedule:
-  """Off for the first `from_step` steps, then on."""
+  r"""λ off for the first `from_step` steps, then on (the control of Golatkar et al. 2019).
+
+  .. math::
+
+    \lambda_t = \lambda \cdot \mathbb{1}[t \ge \text{from\_step}]
+
+  Args:
+    weight_decay: λ ≥ 0 from `from_step` on.
+    from_step: the first step with decay.
+
+  Returns:
+    An optax schedule ``count -> λ_t``.
+
+  Raises:
+    ValueError: a negative λ or a step that is not a non-negative int.
+
+  Example:
+    >>> lam = wd_jax.late_weight_decay(0.1, from_step=100)
+    >>> print([round(float(lam(t)), 6) for t in (0, 99, 100)])
+    [0.0, 0.0, 0.1]
+
+  References:
+    Golatkar, Achille & Soatto, "Time matters in regularizing deep networks", NeurIPS 2019.
+  """
   _validation.check_weight_decay(weight_decay)
   _check_step("from_step", from_step)
   return switch_weight_decay(0.0, weight_decay, from_step)
@@ -45,7 +122,13 @@ def late_weight_decay(weight_decay: float, from_step: int) -> optax.Schedule:
 def normalized_weight_decay(
   lambda_norm: float, batch_size: int, train_size: int, epochs: float
 ) -> float:
-  """Loshchilov & Hutter (2019) normalized decay: λ = λ_norm · √(b / (B·T)).
+  r"""Loshchilov & Hutter (2019) normalized decay: λ from λ_norm, the batch and the run length.
+
+  .. math::
+
+    \lambda = \lambda_\text{norm} \sqrt{\frac{b}{B\,T}}
+
+  The paper pairs it with the schedule coupling (λ multiplied by α_t/α_peak).
 
   Args:
     lambda_norm: the normalized value; the paper's best is 0.025–0.05 for SGDW and AdamW.
@@ -55,6 +138,19 @@ def normalized_weight_decay(
 
   Returns:
     λ to pass as ``weight_decay`` (with ``coupling="schedule"``, as in the paper).
+
+  Raises:
+    ValueError: a negative λ_norm, or a batch size, training-set size or epoch count ≤ 0.
+
+  Example:
+    >>> lam = wd_jax.normalized_weight_decay(0.05, batch_size=128, train_size=50_000, epochs=100)
+    >>> print(f"{lam:.3g}")
+    0.000253
+    >>> opt = wd_jax.adamw(1e-3, lam, coupling="schedule")
+
+  References:
+    Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019 (the appendix
+    on normalized weight decay).
   """
   _validation.check_weight_decay(lambda_norm, "lambda_norm")
   for name, v in (("batch_size", batch_size), ("train_size", train_size), ("epochs", epochs)):

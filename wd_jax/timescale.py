@@ -62,11 +62,17 @@ def timescale_weight_decay(
   learning_rate: Any = None,
   peak_learning_rate: float | None = None,
 ) -> float:
-  """λ = 1/(c_peak · τ): the weight decay whose EMA timescale is τ steps at the peak lr.
+  r"""λ = 1/(c_peak · τ): the weight decay whose EMA timescale is τ steps at the peak lr.
+
+  .. math::
+
+    \lambda = \frac{1}{c_\text{peak}\, \tau_\text{steps}}, \qquad
+    \tau_\text{steps} = \tau_\text{epochs} \times \text{steps\_per\_epoch}
 
   c_peak is what the coupling multiplies λ by at the peak learning rate: α_peak
   (``"lr"``, Wang & Aitchison's λ = 1/(η τ_iter), and ``"corrected"``) or 1 (``"schedule"``,
-  ``"constant"``). τ in epochs is τ_steps = τ_epochs × steps_per_epoch.
+  ``"constant"``): the factor the decay step multiplies λ by, so that one step shrinks θ by
+  1/τ at the peak.
 
   Example:
     >>> print(wd_jax.timescale_weight_decay(tau_epochs=2, steps_per_epoch=500, learning_rate=1e-3))
@@ -84,6 +90,10 @@ def timescale_weight_decay(
 
   Returns:
     λ as a float.
+
+  Raises:
+    ValueError: both or neither of `tau_steps` and `tau_epochs`, a non-positive τ or
+      steps_per_epoch, an unknown coupling, or no learning rate where the coupling needs it.
 
   References:
     Wang & Aitchison, "How to set AdamW's weight decay as you scale model and dataset
@@ -113,7 +123,22 @@ def timescale_weight_decay(
 
 @dataclasses.dataclass(frozen=True)
 class TimescaleReport:
-  """λ, its timescale τ and the total shrink over a run; `str()` gives a readable summary."""
+  """λ, its timescale τ and the total shrink over a run; `str()` gives a readable summary.
+
+  Attributes:
+    weight_decay: λ (the largest λ_t of a schedule).
+    coupling: the coupling that multiplies λ.
+    tau_steps: 1/max_t(c_t λ_t), the shortest timescale of the run, in steps.
+    total_steps: the run's number of steps.
+    total_shrink: exp(−Σ_t c_t λ_t), what the decay alone leaves of a weight.
+    steps_per_epoch: optimizer steps per epoch, if given.
+
+  Example:
+    >>> report = wd_jax.describe_timescale(0.1, total_steps=1000, learning_rate=1e-3,
+    ...                                    steps_per_epoch=100)
+    >>> report.tau_epochs, report.run_epochs, report.guideline
+    (100.0, 10.0, 'longer than the run')
+  """
 
   weight_decay: float  # λ (the largest λ_t of a schedule)
   coupling: str
@@ -124,10 +149,12 @@ class TimescaleReport:
 
   @property
   def tau_epochs(self) -> float | None:
+    """τ in epochs (None without `steps_per_epoch`)."""
     return None if self.steps_per_epoch is None else self.tau_steps / self.steps_per_epoch
 
   @property
   def run_epochs(self) -> float | None:
+    """The run's length in epochs (None without `steps_per_epoch`)."""
     return None if self.steps_per_epoch is None else self.total_steps / self.steps_per_epoch
 
   @property
@@ -167,7 +194,12 @@ def describe_timescale(
   peak_learning_rate: float | None = None,
   steps_per_epoch: float | None = None,
 ) -> TimescaleReport:
-  """λ, τ and the total shrink exp(−Σ_t c_t λ_t) of a run, with c_t the coupling's factor.
+  r"""λ, τ and the total shrink exp(−Σ_t c_t λ_t) of a run, with c_t the coupling's factor.
+
+  .. math::
+
+    \tau = \frac{1}{\max_t c_t \lambda_t}, \qquad
+    \text{total shrink} = \exp\Big(-\sum_{t=0}^{T-1} c_t \lambda_t\Big)
 
   c_t is α_t (``"lr"``), α_t/α_peak (``"schedule"``), 1 (``"constant"``) or α_t²/α_peak
   (``"corrected"``), evaluated at t = 0..total_steps−1 as the transforms evaluate it;
@@ -193,6 +225,14 @@ def describe_timescale(
 
   Returns:
     A `TimescaleReport` (print it).
+
+  Raises:
+    ValueError: an unknown coupling, a bad `total_steps` or λ, or no learning rate (or
+      peak) where the coupling needs one.
+
+  References:
+    Wang & Aitchison, "How to set AdamW's weight decay as you scale model and dataset
+    size", arXiv:2405.13698, 2024.
   """
   _validation.check_choice("coupling", coupling, COUPLINGS)
   if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:

@@ -98,9 +98,10 @@ def fit(
   """Trains as `config` says, writing config.json, metrics.jsonl, TensorBoard events,
   checkpoints/, status.json and summary.md into `workdir`. Returns the final metrics.
 
-  Bad config values, unreadable data and a model that cannot train on the data raise before
-  `workdir` is created. `model`, `data` and `optimizer` bring your own pieces (see `build`);
-  the run goes through the same loop, diagnostics and checkpoints as the built-in ones. With a
+  ``experiments/train.py`` is this function behind command-line flags. Bad config values,
+  unreadable data and a model that cannot train on the data raise before `workdir` is
+  created. `model`, `data` and `optimizer` bring your own pieces (see `build`); the run goes
+  through the same loop, diagnostics and checkpoints as the built-in ones. With a
   validation split (``config.dataset.validation_fraction > 0``) the periodic evaluations read
   it, and the test split is read once, at the end of a run that did not diverge.
 
@@ -119,11 +120,50 @@ def fit(
   - A write that fails (full disk) stops the run with `runlog.RunIOError` naming the file; the
     checkpoints stay consistent.
 
+  Args:
+    config: a run config (`wd_jax.config.base_config` schema).
+    workdir: the run's directory; created if needed, and it must not hold another run
+      unless `resume`.
+    model: None (``config.model.name``), your ``flax.nnx.Module`` or ``nnx.Rngs -> module``
+      (see `build`).
+    data: None (``config.dataset.name``), a `wd_jax.data.Dataset` or a `BatchStream`.
+    optimizer: None (``config.optimizer.name``) or your recipe (see `build`).
+    resume: continue the run in `workdir` (above).
+    fallback: on resume, use the newest intact checkpoint when the newest is damaged.
+    verbose: show progress and the final messages on stderr.
+
   Returns:
     The last logged metrics, ``wall_time_sec``, ``last_checkpoint_step``, the final ``state``
     (None if the run diverged); ``preempted``/``preempted_at_step`` for a preempted run; and,
     for a diverged run, ``diverged``, ``diverged_at_step`` and ``message`` instead of the
     metrics.
+
+  Raises:
+    ValueError: bad config values, data or model (before anything is written), or a
+      `workdir` that holds a run without `resume`.
+
+  Example:
+    >>> import numpy as np
+    >>> from wd_jax import config, data, train
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(256, 8)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
+    >>> ds = data.from_arrays(x[:200], y[:200], x[200:], y[200:])
+    >>> cfg = config.base_config()
+    >>> cfg.model.name, cfg.model.kwargs = "mlp", {"widths": (16,)}
+    >>> cfg.steps, cfg.batch_size, cfg.optimizer.learning_rate = 40, 32, 1e-2
+    >>> cfg.log_every, cfg.diagnostics_every, cfg.eval_every, cfg.checkpoint_every = 20, 20, 40, 40
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   result = train.fit(cfg, os.path.join(tmp, "run"), data=ds, verbose=False)
+    ...   print(sorted(f for f in os.listdir(os.path.join(tmp, "run")) if f[0] != "."))
+    ['checkpoints', 'config.json', 'metrics.jsonl', 'status.json', 'summary.md', 'tensorboard']
+    >>> result["test_accuracy"] > 0.7, int(result["state"].step), result["last_checkpoint_step"]
+    (True, 40, 40)
+
+  References:
+    The Flax examples' ``train_and_evaluate(config, workdir)``; big_vision (one JSON object of
+    metrics per line, ``config.json`` beside them); Orbax ``CheckpointManager``.
   """
   exp = build(config, model=model, data=data, optimizer=optimizer)  # nothing written yet
   config = _described(config, model, data, optimizer)

@@ -30,20 +30,52 @@ COUPLINGS = ("lr", "schedule", "constant", "corrected")
 
 
 class AddL2State(NamedTuple):
-  """State of `add_l2`; its type marks a chain as coupled L2 (see `l2_share`)."""
+  """State of `add_l2`; its type marks a chain as coupled L2 (see `l2_share`).
+
+  Attributes:
+    schedule_state: ``optax.ScaleByScheduleState(count)`` when λ is a schedule, else
+      ``optax.EmptyState()``.
+    reference: θ₀ (shaped like the params) for decay toward a reference point (L2-SP), else
+      ``optax.EmptyState()``.
+
+  Example:
+    >>> state = wd_jax.add_l2(1e-4, reference="init").init({"w": jnp.ones(2)})
+    >>> print(state.schedule_state, state.reference["w"])
+    EmptyState() [1. 1.]
+  """
 
   schedule_state: Any  # ScaleByScheduleState(count) when λ is a schedule, else EmptyState.
   reference: Any  # θ₀ (params-shaped) for decay toward a reference point, else EmptyState.
 
 
 class AddL1State(NamedTuple):
-  """State of `add_l1`; its type marks a chain as coupled."""
+  """State of `add_l1`; its type marks a chain as coupled (see `l2_share`).
+
+  Attributes:
+    schedule_state: ``optax.ScaleByScheduleState(count)`` when λ is a schedule, else
+      ``optax.EmptyState()``.
+
+  Example:
+    >>> print(wd_jax.add_l1(1e-4).init({"w": jnp.ones(2)}))
+    AddL1State(schedule_state=EmptyState())
+  """
 
   schedule_state: Any  # ScaleByScheduleState(count) when λ is a schedule, else EmptyState.
 
 
 class ProxL1State(NamedTuple):
-  """State of `prox_l1`."""
+  """State of `prox_l1`.
+
+  Attributes:
+    schedule_state: ``optax.ScaleByScheduleState(count)`` when α or λ is a schedule, else
+      ``optax.EmptyState()``.
+
+  Example:
+    >>> lr = optax.cosine_decay_schedule(0.1, 100)
+    >>> state = wd_jax.prox_l1(1e-4, learning_rate=lr).init({"w": jnp.ones(2)})
+    >>> print(state.schedule_state.count)
+    0
+  """
 
   schedule_state: Any  # ScaleByScheduleState(count) when α or λ is a schedule, else EmptyState.
 
@@ -154,15 +186,46 @@ def decay_factor(
   count: chex.Array,
   dtype: Any = None,
 ) -> Any:
-  """The factor c_t multiplying λ in θ ← θ − c_t λ θ (REFERENCES §1).
+  r"""The coupling factor c_t that multiplies λ in a decoupled decay step.
 
-  ``"lr"``: α_t. ``"schedule"``: α_t/α_peak. ``"constant"``: 1. ``"corrected"``: α_t²/α_peak.
+  .. math::
+
+    \theta \leftarrow \theta + \Delta - c_t\, \lambda_t\, \theta, \qquad
+    c_t = \begin{cases}
+      \alpha_t & \texttt{"lr"} \\
+      \alpha_t / \alpha_\text{peak} & \texttt{"schedule"} \\
+      1 & \texttt{"constant"} \\
+      \alpha_t^2 / \alpha_\text{peak} & \texttt{"corrected"}
+    \end{cases}
+
+  This is what every ``coupling`` argument selects (`with_weight_decay` and the recipes).
   With `dtype`, α_t is cast to it first: optax schedules return float32 at an int32 count
   even under x64, and c_t·λ must not be rounded to float32 before it meets float64 params.
 
+  Args:
+    coupling: one of `COUPLINGS`: ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
+    learning_rate: α: a float, a JAX scalar or a schedule of the step count (unused for
+      ``"constant"``).
+    peak_learning_rate: α_peak for ``"schedule"`` and ``"corrected"``; None takes
+      `learning_rate` as its own peak (a float).
+    count: the step count t at which a scheduled α is evaluated.
+    dtype: optional dtype to evaluate α_t in (the params' dtype).
+
+  Returns:
+    c_t: the float 1.0 for ``"constant"``, else α_t's type (a float or a JAX scalar).
+
   Example:
-    >>> print(wd_jax.decay_factor("corrected", 0.5, 1.0, 0))
+    >>> print(wd_jax.decay_factor("corrected", 0.5, 1.0, 0))  # α_t² / α_peak
     0.25
+    >>> lr = optax.linear_schedule(1.0, 0.0, 10)
+    >>> print(wd_jax.decay_factor("schedule", lr, 1.0, 5))  # α_5 / α_peak
+    0.5
+
+  References:
+    Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019 (``"lr"``,
+    and Alg. 2's ``"schedule"``). Defazio et al., "Why gradients rapidly increase near the
+    end of training", 2025 (``"corrected"``, AdamC). Shazeer & Stern, "Adafactor", ICML 2018,
+    as ``optax.adafactor`` applies it (``"constant"``).
   """
   if coupling == "constant":
     return 1.0
@@ -195,24 +258,21 @@ def add_l2(
   mask: Mask = None,
   reference: Any = None,
 ) -> optax.GradientTransformation:
-  """Coupled L2: adds the gradient of ½λ‖θ − θ₀‖² to the incoming gradient.
+  r"""Coupled L2: adds the gradient of ½λ‖θ − θ₀‖² to the incoming gradient.
 
-  ``g ← g + λ_t · m · (θ − θ₀)``, θ₀ = 0 unless `reference` is given. Chain it *first*,
+  .. math::
+
+    g \leftarrow g + \lambda_t k\, (\theta - \theta_0)
+
+  with θ₀ = 0 unless `reference` is given and k the leaf's mask multiplier. Chain it *first*,
   before the moment estimator and before the learning-rate scaling (torch's
   ``Adam(weight_decay=λ)`` and ``SGD(weight_decay=λ)``); after the lr scaling its term
   would have the wrong sign. λ is multiplied by nothing here; the learning rate multiplies
   the whole step later, and under Adam the λθ term is also rescaled by 1/√v̂ and mixed
-  into the first moment (REFERENCES §2).
+  into the first moment (Bjorck, Weinberger & Gomes 2021).
 
   With ``reference="init"`` (or a tree θ₀) this is L2-SP, the fine-tuning penalty of
   Li, Grandvalet & Davoine (2018): weights are pulled toward the pretrained θ₀, not 0.
-
-  Example:
-    >>> opt = optax.chain(wd_jax.add_l2(0.5), optax.sgd(0.1))
-    >>> p = jnp.array([2.0])
-    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
-    >>> print(p + u)  # θ − α λ θ = 2 − 0.1·0.5·2
-    [1.9]
 
   Args:
     weight_decay: λ ≥ 0, or a schedule of the step count.
@@ -221,11 +281,25 @@ def add_l2(
       in the state: one parameter-sized buffer), or a pytree θ₀ shaped like the params.
 
   Returns:
-    An `optax.GradientTransformation` whose state is an `AddL2State`.
+    An `optax.GradientTransformation` whose state is an `AddL2State`; its `update` needs
+    the params.
+
+  Raises:
+    ValueError: a negative or non-finite λ, or a bad `reference` (at construction); a mask
+      that does not match the params (at `init`).
+
+  Example:
+    >>> opt = optax.chain(wd_jax.add_l2(0.5), optax.sgd(0.1))
+    >>> p = jnp.array([2.0])
+    >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
+    >>> print(p + u)  # θ − α λ θ = 2 − 0.1·0.5·2
+    [1.9]
 
   References:
-    Li, Grandvalet & Davoine, "Explicit inductive bias for transfer learning with
-    convolutional networks" (L2-SP), ICML 2018.
+    PyTorch ``torch.optim.Adam`` / ``SGD`` with ``weight_decay=λ`` (the same gradient term).
+    Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019 (why it differs
+    from decoupled decay under Adam). Li, Grandvalet & Davoine, "Explicit inductive bias for
+    transfer learning with convolutional networks" (L2-SP), ICML 2018.
   """
   _validation.check_weight_decay(weight_decay)
   _check_reference(reference)
@@ -252,12 +326,24 @@ def add_l2(
 def add_l1(
   weight_decay: float | optax.Schedule = 1e-4, *, mask: Mask = None
 ) -> optax.GradientTransformation:
-  """Coupled L1 by subgradient: ``g ← g + λ_t · m · sign(θ)``.
+  r"""Coupled L1 by subgradient: adds the subgradient of λ‖θ‖₁ to the incoming gradient.
+
+  .. math::
+
+    g \leftarrow g + \lambda_t k\, \operatorname{sign}(\theta)
 
   Like `add_l2`, chain it first, before the moment estimator and the lr scaling. A
   subgradient step makes weights oscillate around zero but never lands exactly on it;
   use `prox_l1` for exact zeros. λ is multiplied by nothing here (the lr multiplies the
-  whole step later).
+  whole step later, and an adaptive optimizer rescales it).
+
+  Args:
+    weight_decay: λ ≥ 0, or a schedule of the step count.
+    mask: which leaves to decay, and by how much.
+
+  Returns:
+    An `optax.GradientTransformation` whose state is an `AddL1State`; its `update` needs
+    the params.
 
   Example:
     >>> opt = optax.chain(wd_jax.add_l1(0.5), optax.sgd(0.1))
@@ -266,12 +352,9 @@ def add_l1(
     >>> print(p + u)  # θ − α λ sign(θ)
     [ 1.95 -0.95]
 
-  Args:
-    weight_decay: λ ≥ 0, or a schedule of the step count.
-    mask: which leaves to decay, and by how much.
-
-  Returns:
-    An `optax.GradientTransformation` whose state is an `AddL1State`.
+  References:
+    Tibshirani, "Regression shrinkage and selection via the lasso", JRSS B, 1996.
+    Shor, "Minimization methods for non-differentiable functions", 1985 (subgradient steps).
   """
   _validation.check_weight_decay(weight_decay)
   scheduled = _validation.is_schedule(weight_decay)
@@ -302,12 +385,28 @@ def prox_l1(
   learning_rate: float | optax.Schedule,
   mask: Mask = None,
 ) -> optax.GradientTransformation:
-  """Proximal (decoupled) L1, chained *last*: soft-thresholds θ + u by α_t·λ_t·m.
+  r"""Proximal (decoupled) L1, chained *last*: soft-thresholds θ + u by α_t·λ_t·m.
 
-  θ_new = sign(θ + u) · max(|θ + u| − α_t λ_t m, 0); the returned update is θ_new − θ,
-  so ``optax.apply_updates`` lands exactly on zero for every thresholded weight
-  (x + (−x) is exactly 0 in IEEE arithmetic). λ is multiplied by α_t, as in the
-  proximal-gradient method (ISTA).
+  With u the incoming (final) update:
+
+  .. math::
+
+    z = \theta + u, \qquad
+    \theta \leftarrow \operatorname{sign}(z)\, \max(|z| - \alpha_t \lambda_t k,\ 0)
+
+  The returned update is the new θ minus the old, so ``optax.apply_updates`` lands exactly
+  on zero for every thresholded weight (x + (−x) is exactly 0 in IEEE arithmetic). λ is
+  multiplied by α_t, as in the proximal-gradient method (ISTA); pass the optimizer's own
+  learning rate (or schedule) as `learning_rate`.
+
+  Args:
+    weight_decay: λ ≥ 0, or a schedule of the step count.
+    learning_rate: α (float or schedule), the step size of the proximal map.
+    mask: which leaves to threshold, and by how much.
+
+  Returns:
+    An `optax.GradientTransformation` whose state is a `ProxL1State`; its `update` needs
+    the params.
 
   Example:
     >>> opt = optax.chain(optax.sgd(0.1), wd_jax.prox_l1(0.5, learning_rate=0.1))
@@ -316,13 +415,10 @@ def prox_l1(
     >>> print(p + u)  # threshold α λ = 0.05
     [ 0.   -0.95]
 
-  Args:
-    weight_decay: λ ≥ 0, or a schedule of the step count.
-    learning_rate: α (float or schedule), the step size of the proximal map.
-    mask: which leaves to threshold, and by how much.
-
-  Returns:
-    An `optax.GradientTransformation` whose state is a `ProxL1State`.
+  References:
+    Daubechies, Defrise & De Mol, "An iterative thresholding algorithm for linear inverse
+    problems with a sparsity constraint", CPAM 2004 (ISTA). Parikh & Boyd, "Proximal
+    algorithms", 2014.
   """
   _validation.check_weight_decay(weight_decay)
   _validation.check_learning_rate(learning_rate)

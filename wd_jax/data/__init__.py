@@ -4,10 +4,13 @@ Every loader returns a `Dataset` whose arrays were placed on the default device 
 (`jax.device_put`); training batches are then gathered *on the device* from a PRNG key, so a
 jitted step never waits for the host:
 
+>>> from wd_jax.data import load_dataset, make_batch_fn
 >>> ds = load_dataset("digits")
 >>> sampler = make_batch_fn(ds, batch_size=128)
 >>> step = jax.jit(lambda sampler, key: sampler(key))  # pass the sampler as an argument
->>> x, y = step(sampler, jax.random.key(0))            # x: (128, 8, 8, 1), y: (128,)
+>>> x, y = step(sampler, jax.random.key(0))
+>>> x.shape, y.shape
+((128, 8, 8, 1), (128,))
 
 Your own arrays become a `Dataset` with `from_arrays`; `with_validation_split` carves a fixed,
 seeded validation split from the training data (studies select on it and read the test split

@@ -36,6 +36,16 @@ class Dataset:
     x_val: as `x_train`, for a validation split carved from the training data
       (`with_validation_split`); None when there is none.
     y_val: as `y_train`, for the validation split.
+
+  Example:
+    >>> import numpy as np
+    >>> ds = wd_jax.data.from_arrays(np.zeros((10, 2)), np.arange(10) % 2,
+    ...                              np.zeros((4, 2)), np.arange(4) % 2)
+    >>> ds.task, ds.num_train, ds.num_test, ds.input_shape, ds.has_validation
+    ('classification', 10, 4, (2,), False)
+    >>> x, y = ds.split("test")
+    >>> x.shape, y.dtype
+    ((4, 2), dtype('int32'))
   """
 
   name: str
@@ -174,10 +184,18 @@ def with_validation_split(dataset: Dataset, fraction: float, seed: int = 0) -> D
       split left with too few examples (fewer than 1, or than seq_len + 1 tokens).
 
   Example:
+    >>> import numpy as np
+    >>> from wd_jax.data import from_arrays, with_validation_split
     >>> ds = with_validation_split(from_arrays(np.zeros((10, 2)), np.arange(10) % 2,
     ...                                        np.zeros((4, 2)), np.arange(4) % 2), 0.2)
     >>> ds.num_train, ds.num_val, ds.num_test
     (8, 2, 4)
+    >>> ds.meta["validation"]
+    {'fraction': 0.2, 'seed': 0, 'size': 2}
+
+  References:
+    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
+    performance evaluation", JMLR 2010 (why selection reads a validation split, not test).
   """
   _check_fraction("validation_fraction", fraction)
   _check_int("validation_seed", seed, minimum=0)
@@ -248,10 +266,18 @@ def from_arrays(
       non-integer labels for classification.
 
   Example:
+    >>> import numpy as np
+    >>> from wd_jax.data import from_arrays
     >>> ds = from_arrays(np.zeros((6, 3)), np.array([0, 1, 2, 0, 1, 2]),
     ...                  np.zeros((2, 3)), np.array([0, 1]))
     >>> ds.task, ds.num_classes, ds.input_shape
     ('classification', 3, (3,))
+    >>> ds.x_train.dtype, ds.y_train.dtype
+    (dtype('float32'), dtype('int32'))
+
+  References:
+    ``jax.device_put``: the arrays are placed on the default device once, so a jitted step
+    gathers its batch there (`wd_jax.data.make_batch_fn`).
   """
   if task not in TASKS:
     raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}.")

@@ -170,6 +170,9 @@ def paired_differences(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarr
     >>> d, dropped = stats.paired_differences([1.0, 2.0, None, 4.0], [0.5, 1.0, 1.0, float("nan")])
     >>> d.tolist(), dropped
     ([0.5, 1.0], 2)
+
+  References:
+    Student (1908), The probable error of a mean (the paired t test these differences feed).
   """
   a_, b_ = _vector("a", a), _vector("b", b)
   if a_.shape != b_.shape:

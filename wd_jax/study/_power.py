@@ -235,6 +235,10 @@ def n_needed(
     >>> from wd_jax.study import stats
     >>> stats.n_needed("greater", 1.0, 1.0, 0.05)
     8
+
+  References:
+    Lakens (2017), Equivalence tests: a practical primer for t tests, correlations, and
+    meta-analyses (power and sample size of one-sided tests and TOST).
   """
   alpha = _check_alpha(alpha)
   if comparison not in COMPARISONS:

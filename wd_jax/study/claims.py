@@ -4,10 +4,14 @@ A claim is data, not code. The config declares what it says, who says it, which 
 reads, the comparison (greater / less / equivalent within a margin / slope within a range), the
 margin or range, and α:
 
+>>> import ml_collections
+>>> from wd_jax.study.claims import claim
 >>> c = ml_collections.ConfigDict()
 >>> c.claims = {"decay_helps": claim(
 ...     "AdamW ends with a higher test accuracy than Adam+L2.", "Loshchilov & Hutter 2019",
 ...     "greater", a="adamw/test_accuracy@tuned", b="adam_l2/test_accuracy@tuned")}
+>>> c.claims.decay_helps.comparison, c.claims.decay_helps.alpha
+('greater', 0.05)
 
 The study computes the named measurements (one value per seed, seeds paired across arms) and
 `decide` hands each frozen `Claim` and its values to `wd_jax.study.stats.decide`: the code that
@@ -93,6 +97,16 @@ def claim(
 
   Returns:
     A ConfigDict holding only the declared keys.
+
+  Example:
+    >>> from wd_jax.study import claims
+    >>> c = claims.claim("AdamW beats Adam+L2.", "Loshchilov & Hutter 2019", "greater",
+    ...                  a="adamw/test_accuracy", b="adam_l2/test_accuracy", margin=0.01)
+    >>> c.comparison, c.margin, c.alpha, c.paired
+    ('greater', 0.01, 0.05, True)
+
+  References:
+    Nosek, Ebersole, DeHaven & Mellor, "The preregistration revolution", PNAS 2018.
   """
   out: dict[str, Any] = {
     "statement": statement,
@@ -118,7 +132,25 @@ def claim(
 
 
 def declare(**claims: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A config's ``claims`` field: name -> `claim(...)`, kept in declaration order."""
+  """A config's ``claims`` field: name -> `claim(...)`, kept in declaration order.
+
+  Args:
+    **claims: each claim's name and its `claim` declaration.
+
+  Returns:
+    A ConfigDict (unsorted keys) to assign to ``config.claims``.
+
+  Example:
+    >>> from wd_jax.study import claims
+    >>> declared = claims.declare(decay_helps=claims.claim(
+    ...   "AdamW ends with a higher test accuracy than Adam+L2.", "Loshchilov & Hutter 2019",
+    ...   "greater", a="adamw/test_accuracy", b="adam_l2/test_accuracy"))
+    >>> list(declared)
+    ['decay_helps']
+
+  References:
+    Nosek, Ebersole, DeHaven & Mellor, "The preregistration revolution", PNAS 2018.
+  """
   out = ml_collections.ConfigDict(sort_keys=False)
   for name, c in claims.items():
     out[name] = c
@@ -127,7 +159,25 @@ def declare(**claims: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-  """A declared claim, frozen: what the study's measuring code receives."""
+  """A declared claim, frozen: what the study's measuring code receives.
+
+  Attributes:
+    name: the claim's key in ``config.claims``.
+    statement: what is claimed, in one sentence.
+    source: who claims it.
+    kind: ``"empirical"`` or ``"construction"``.
+    test: the keys `wd_jax.study.stats.decide` reads (read-only).
+    measurements: the names of the measurements it reads (a, b or measure).
+
+  Example:
+    >>> from wd_jax.study import claims
+    >>> declared = claims.declare(decay_helps=claims.claim(
+    ...   "AdamW ends with a higher test accuracy than Adam+L2.", "Loshchilov & Hutter 2019",
+    ...   "greater", a="adamw/test_accuracy", b="adam_l2/test_accuracy"))
+    >>> (c,) = claims.parse(declared)
+    >>> c.name, c.comparison, c.measurements
+    ('decay_helps', 'greater', ('adamw/test_accuracy', 'adam_l2/test_accuracy'))
+  """
 
   name: str
   statement: str
@@ -138,11 +188,34 @@ class Claim:
 
   @property
   def comparison(self) -> str:
+    """The declared comparison (``"greater"``, ``"less"``, ...)."""
     return self.test["comparison"]
 
 
 def parse(claims: Any) -> list[Claim]:
-  """The claims of a config's ``claims`` field, checked; `ValueError` naming the bad key."""
+  """The claims of a config's ``claims`` field, checked; `ValueError` naming the bad key.
+
+  Args:
+    claims: the config's ``claims`` field (name -> `claim` declaration).
+
+  Returns:
+    One frozen `Claim` per declaration, in order.
+
+  Raises:
+    ValueError: no claims, an unknown key, a missing or malformed value (named with the
+      claim, e.g. ``config.claims.decay_helps.alpha``).
+
+  Example:
+    >>> from wd_jax.study import claims
+    >>> declared = claims.declare(decay_helps=claims.claim(
+    ...   "AdamW ends with a higher test accuracy than Adam+L2.", "Loshchilov & Hutter 2019",
+    ...   "greater", a="adamw/test_accuracy", b="adam_l2/test_accuracy"))
+    >>> [c.name for c in claims.parse(declared)]
+    ['decay_helps']
+
+  References:
+    Nosek, Ebersole, DeHaven & Mellor, "The preregistration revolution", PNAS 2018.
+  """
   if claims is None or not len(claims):
     raise ValueError("config.claims is empty: a study declares its claims before it runs.")
   out = []
@@ -202,6 +275,25 @@ def check(claims: Any, available: Iterable[str]) -> list[Claim]:
   Args:
     claims: the config's ``claims`` field.
     available: every measurement name the study will produce for this config.
+
+  Returns:
+    The parsed claims (`parse`).
+
+  Raises:
+    ValueError: as `parse`, or a claim reading a measurement the study does not produce.
+
+  Example:
+    >>> from wd_jax.study import claims
+    >>> declared = claims.declare(decay_helps=claims.claim(
+    ...   "AdamW ends with a higher test accuracy than Adam+L2.", "Loshchilov & Hutter 2019",
+    ...   "greater", a="adamw/test_accuracy", b="adam_l2/test_accuracy"))
+    >>> claims.check(declared, ["adamw/test_accuracy"])
+    Traceback (most recent call last):
+    ...
+    ValueError: config.claims.decay_helps reads measurement 'adam_l2/test_accuracy', ...
+
+  References:
+    Nosek, Ebersole, DeHaven & Mellor, "The preregistration revolution", PNAS 2018.
   """
   parsed = parse(claims)
   names = set(available)
@@ -217,7 +309,24 @@ def check(claims: Any, available: Iterable[str]) -> list[Claim]:
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-  """A claim with its decision and what the study measured, for the summary."""
+  """A claim with its decision and what the study measured, for the summary.
+
+  Attributes:
+    claim: the `Claim`.
+    decision: its `wd_jax.study.stats.Decision`.
+    measured: what was measured, in words (may be empty).
+
+  Example:
+    >>> from wd_jax.study import claims
+    >>> declared = claims.declare(decay_helps=claims.claim(
+    ...   "AdamW ends with a higher test accuracy than Adam+L2.", "Loshchilov & Hutter 2019",
+    ...   "greater", a="adamw/test_accuracy", b="adam_l2/test_accuracy"))
+    >>> values = {"adamw/test_accuracy": [0.91, 0.93, 0.92],
+    ...           "adam_l2/test_accuracy": [0.89, 0.90, 0.90]}
+    >>> (finding,) = claims.decide(claims.parse(declared), values)
+    >>> finding.claim.name, finding.decision.verdict
+    ('decay_helps', 'supported')
+  """
 
   claim: Claim
   decision: stats.Decision
@@ -239,6 +348,20 @@ def decide(
 
   Returns:
     One `Finding` per claim, in declaration order.
+
+  Example:
+    >>> from wd_jax.study import claims
+    >>> declared = claims.declare(decay_helps=claims.claim(
+    ...   "AdamW ends with a higher test accuracy than Adam+L2.", "Loshchilov & Hutter 2019",
+    ...   "greater", a="adamw/test_accuracy", b="adam_l2/test_accuracy"))
+    >>> values = {"adamw/test_accuracy": [0.91, 0.93, 0.92],
+    ...           "adam_l2/test_accuracy": [0.89, 0.90, 0.90]}  # one value per seed, paired
+    >>> (finding,) = claims.decide(claims.check(declared, values), values)
+    >>> print(finding.decision.detail)
+    A−B = +0.0233 [90% CI +0.0136, +0.0331], n=3 paired; claim A−B > 0: supported (p = 0.0099)
+
+  References:
+    Nosek, Ebersole, DeHaven & Mellor, "The preregistration revolution", PNAS 2018.
   """
   out = []
   for c in claims:

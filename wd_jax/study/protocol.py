@@ -32,7 +32,30 @@ def _matches(row: Row, values: Mapping[str, Any]) -> bool:
 
 
 def configurations(rows: Sequence[Row], by: Sequence[str]) -> list[dict[str, Any]]:
-  """The distinct values of the fields `by` among `rows`, in order of first appearance."""
+  """The distinct values of the fields `by` among `rows`, in order of first appearance.
+
+  Args:
+    rows: sweep rows.
+    by: the fields that make a configuration, e.g. ``("learning_rate", "weight_decay")``.
+
+  Returns:
+    One dict of `by`'s values per configuration (floats compared to 1e-9 relative).
+
+  Example:
+    >>> from wd_jax.study import protocol
+    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
+    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
+    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
+    ... ]
+    >>> protocol.configurations(rows, ("weight_decay",))
+    [{'weight_decay': 0.0001}, {'weight_decay': 0.01}]
+
+  References:
+    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
+    performance evaluation", JMLR 2010.
+  """
   seen: list[dict[str, Any]] = []
   for r in rows:
     c = {k: r[k] for k in by}
@@ -42,12 +65,58 @@ def configurations(rows: Sequence[Row], by: Sequence[str]) -> list[dict[str, Any
 
 
 def rows_of(rows: Sequence[Row], values: Mapping[str, Any]) -> list[Row]:
-  """The rows whose fields equal `values`, sorted by seed (so arms pair up by seed)."""
+  """The rows whose fields equal `values`, sorted by seed (so arms pair up by seed).
+
+  Args:
+    rows: sweep rows (each with a ``seed``).
+    values: field -> value (floats compared to 1e-9 relative).
+
+  Returns:
+    The matching rows, by seed.
+
+  Example:
+    >>> from wd_jax.study import protocol
+    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
+    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
+    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
+    ... ]
+    >>> [r["seed"] for r in protocol.rows_of(rows, {"weight_decay": 1e-2})]
+    [0, 1]
+
+  References:
+    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
+    performance evaluation", JMLR 2010.
+  """
   return sorted((r for r in rows if _matches(r, values)), key=lambda r: r["seed"])
 
 
 def score(rows: Sequence[Row], metric: str) -> float:
-  """Mean of `metric` over `rows`; a diverged or missing value makes the configuration lose."""
+  """Mean of `metric` over `rows`; a diverged or missing value makes the configuration lose.
+
+  Args:
+    rows: the rows of one configuration (its seeds).
+    metric: the metric to average, e.g. ``"val_accuracy"``.
+
+  Returns:
+    The mean, or NaN when a row diverged or lacks a finite value.
+
+  Example:
+    >>> from wd_jax.study import protocol
+    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
+    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
+    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
+    ... ]
+    >>> round(protocol.score(protocol.rows_of(rows, {"weight_decay": 1e-2}), "val_accuracy"), 3)
+    0.845
+
+  References:
+    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
+    performance evaluation", JMLR 2010.
+  """
   vals = [r.get(metric, math.nan) for r in rows]
   if any(r.get("diverged") for r in rows) or not all(math.isfinite(v) for v in vals):
     return math.nan
@@ -72,6 +141,21 @@ def select_best(
 
   Raises:
     ValueError: `metric` is not a validation metric.
+
+  Example:
+    >>> from wd_jax.study import protocol
+    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
+    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
+    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
+    ... ]
+    >>> protocol.select_best(rows, by=("weight_decay",), metric="val_accuracy")
+    {'weight_decay': 0.01}
+
+  References:
+    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
+    performance evaluation", JMLR 2010.
   """
   if not metric.startswith("val_"):
     raise ValueError(f"selection reads the validation split only: metric {metric!r} is not val_*.")
@@ -97,6 +181,28 @@ def selector(
     metric: the validation metric the tuning maximises (or minimises, `larger=False`).
     larger: whether larger is better.
     fixed: configurations declared in advance (e.g. ``{"weight_decay": 0.1}``): all their rows.
+
+  Returns:
+    ``select(rows) -> indices``: the rows of the best configuration's seeds and of the fixed
+    configurations, whose test split `wd_jax.sweep.run_sweep` then reads once.
+
+  Example:
+    >>> from wd_jax.study import protocol
+    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
+    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
+    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
+    ... ]
+    >>> select = protocol.selector(by=("weight_decay",))
+    >>> select(rows)  # every seed of the best λ on validation
+    [2, 3]
+    >>> protocol.selector(by=("weight_decay",), fixed=[{"weight_decay": 1e-4}])(rows)
+    [0, 1, 2, 3]
+
+  References:
+    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
+    performance evaluation", JMLR 2010.
   """
 
   def select(rows: Sequence[Row]) -> list[int]:
@@ -115,6 +221,28 @@ def selector(
 def per_seed(rows: Sequence[Row], key: str, values: Mapping[str, Any] | None = None) -> list[float]:
   """`key` of the rows matching `values`, one per seed in seed order (NaN where diverged).
 
-  `values` None selects every row (a sweep over seeds only)."""
+  Args:
+    rows: sweep rows.
+    key: the metric to read, e.g. ``"test_accuracy"``.
+    values: the configuration (field -> value); None selects every row (a sweep over seeds
+      only).
+
+  Returns:
+    One float per seed, in seed order: what `wd_jax.study.stats` pairs across arms.
+
+  Example:
+    >>> from wd_jax.study import protocol
+    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
+    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
+    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
+    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
+    ... ]
+    >>> protocol.per_seed(rows, "val_accuracy", {"weight_decay": 1e-2})
+    [0.85, 0.84]
+
+  References:
+    Student (1908), The probable error of a mean (the paired design these values feed).
+  """
   chosen = rows_of(rows, values or {})
   return [math.nan if r.get("diverged") else float(r.get(key, math.nan)) for r in chosen]

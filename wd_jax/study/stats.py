@@ -66,7 +66,7 @@ References:
   equivalence of average bioavailability. Holm (1979), A simple sequentially rejective multiple
   test procedure. Lakens (2017), Equivalence tests: a practical primer for t tests, correlations,
   and meta-analyses. Efron & Tibshirani (1993), An Introduction to the Bootstrap (percentile
-  interval). REFERENCES.md §9.
+  interval).
 """
 
 from __future__ import annotations
@@ -137,6 +137,28 @@ class Decision:
   ``ci`` is always the two-sided (1−2α) Student-t interval of ``effect`` (90% at α = 0.05); for
   greater/less only the bound facing the threshold decides (a one-sided level-α test), for
   equivalence and slopes both bounds do (TOST).
+
+  Attributes:
+    verdict: `SUPPORTED`, `NOT_SUPPORTED` or `INCONCLUSIVE`.
+    comparison: ``"greater"``, ``"less"``, ``"equivalent"`` or ``"slope_within"``.
+    effect: the mean paired difference a − b (unpaired: mean a − mean b; or the slope).
+    ci: the two-sided (1−2α) t interval of `effect`.
+    n: pairs used (per-arm n unpaired, the smaller arm; points or groups for a slope).
+    dropped: pairs (values, points, groups) dropped because a value was not finite.
+    alpha: the level of each one-sided test.
+    margin: δ (greater/less/equivalent); for slopes the half-width (high − low) / 2.
+    power: P(supported) for this n, the observed sd and α when the true effect is
+      `power_at`.
+    n_needed: inconclusive only: the n that decides it with 80% power at the observed effect.
+    detail: one sentence: effect, CI, n, claim, verdict.
+    p_value: p of the claim's own level-α test (supported iff p < α).
+    power_at: the true effect at which `power` is computed.
+
+  Example:
+    >>> from wd_jax.study import stats
+    >>> d = stats.decide_greater([0.91, 0.93, 0.92], [0.89, 0.90, 0.90])
+    >>> d.verdict, round(d.effect, 4), d.n, round(d.p_value, 4)
+    ('supported', 0.0233, 3, 0.0099)
   """
 
   verdict: str  # SUPPORTED | NOT_SUPPORTED | INCONCLUSIVE
@@ -373,7 +395,7 @@ def decide_equivalent(
   power_at: float = 0.0,
   names: tuple[str, str] = ("A", "B"),
 ) -> Decision:
-  """Verdict on "|A − B| < margin" by two one-sided tests (TOST) at level α.
+  """Verdict on ``|A − B| < margin`` by two one-sided tests (TOST) at level α.
 
   Supported when the (1−2α) t interval lies inside (−margin, +margin) (both H0: effect ≤ −δ and
   H0: effect ≥ δ rejected at α); not supported when it lies entirely outside [−margin, +margin]
@@ -509,6 +531,9 @@ def decide(claim: Mapping[str, Any], values: Mapping[str, Any]) -> Decision:
     >>> claim = {"comparison": "less", "margin": 0.0, "alpha": 0.05, "metric": "test_loss"}
     >>> stats.decide(claim, {"a": [1.2, 1.1, 1.3], "b": [1.5, 1.4, 1.5]}).verdict
     'supported'
+
+  References:
+    Those of `decide_greater`, `decide_less`, `decide_equivalent` and `decide_slope`.
   """
   if hasattr(claim, "to_dict"):  # an ml_collections.ConfigDict
     claim = claim.to_dict()
@@ -587,6 +612,9 @@ def multiple_claims_note(
     >>> print(stats.multiple_claims_note(ds, 0.05))  # doctest: +NORMALIZE_WHITESPACE
     3 claims tested at α = 0.05 each; Holm–Bonferroni (family-wise α = 0.05): 3 of 3 supported
     verdicts survive (faster, flatter, cheaper).
+
+  References:
+    Holm (1979), A simple sequentially rejective multiple test procedure.
   """
   items = (
     list(decisions.items()) if isinstance(decisions, Mapping) else list(enumerate(decisions, 1))

@@ -1,0 +1,370 @@
+"""The documentation: every docstring Example runs, every public function documents Args,
+Returns, Example and References, the guide's "measured here" verdicts are the results page's,
+and the site builds without a single warning."""
+
+import doctest
+import importlib
+import inspect
+import io
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import wd_jax
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The modules whose docstrings make the API reference (docs/api/*.rst), where they are defined.
+DOCUMENTED_MODULES = (
+  "wd_jax.transforms",
+  "wd_jax.decoupled",
+  "wd_jax.optimizers",
+  "wd_jax.other_optimizers",
+  "wd_jax.masks",
+  "wd_jax.schedules",
+  "wd_jax.timescale",
+  "wd_jax.moments",
+  "wd_jax.diagnostics",
+  "wd_jax.experiment",
+  "wd_jax.train",
+  "wd_jax.sweep",
+  "wd_jax.data",
+  "wd_jax.data._dataset",
+  "wd_jax.study.stats",
+  "wd_jax.study._estimate",
+  "wd_jax.study._power",
+  "wd_jax.study.claims",
+  "wd_jax.study.protocol",
+)
+# Pages of the site whose ``>>>`` lines are examples too.
+DOCUMENTED_PAGES = ("docs/getting_started.md", "docs/guide.md")
+
+# The engine and study functions users call, beside everything in `wd_jax.__all__`.
+ENGINE_FUNCTIONS = (
+  "wd_jax.train.fit",
+  "wd_jax.train.build",
+  "wd_jax.sweep.run_sweep",
+  "wd_jax.data.from_arrays",
+  "wd_jax.data.with_validation_split",
+  *(
+    f"wd_jax.diagnostics.{n}"
+    for n in (
+      "step_diagnostics",
+      "global_norm",
+      "leaf_norms",
+      "angular_update",
+      "effective_learning_rate",
+      "zero_fraction",
+      "l2_share_by_leaf",
+      "predicted_angular_update",
+      "predicted_equilibrium_norm",
+    )
+  ),
+  *(
+    f"wd_jax.study.stats.{n}"
+    for n in (
+      "decide",
+      "decide_greater",
+      "decide_less",
+      "decide_equivalent",
+      "decide_slope",
+      "multiple_claims_note",
+      "holm",
+      "t_interval",
+      "bootstrap_interval",
+      "paired_differences",
+      "power_one_sided",
+      "power_tost",
+      "n_needed",
+    )
+  ),
+  *(f"wd_jax.study.claims.{n}" for n in ("claim", "declare", "check", "parse", "decide")),
+  *(
+    f"wd_jax.study.protocol.{n}"
+    for n in (
+      "selector",
+      "select_best",
+      "per_seed",
+      "rows_of",
+      "configurations",
+      "score",
+    )
+  ),
+)
+ENGINE_CLASSES = (
+  "wd_jax.train.BatchStream",
+  "wd_jax.data.Dataset",
+  "wd_jax.study.stats.Decision",
+  "wd_jax.study.claims.Claim",
+  "wd_jax.study.claims.Finding",
+)
+# Weight-decay transforms and recipes: their docstrings also give the update rule as math.
+DECAY_FUNCTIONS = (
+  "adafactor adam_l2 adams adamw adan add_l1 add_l2 decay_factor decoupled_weight_decay lamb "
+  "lion muon nadamw prox_l1 scale_by_adam_l2 scale_by_adam_stable schedule_free_adamw sgd_l2 "
+  "sgdw with_weight_decay"
+).split()
+
+FUNCTION_SECTIONS = ("Args", "Returns", "Example", "References")
+CLASS_SECTIONS = ("Attributes", "Example")
+
+
+def _namespace() -> dict:
+  """What an Example may assume: ``import jax, jax.numpy as jnp, optax, wd_jax``."""
+  return {"jax": jax, "jnp": jnp, "optax": optax, "wd_jax": wd_jax}
+
+
+def _run(tests: list[doctest.DocTest]) -> tuple[int, int, str]:
+  out = io.StringIO()
+  runner = doctest.DocTestRunner(
+    optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+  )
+  # float32 outputs: an earlier test of this worker may have left x64 on.
+  with jax.enable_x64(False):
+    for test in tests:
+      runner.run(test, out=out.write)
+  result = runner.summarize(verbose=False)
+  return result.attempted, result.failed, out.getvalue()
+
+
+@pytest.mark.parametrize("name", DOCUMENTED_MODULES)
+def test_docstring_examples_run(name, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # an example that writes files writes them here
+  module = importlib.import_module(name)
+  tests = doctest.DocTestFinder().find(module, name, globs=_namespace())
+  attempted, failed, report = _run(tests)
+  assert attempted > 0, f"{name} has no docstring example"
+  assert failed == 0, report
+
+
+@pytest.mark.parametrize("page", DOCUMENTED_PAGES)
+def test_page_examples_run(page):
+  with open(os.path.join(ROOT, page)) as f:
+    text = f.read()
+  test = doctest.DocTestParser().get_doctest(text, _namespace(), page, page, 0)
+  attempted, failed, report = _run([test])
+  assert attempted > 0, f"{page} has no example"
+  assert failed == 0, report
+
+
+def _resolve(dotted: str):
+  module, _, attr = dotted.rpartition(".")
+  return getattr(importlib.import_module(module), attr)
+
+
+def _public() -> tuple[dict, dict]:
+  """(functions, classes) documented in the API reference, by dotted name."""
+  functions, classes = {}, {}
+  for name in wd_jax.__all__:
+    obj = getattr(wd_jax, name)
+    if inspect.isclass(obj):
+      classes[f"wd_jax.{name}"] = obj
+    elif inspect.isfunction(obj):
+      functions[f"wd_jax.{name}"] = obj
+  functions.update({n: _resolve(n) for n in ENGINE_FUNCTIONS})
+  classes.update({n: _resolve(n) for n in ENGINE_CLASSES})
+  return functions, classes
+
+
+def _sections(obj) -> set[str]:
+  doc = inspect.getdoc(obj) or ""
+  found = set(re.findall(r"^(\w+):\s*$", doc, re.M))
+  return found | ({"Example"} if "Examples" in found else set())
+
+
+def documentation_counts() -> dict[str, tuple[int, int]]:
+  """How many public functions (classes) carry every required section, of how many."""
+  functions, classes = _public()
+  return {
+    "functions": (
+      sum(set(FUNCTION_SECTIONS) <= _sections(f) for f in functions.values()),
+      len(functions),
+    ),
+    "classes": (sum(set(CLASS_SECTIONS) <= _sections(c) for c in classes.values()), len(classes)),
+  }
+
+
+def test_every_public_function_documents_its_sections():
+  functions, classes = _public()
+  missing = {
+    name: sorted(set(FUNCTION_SECTIONS) - _sections(f))
+    for name, f in functions.items()
+    if not set(FUNCTION_SECTIONS) <= _sections(f)
+  }
+  missing.update(
+    {
+      name: sorted(set(CLASS_SECTIONS) - _sections(c))
+      for name, c in classes.items()
+      if not set(CLASS_SECTIONS) <= _sections(c)
+    }
+  )
+  assert not missing, missing
+  no_math = [n for n in DECAY_FUNCTIONS if ".. math::" not in (getattr(wd_jax, n).__doc__ or "")]
+  assert not no_math, f"decay docstrings without the update rule as math: {no_math}"
+  assert len(functions) > 60 and len(classes) > 15  # the lists above were read, not skipped
+
+
+# The guide's "measured here" statements: (a phrase of the results page's claim, a phrase of the
+# guide's bullet that reports it, the verdict both give). When a study is run again and a verdict
+# changes, the guide must change with it.
+GUIDE_VERDICTS = (
+  (
+    "[MNIST-1D, MLP] Under coupled L2 the λθ term takes over Adam's first moment",
+    "λθ takes over more of Adam's first moment",
+    "supported",
+  ),
+  (
+    "[MNIST-1D, MLP] Keeping λθ out of the first moment removes the harm",
+    "Keeping λθ out of the first moment removes the harm",
+    "inconclusive",
+  ),
+  (
+    "[MNIST-1D, MLP] With λ tuned for each, AdamW ends better than Adam+L2",
+    "With λ tuned for each, AdamW ends better",
+    "inconclusive",
+  ),
+  (
+    "Full-batch Adam + L2 (coupled) with a decaying lr converges to the ridge solution",
+    "Full-batch Adam+L2 converges to the closed-form ridge solution",
+    "supported",
+  ),
+  ("AdamW's decay is not L2 regularisation", "AdamW's decay is not L2 regularisation", "supported"),
+  (
+    '[AdamW, "schedule" coupling] best λ ∝ α^(+0)',
+    "The best λ of schedule-coupled AdamW stays put",
+    "not supported",
+  ),
+  ('[AdamW, "lr" coupling] best λ ∝ α^(-1)', "lr-coupled AdamW scales as 1/α", "not supported"),
+  (
+    'with λ matched at the peak it ends less accurate than "lr"',
+    'ignores the schedule (`"constant"`) ends less accurate',
+    "supported",
+  ),
+  (
+    'the weight norm keeps falling under "lr"',
+    "the weight norm keeps falling through the anneal",
+    "supported",
+  ),
+  ('AdamC ends at least as accurate as torch-style "lr" AdamW', "AdamC ends at least", "supported"),
+  (
+    'Under the "lr" coupling (torch AdamW) the gradient norm rises at the end of training',
+    'Under `"lr"` the gradient norm rises',
+    "inconclusive",
+  ),
+  (
+    'The "corrected" coupling (AdamC, decay ∝ α_t²/α) removes or reduces that rise',
+    "AdamC reduces that end-of-training rise",
+    "inconclusive",
+  ),
+  (
+    "AdamC keeps the gradient norm from growing through the anneal",
+    "grows less through the anneal",
+    "supported",
+  ),
+  (
+    "Weight decay only during the initial transient",
+    "Weight decay only during the first quarter",
+    "supported",
+  ),
+  (
+    "Weight decay applied only after the transient",
+    "Weight decay applied only after that",
+    "inconclusive",
+  ),
+  (
+    "After early-only weight decay the weight norm stays small",
+    "After early-only decay the weight norm stays small",
+    "supported",
+  ),
+  (
+    "At matched accuracy (mean test accuracy within 1 point",
+    "proximal L1 still zeroes",
+    "supported",
+  ),
+  (
+    "A subgradient L1 step (g + λ·sign θ) does not give exact zeros",
+    "A subgradient L1 step gives no exact zeros",
+    "supported",
+  ),
+  (
+    "Adam+L2 has no single equilibrium angular update",
+    "Adam+L2 has no single equilibrium angular update",
+    "supported",
+  ),
+  (
+    "Under AdamW with a constant α, each scale-invariant layer's angular update",
+    "Under AdamW each layer's angular update reaches",
+    "not supported",
+  ),
+)
+
+
+def _results_verdicts() -> list[tuple[str, str]]:
+  """(claim line, verdict) for every claim of docs/RESULTS.md."""
+  with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
+    lines = f.read().splitlines()
+  out, claim = [], None
+  for line in lines:
+    if line.startswith("- **"):
+      claim = line
+    elif claim and line.lstrip().startswith("- **Verdict**:"):
+      verdict = line.split("**Verdict**:", 1)[1].split("—", 1)[0].strip()
+      out.append((claim, verdict))
+      claim = None
+  return out
+
+
+def _guide_bullets() -> list[str]:
+  """The guide's bullet items, each joined into one line."""
+  with open(os.path.join(ROOT, "docs", "guide.md")) as f:
+    lines = f.read().splitlines()
+  items, current = [], None
+  for line in lines:
+    if line.startswith("- "):
+      current = [line[2:]]
+      items.append(current)
+    elif current is not None and line.startswith("  ") and line.strip():
+      current.append(line.strip())
+    else:
+      current = None
+  return [" ".join(item) for item in items]
+
+
+def test_guide_reports_the_verdicts_of_the_results_page():
+  verdicts = _results_verdicts()
+  bullets = _guide_bullets()
+  assert len(verdicts) > 30
+  for claim_phrase, guide_phrase, verdict in GUIDE_VERDICTS:
+    found = [v for claim, v in verdicts if claim_phrase in claim]
+    assert len(found) == 1, f"{claim_phrase!r} names {len(found)} claims of docs/RESULTS.md"
+    assert found[0] == verdict, f"{claim_phrase!r}: RESULTS.md says {found[0]!r}, not {verdict!r}"
+    said = [b for b in bullets if guide_phrase in b]
+    assert len(said) == 1, f"{guide_phrase!r} is in {len(said)} bullets of docs/guide.md"
+    assert f"**{verdict}**" in said[0], f"docs/guide.md: {said[0]!r} does not say {verdict!r}"
+  reported = sum(b.count("— **") for b in bullets)
+  assert reported == len(GUIDE_VERDICTS), "a verdict of the guide is not checked here"
+
+
+def test_site_builds_without_warnings(tmp_path):
+  """What BUILD.md's command does, with -W: one warning (a broken reference, a docstring that is
+  not valid reStructuredText, a page outside the table of contents) fails the build."""
+  html = tmp_path / "html"
+  cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
+  cmd += ["-d", str(tmp_path / "doctrees"), os.path.join(ROOT, "docs"), str(html)]
+  out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-5000:]
+  assert "WARNING" not in out.stderr and "ERROR" not in out.stderr, out.stderr[-5000:]
+  api = (html / "api" / "optax.html").read_text()
+  undocumented = [n for n in wd_jax.__all__ if n != "diagnostics" and f'id="wd_jax.{n}"' not in api]
+  assert not undocumented, undocumented
+  engine = (html / "api" / "engine.html").read_text() + (html / "api" / "studies.html").read_text()
+  engine += (html / "api" / "diagnostics.html").read_text()
+  missing = [n for n in ENGINE_FUNCTIONS + ENGINE_CLASSES if f'id="{n}"' not in engine]
+  assert not missing, missing
+  assert (html / "RESULTS.html").exists() and (html / "guide.html").exists()
