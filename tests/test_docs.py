@@ -214,93 +214,44 @@ def test_every_public_function_documents_its_sections():
 # guide's bullet that reports it, the verdict both give). When a study is run again and a verdict
 # changes, the guide must change with it.
 GUIDE_VERDICTS = (
+  ("**mnist1d_share_grows**", "λθ takes over more of Adam's first moment", "supported"),
   (
-    "[MNIST-1D, MLP] Under coupled L2 the λθ term takes over Adam's first moment",
-    "λθ takes over more of Adam's first moment",
-    "supported",
-  ),
-  (
-    "[MNIST-1D, MLP] Keeping λθ out of the first moment removes the harm",
+    "**mnist1d_first_moment_is_the_harm**",
     "Keeping λθ out of the first moment removes the harm",
     "inconclusive",
   ),
+  ("**mnist1d_adaptivity_is_not_the_harm**", "Taking λθ out of v alone", "supported"),
+  ("**mnist1d_adamw_beats_tuned**", "AdamW ends better than Adam+L2 on MNIST-1D", "supported"),
+  ("**adam_l2_reaches_ridge**", "Full-batch Adam+L2 converges to the closed-form", "supported"),
+  ("**adamw_misses_ridge**", "AdamW's decay is not L2 regularisation", "supported"),
+  ("**adamw_schedule_slope**", "The best λ of schedule-coupled AdamW stays put", "not supported"),
+  ("**adamw_slope**", "lr-coupled AdamW scales as 1/α", "inconclusive"),
   (
-    "[MNIST-1D, MLP] With λ tuned for each, AdamW ends better than Adam+L2",
-    "With λ tuned for each, AdamW ends better",
-    "inconclusive",
-  ),
-  (
-    "Full-batch Adam + L2 (coupled) with a decaying lr converges to the ridge solution",
-    "Full-batch Adam+L2 converges to the closed-form ridge solution",
-    "supported",
-  ),
-  ("AdamW's decay is not L2 regularisation", "AdamW's decay is not L2 regularisation", "supported"),
-  (
-    '[AdamW, "schedule" coupling] best λ ∝ α^(+0)',
-    "The best λ of schedule-coupled AdamW stays put",
-    "not supported",
-  ),
-  ('[AdamW, "lr" coupling] best λ ∝ α^(-1)', "lr-coupled AdamW scales as 1/α", "not supported"),
-  (
-    'with λ matched at the peak it ends less accurate than "lr"',
+    "**constant_less_accurate**",
     'ignores the schedule (`"constant"`) ends less accurate',
     "supported",
   ),
+  ("**corrected_holds_norm**", "the weight norm keeps falling through the anneal", "supported"),
+  ("**corrected_costs_accuracy**", "AdamC costs more than 0.01", "inconclusive"),
+  ("**lr_rise**", 'Under `"lr"` the gradient norm rises', "inconclusive"),
+  ("**corrected_reduces_rise**", "AdamC reduces that end-of-training rise", "inconclusive"),
+  ("**constant_larger_rise**", "makes the end-of-training rise larger", "supported"),
+  ("**whole_beats_none**", "Weight decay over the whole run helps", "supported"),
+  ("**early_like_whole**", "Weight decay only during the first quarter", "inconclusive"),
+  ("**late_like_none**", "Weight decay applied only after that", "inconclusive"),
+  ("**early_beats_late**", "Early-only decay ends better than late-only", "not supported"),
+  ("**norm_stays_small**", "After early-only decay the weight norm stays small", "supported"),
+  ("**sparse_at_matched_accuracy**", "proximal L1 still zeroes", "supported"),
+  ("**subgradient_no_zeros**", "A subgradient L1 step gives no exact zeros", "supported"),
   (
-    'the weight norm keeps falling under "lr"',
-    "the weight norm keeps falling through the anneal",
-    "supported",
-  ),
-  ('AdamC ends at least as accurate as torch-style "lr" AdamW', "AdamC ends at least", "supported"),
-  (
-    'Under the "lr" coupling (torch AdamW) the gradient norm rises at the end of training',
-    'Under `"lr"` the gradient norm rises',
-    "inconclusive",
-  ),
-  (
-    'The "corrected" coupling (AdamC, decay ∝ α_t²/α) removes or reduces that rise',
-    "AdamC reduces that end-of-training rise",
-    "inconclusive",
-  ),
-  (
-    "AdamC keeps the gradient norm from growing through the anneal",
-    "grows less through the anneal",
-    "supported",
-  ),
-  (
-    "Weight decay only during the initial transient",
-    "Weight decay only during the first quarter",
-    "supported",
-  ),
-  (
-    "Weight decay applied only after the transient",
-    "Weight decay applied only after that",
-    "inconclusive",
-  ),
-  (
-    "After early-only weight decay the weight norm stays small",
-    "After early-only decay the weight norm stays small",
-    "supported",
-  ),
-  (
-    "At matched accuracy (mean test accuracy within 1 point",
-    "proximal L1 still zeroes",
-    "supported",
-  ),
-  (
-    "A subgradient L1 step (g + λ·sign θ) does not give exact zeros",
-    "A subgradient L1 step gives no exact zeros",
-    "supported",
-  ),
-  (
-    "Adam+L2 has no single equilibrium angular update",
+    "**adam_l2_has_no_single_rate**",
     "Adam+L2 has no single equilibrium angular update",
     "supported",
   ),
   (
-    "Under AdamW with a constant α, each scale-invariant layer's angular update",
+    "**adamw_angle_at_equilibrium**",
     "Under AdamW each layer's angular update reaches",
-    "not supported",
+    "inconclusive",
   ),
 )
 
