@@ -467,5 +467,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return {"findings": findings, "results": res, "measurements": meas, "wall_time_sec": wall}
 
 
+def work(config) -> int:
+  """Configuration-steps the study trains (its progress line's total)."""
+  return len(config.couplings) * len(config.seeds) * config.run.steps
+
+
 if __name__ == "__main__":
-  study.main(run, claim_width=110)
+  study.main(run, claim_width=110, work=work)

@@ -263,5 +263,10 @@ def write_report(config, workdir: str, res: dict[str, list[dict]], declared) -> 
   return {"findings": findings, "results": res, "values": values}
 
 
+def work(config) -> int:
+  """Configuration-steps the study trains (its progress line's total)."""
+  return len(config.schedules) * len(config.seeds) * config.run.steps
+
+
 if __name__ == "__main__":
-  study.main(run)
+  study.main(run, work=work)

@@ -647,5 +647,10 @@ def write_report(config, workdir: str, res: dict[str, list[dict]], declared) -> 
   return {"findings": findings, "results": res, "summary": summ, "values": values}
 
 
+def work(config) -> int:
+  """Configuration-steps the study trains (its progress line's total)."""
+  return len(config.settings) * len(config.seeds) * config.run.steps
+
+
 if __name__ == "__main__":
-  study.main(run)
+  study.main(run, work=work)

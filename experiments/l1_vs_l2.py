@@ -386,5 +386,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return {"findings": findings, "rows": rows, "wall_time_sec": wall}
 
 
+def work(config) -> int:
+  """Configuration-steps the study trains (its progress line's total)."""
+  runs = len(config.seeds) * (1 + len(config.methods) * len(config.weight_decays))
+  return runs * config.run.steps
+
+
 if __name__ == "__main__":
-  study.main(run)
+  study.main(run, work=work)

@@ -283,5 +283,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return {"findings": findings, "results": results}
 
 
+def work(config) -> int:
+  """Configuration-steps the study trains (its progress line's total)."""
+  return sum(
+    len(config.variants) * len(t.weight_decays) * len(t.seeds) * t.run.steps
+    for t in config.tasks.values()
+  )
+
+
 if __name__ == "__main__":
-  study.main(run)
+  study.main(run, work=work)

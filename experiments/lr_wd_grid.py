@@ -614,5 +614,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return {"findings": findings, "results": res, "measurements": values, "wall_time_sec": wall}
 
 
+def work(config) -> int:
+  """Configuration-steps the study trains (its progress line's total)."""
+  runs = sum(
+    len(g.learning_rates) * len(g.weight_decays) * len(config.seeds)
+    for g in config.variants.values()
+  )
+  return runs * config.run.steps
+
+
 if __name__ == "__main__":
-  study.main(run, claim_width=100)
+  study.main(run, claim_width=100, work=work)

@@ -622,5 +622,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return {"findings": findings, "rows": rows, "wall_time_sec": wall}
 
 
+def work(config) -> int:
+  """Configuration-steps the study trains (its progress line's total)."""
+  return len(config.seeds) * len(config.optimizers) * len(config.weight_decays) * config.steps
+
+
 if __name__ == "__main__":
-  study.main(run)
+  study.main(run, work=work)

@@ -11,6 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 import optax
+from ml_collections.config_dict import placeholder
 
 from wd_jax import _validation
 from wd_jax.masks import default_mask, regex_mask
@@ -51,11 +52,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.steps = 3000
   c.batch_size = 128
   c.eval_batch_size = 1000
-  c.log_every = 100  # metrics to JSONL/TensorBoard; the only host sync of the loop
-  c.diagnostics_every = 100  # weight/grad/update norms, angles, L2 share (0 = off)
+  # Cadences in steps; None (the default) scales with the run: a record every steps/20 (the
+  # loop's only host sync), diagnostics with every record, evaluation and a checkpoint every
+  # steps/5 (and always at the last step).
+  c.log_every = placeholder(int)  # metrics to JSONL/TensorBoard
+  c.diagnostics_every = placeholder(int)  # weight/grad/update norms, angles, L2 share (0 = off)
   c.per_leaf_diagnostics = True
-  c.eval_every = 1000
-  c.checkpoint_every = 1000
+  c.eval_every = placeholder(int)
+  c.checkpoint_every = placeholder(int)
   c.max_checkpoints = 2
   c.parallel = (
     "none"  # none | pmap | sharded (data parallel over every device; see wd_jax.parallel)
@@ -146,17 +150,11 @@ def validate(
   )
   _validation.check_choice("config.optimizer.mask", config.optimizer.mask, MASKS)
   _validation.check_choice("config.parallel", config.parallel, PARALLEL)
-  for name in (
-    "steps",
-    "batch_size",
-    "eval_batch_size",
-    "log_every",
-    "eval_every",
-    "checkpoint_every",
-    "max_checkpoints",
-  ):
+  for name in ("steps", "batch_size", "eval_batch_size", "max_checkpoints"):
     _positive_int(name, config[name])
-  _positive_int("diagnostics_every", config.diagnostics_every, allow_zero=True)
+  for name in ("log_every", "eval_every", "checkpoint_every", "diagnostics_every"):
+    if config[name] is not None:  # None: scaled with the run (`cadence`)
+      _positive_int(name, config[name], allow_zero=name == "diagnostics_every")
   _positive_int("seed", config.seed, allow_zero=True)
   rules = config.optimizer.mask_rules
   if isinstance(rules, (str, bytes)) or not isinstance(rules, (tuple, list)):
@@ -184,6 +182,21 @@ def validate(
       allow_schedule=False,
     )
   build_optimizer(config, recipe=recipe)  # its constructor checks every hyperparameter
+
+
+def cadence(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """log_every, diagnostics_every, eval_every and checkpoint_every of `config` in steps, the
+  unset (None) ones scaled with the run: steps/20, the log cadence, steps/5, steps/5."""
+  steps = config.steps
+  log = config.log_every or max(1, round(steps / 20))
+  diag = config.diagnostics_every
+  out = {
+    "log_every": log,
+    "diagnostics_every": log if diag is None else diag,
+    "eval_every": config.eval_every or max(1, round(steps / 5)),
+    "checkpoint_every": config.checkpoint_every or max(1, round(steps / 5)),
+  }
+  return out
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, peak: Any = None) -> optax.Schedule:

@@ -38,13 +38,13 @@ class Cadence:
 
   @classmethod
   def from_config(cls, config: Any, *, checkpoints: bool = True) -> Cadence:
-    return cls(
-      steps=config.steps,
-      log_every=config.log_every,
-      diagnostics_every=config.diagnostics_every,
-      eval_every=config.eval_every,
-      checkpoint_every=config.checkpoint_every if checkpoints else 0,
-    )
+    """The config's cadence; unset fields scale with the run (`wd_jax.config.cadence`)."""
+    from wd_jax.config import cadence
+
+    c = cadence(config)
+    if not checkpoints:
+      c["checkpoint_every"] = 0
+    return cls(steps=config.steps, **c)
 
   def logs(self, nxt: int) -> bool:
     return nxt % self.log_every == 0 or nxt == self.steps

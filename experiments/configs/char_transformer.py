@@ -22,8 +22,6 @@ def get_config(variant: str = "default"):
   c.steps = 2000
   c.batch_size = 32
   c.eval_batch_size = 32
-  c.log_every = c.diagnostics_every = 100
-  c.eval_every = c.checkpoint_every = 500
   if variant == "smoke":
     c.dataset.kwargs = {"seq_len": 32, "max_chars": 100_000}
     c.model.kwargs = {"d_model": 32, "num_heads": 2, "num_layers": 1}

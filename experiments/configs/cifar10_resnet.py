@@ -19,7 +19,6 @@ def get_config(variant: str = "default"):
   c.optimizer.kwargs = {"momentum": 0.9, "coupling": "schedule"}
   c.steps = 20_000
   c.batch_size = 128
-  c.eval_every = c.checkpoint_every = 2000
   if variant != "default":
     raise ValueError(f"variant must be 'default', got {variant!r}.")
   return c

@@ -22,8 +22,6 @@ def get_config(variant: str = "default"):
   c.steps = 2000
   c.batch_size = 128
   c.eval_batch_size = 512
-  c.log_every = c.diagnostics_every = 100
-  c.eval_every = c.checkpoint_every = 500
   if variant == "smoke":
     c.steps = 30
     c.log_every = c.diagnostics_every = c.eval_every = c.checkpoint_every = 15

@@ -20,10 +20,6 @@ def get_config(variant: str = "default"):
   c.optimizer.weight_decay = 1e-2  # per step, multiplied by the scheduled lr (torch AdamW)
   c.steps = 6000
   c.batch_size = 100  # the MNIST-1D paper's batch size
-  c.log_every = 200
-  c.diagnostics_every = 200
-  c.eval_every = 1000
-  c.checkpoint_every = 1000
   if variant == "smoke":
     c.steps = 60
     c.log_every = c.diagnostics_every = 20

@@ -15,8 +15,6 @@ def get_config(variant: str = "default"):
   c.optimizer.learning_rate = 1e-3
   c.optimizer.weight_decay = 1e-2
   c.steps = 6000
-  c.log_every = c.diagnostics_every = 200
-  c.eval_every = c.checkpoint_every = 1000
   if variant == "smoke":
     c.steps = 40
     c.log_every = c.diagnostics_every = c.eval_every = c.checkpoint_every = 20

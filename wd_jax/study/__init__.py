@@ -8,13 +8,16 @@ checked by declared rules (`wd_jax.study.schema`) before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from wd_jax import progress
 from wd_jax.runlog import write_atomic
 from wd_jax.study import claims, schema, stats
 
@@ -169,13 +172,14 @@ def begin(config, workdir: str) -> None:
   write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
 
 
-def main(run_fn, claim_width: int | None = None) -> None:
+def main(run_fn, claim_width: int | None = None, work=None) -> None:
   """The absl main of a study script: ``--config`` (path[:variant]) and ``--workdir``.
 
   Flags are defined here, when the script runs, not at import, so tests can import several
   studies into one process. `run_fn(config, workdir)` returns ``{"findings": [...], ...}``
   and optionally ``"wall_time_sec"``; each claim is printed cut to `claim_width` characters.
-  Exit codes and one-line errors as `wd_jax.cli` says.
+  `work(config)`, the configuration-steps the study will train, gives the study one progress
+  line with an ETA over all its sweeps. Exit codes and one-line errors as `wd_jax.cli` says.
   """
   from absl import app, flags
 
@@ -188,8 +192,10 @@ def main(run_fn, claim_width: int | None = None) -> None:
   def _main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    workdir = flags.FLAGS.workdir
-    out = run_fn(flags.FLAGS.config, workdir)
+    workdir, config = flags.FLAGS.workdir, flags.FLAGS.config
+    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    with progress.task(f"study {name}", work(config)) if work else contextlib.nullcontext():
+      out = run_fn(config, workdir)
     for f in out["findings"]:
       print(f"{f.decision.verdict:>13}: {f.claim.name}: {f.claim.statement[:claim_width]}")
     wall = f" ({out['wall_time_sec']:.0f} s)" if "wall_time_sec" in out else ""
