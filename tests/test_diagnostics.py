@@ -145,3 +145,54 @@ def test_step_diagnostics_keys_and_values():
     params, new, grads, wd_jax.adamw(0.1, 0.3).init(params), per_leaf=False
   )
   assert "l2_share" not in no_track and "param_norm/w" not in no_track
+
+
+def test_pollution_on_hand_computed_moments():
+  from wd_jax.moments import TrackedAdamL2State
+
+  # m_loss = (3, 0), m_l2 = (−3, 4): m = (0, 4); v = (9, 1) at count 1 with b2 = 0: d = (3, 1).
+  state = TrackedAdamL2State(
+    jnp.array(1),
+    {"w": jnp.array([3.0, 0.0])},
+    {"w": jnp.array([-3.0, 4.0])},
+    {"w": jnp.array([9.0, 1.0])},
+    None,
+    None,
+  )
+  q = D.pollution(state, b2=0.0, eps=0.0, per_leaf=True)
+  np.testing.assert_allclose(q["m_cos"], 0.0, atol=1e-7)  # (0, 4) ⟂ (3, 0)
+  np.testing.assert_allclose(q["m_ratio"], 5.0 / 3.0, rtol=1e-6)
+  # Steps: m/d = (0, 4), m_loss/d = (1, 0), m_l2/d = (−1, 4).
+  np.testing.assert_allclose(q["step_cos"], 0.0, atol=1e-7)
+  np.testing.assert_allclose(q["step_ratio"], np.sqrt(17.0), rtol=1e-6)
+  assert set(q) >= {"m_cos/w", "m_ratio/w", "step_cos/w", "step_ratio/w"}
+  # The share saturates where these do not: ‖m_l2‖/(‖m_loss‖ + ‖m_l2‖) = 5/8 here.
+  np.testing.assert_allclose(D.l2_share_by_leaf(state)["w"], 5.0 / 8.0, rtol=1e-6)
+
+
+def test_pollution_is_one_and_zero_without_l2_and_needs_a_tracked_state():
+  opt = wd_jax.adam_l2(0.1, 0.0, track_moments=True)
+  p, g = {"w": jnp.array([2.0, -1.0])}, {"w": jnp.array([1.0, 1.0])}
+  _, state = opt.update(g, opt.init(p), p)
+  q = D.pollution(state)
+  np.testing.assert_allclose([q["m_cos"], q["step_cos"]], [1.0, 1.0], rtol=1e-6)
+  np.testing.assert_allclose([q["m_ratio"], q["step_ratio"]], [0.0, 0.0], atol=1e-7)
+  with pytest.raises(ValueError, match="track_moments"):
+    D.pollution(wd_jax.adamw(0.1, 0.1).init(p))
+
+
+def test_step_deviation_of_adamw_is_its_decay_step_against_its_adam_step():
+  # With a float λ the decoupled decay is u − u₀ = −α λ θ exactly (one step, zero state).
+  p, g = {"w": jnp.array([2.0, -1.0])}, {"w": jnp.array([1.0, 0.5])}
+  lr, lam = 0.1, 0.3
+  u, _ = wd_jax.adamw(lr, lam).update(g, wd_jax.adamw(lr, lam).init(p), p)
+  u0, _ = wd_jax.adamw(lr, 0.0).update(g, wd_jax.adamw(lr, 0.0).init(p), p)
+  d = D.step_deviation(u, u0)
+  decay = lr * lam * np.array([2.0, -1.0])
+  np.testing.assert_allclose(
+    d["step_ratio"], np.linalg.norm(decay) / np.linalg.norm(np.asarray(u0["w"])), rtol=1e-5
+  )
+  cos = np.dot(np.asarray(u["w"]), np.asarray(u0["w"])) / (
+    np.linalg.norm(np.asarray(u["w"])) * np.linalg.norm(np.asarray(u0["w"]))
+  )
+  np.testing.assert_allclose(d["step_cos"], cos, rtol=1e-6)

@@ -440,3 +440,30 @@ class BadInputTest(parameterized.TestCase):
   def test_bad_schedule_steps(self):
     with pytest.raises(ValueError, match="until_step"):
       wd_jax.early_weight_decay(0.1, -3)
+
+
+@pytest.mark.parametrize("in_first", [True, False])
+def test_a_not_in_v_arm_is_bounded_where_the_loss_never_fed_v(in_first):
+  """λθ kept out of v: a coordinate with no loss gradient has v̂ = 0; its step must not be λθ/ε."""
+  opt = wd_jax.adam_l2(
+    0.01, 0.1, l2_in_first_moment=in_first, l2_in_second_moment=False, track_moments=True
+  )
+  p = {"w": jnp.array([1.0, 2.0])}
+  g = {"w": jnp.array([0.5, 0.0])}  # the second coordinate never gets a loss gradient
+  state = opt.init(p)
+  for _ in range(50):
+    u, state = opt.update(g, state, p)
+    p = optax.apply_updates(p, u)
+    assert abs(float(u["w"][1])) <= 0.01 * 1.0001  # at most α where the loss never fed v
+  assert 0.0 < float(p["w"][1]) < 2.0  # decayed, not blown up
+  # Where the loss did feed v, the step is the arm's own: the loss's √v̂, not |λθ|.
+  ref = wd_jax.adam_l2(0.01, 0.1, l2_in_first_moment=in_first, l2_in_second_moment=False)
+  q, s = {"w": jnp.array([1.0])}, None
+  s = ref.init(q)
+  u_ref, _ = ref.update({"w": jnp.array([0.5])}, s, q)
+  u_one, _ = opt.update(
+    {"w": jnp.array([0.5, 0.0])},
+    opt.init({"w": jnp.array([1.0, 2.0])}),
+    {"w": jnp.array([1.0, 2.0])},
+  )
+  np.testing.assert_allclose(u_one["w"][0], u_ref["w"][0], rtol=1e-6)

@@ -310,6 +310,144 @@ def predicted_equilibrium_norm(
   return _no_prediction(optimizer, ("adamw", "sgdw", "sgd_l2"))
 
 
+def _tracked_state(opt_state: Any) -> Any:
+  from wd_jax.moments import TrackedAdamL2State
+  from wd_jax.transforms import find_states
+
+  found = find_states(opt_state, TrackedAdamL2State)
+  if len(found) != 1:
+    raise ValueError(
+      "pollution needs an optimizer built with track_moments=True (one tracked Adam state); "
+      f"found {len(found)}."
+    )
+  return found[0]
+
+
+def pollution(
+  opt_state: Any, *, b2: float = 0.999, eps: float = 1e-8, per_leaf: bool = False
+) -> dict[str, jax.Array]:
+  r"""How far coupled L2 turns Adam's first moment and step from the loss-only ones.
+
+  With the exact split m = m_loss + m_l2 (``track_moments=True``) and Adam's preconditioner
+  d = √v̂ + ε of the same state (v̂ = v/(1 − β2^t)):
+
+  .. math::
+
+    \text{m\_cos} = \cos(m, m_\text{loss}), \quad
+    \text{m\_ratio} = \frac{\lVert m_{l2} \rVert}{\lVert m_\text{loss} \rVert}, \quad
+    \text{step\_cos} = \cos\Big(\frac{m}{d}, \frac{m_\text{loss}}{d}\Big), \quad
+    \text{step\_ratio} = \frac{\lVert m_{l2}/d \rVert}{\lVert m_\text{loss}/d \rVert}
+
+  ``step_cos`` and ``step_ratio`` compare the step Adam takes with the step it would take from
+  the loss's first moment alone, with the same preconditioner: the first-moment pollution,
+  apart from what λθ does to v. The bias correction of m multiplies both parts alike and
+  cancels; ε makes d the step's own.
+
+  Why not the share ‖m_l2‖/(‖m_loss‖ + ‖m_l2‖) (`wd_jax.l2_share`): at a stationary point of
+  the regularised loss the mean gradient vanishes, E[g + λθ] = 0, so m_loss ≈ −m_l2 and the
+  share tends to ~0.5 on *any* fitted model, whatever λ — a sign of convergence, not of
+  takeover. The cosines and ratios keep their meaning: a cosine near 1 and a ratio near 0 mean
+  the step is the loss's; m_cos → −1 (and a ratio → 1) means λθ cancels the loss's direction
+  in m. Read them early in training, and per layer.
+
+  Args:
+    opt_state: a state holding one `wd_jax.TrackedAdamL2State`.
+    b2: Adam's β2 (the v̂ bias correction).
+    eps: Adam's ε.
+    per_leaf: also the four quantities per leaf, keyed ``"<name>/<path>"``.
+
+  Returns:
+    ``m_cos``, ``m_ratio``, ``step_cos``, ``step_ratio`` (scalar arrays; a cosine is 1 and a
+    ratio 0 where the loss part is 0), and per leaf with `per_leaf`.
+
+  Raises:
+    ValueError: the state keeps no split.
+
+  Example:
+    >>> from wd_jax.moments import TrackedAdamL2State
+    >>> s = TrackedAdamL2State(jnp.array(1), {"w": jnp.array([1.0, 0.0])},
+    ...   {"w": jnp.array([-1.0, 1.0])}, {"w": jnp.array([1.0, 1.0])}, None, None)
+    >>> q = wd_jax.diagnostics.pollution(s, b2=0.0, eps=0.0)
+    >>> print({k: round(float(v), 4) for k, v in q.items()})
+    {'m_cos': 0.0, 'm_ratio': 1.4142, 'step_cos': 0.0, 'step_ratio': 1.4142}
+
+  References:
+    Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021
+    (λθ in the first moment). Loshchilov & Hutter, "Decoupled weight decay regularization",
+    ICLR 2019.
+  """
+  state = _tracked_state(opt_state)
+  count = jnp.maximum(jnp.asarray(state.count), 1)
+
+  def parts(m_loss, m_l2, nu):
+    m_loss, m_l2 = m_loss.astype(nu.dtype), m_l2.astype(nu.dtype)
+    d = jnp.sqrt(nu / (1 - jnp.asarray(b2, nu.dtype) ** count)) + eps
+    return (m_loss, m_l2, m_loss / d, m_l2 / d)
+
+  leaves = [
+    parts(a, b, v)
+    for a, b, v in zip(
+      jax.tree.leaves(state.mu_loss), jax.tree.leaves(state.mu_l2), jax.tree.leaves(state.nu)
+    )
+  ]
+
+  def measures(items):
+    def dot(i, j):
+      return sum(jnp.sum(jnp.real(x[i] * jnp.conj(x[j]))) for x in items)
+
+    out = {}
+    for name, (lo, l2) in (("m", (0, 1)), ("step", (2, 3))):
+      aa, bb, ab = dot(lo, lo), dot(l2, l2), dot(lo, l2)
+      tot = jnp.sqrt(jnp.maximum(aa + 2 * ab + bb, 0.0))
+      na = jnp.sqrt(aa)
+      denom = tot * na
+      out[f"{name}_cos"] = jnp.where(denom > 0, (aa + ab) / jnp.where(denom > 0, denom, 1.0), 1.0)
+      out[f"{name}_ratio"] = jnp.where(na > 0, jnp.sqrt(bb) / jnp.where(na > 0, na, 1.0), 0.0)
+    return out
+
+  result = measures(leaves) if leaves else {}
+  if per_leaf:
+    for path, item in zip(param_paths(state.mu_loss), leaves):
+      for k, v in measures([item]).items():
+        result[f"{k}/{path}"] = v
+  return result
+
+
+def step_deviation(updates: PyTree, loss_only_updates: PyTree) -> dict[str, jax.Array]:
+  """How far a step is from the step without weight decay: ``step_cos`` = cos(u, u₀) and
+  ``step_ratio`` = ‖u − u₀‖/‖u₀‖, u₀ the loss-only step.
+
+  For decoupled decay, which has no memory, u₀ is the same optimizer state's update with λ = 0
+  at this step (what `wd_jax.train`'s diagnostics step computes for injected hyperparameters):
+  the two quantities then measure the decay step against the loss step, the same way
+  `pollution` measures coupled L2's.
+
+  Args:
+    updates: the step's update u.
+    loss_only_updates: the update u₀ without weight decay.
+
+  Returns:
+    ``step_cos`` and ``step_ratio`` (1 and 0 when u₀ is 0).
+
+  Example:
+    >>> u0 = {"w": jnp.array([1.0, 0.0])}
+    >>> d = wd_jax.diagnostics.step_deviation({"w": jnp.array([1.0, 1.0])}, u0)
+    >>> print({k: round(float(v), 4) for k, v in d.items()})
+    {'step_cos': 0.7071, 'step_ratio': 1.0}
+
+  References:
+    Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019.
+  """
+  diff = jax.tree.map(jnp.subtract, updates, loss_only_updates)
+  n0, nu, nd = optax.tree.norm(loss_only_updates), optax.tree.norm(updates), optax.tree.norm(diff)
+  dot = optax.tree.real(optax.tree.vdot(updates, loss_only_updates))
+  denom = n0 * nu
+  return {
+    "step_cos": jnp.where(denom > 0, dot / jnp.where(denom > 0, denom, 1.0), 1.0),
+    "step_ratio": jnp.where(n0 > 0, nd / jnp.where(n0 > 0, n0, 1.0), 0.0),
+  }
+
+
 def step_diagnostics(
   old_params: PyTree,
   new_params: PyTree,
@@ -317,13 +455,16 @@ def step_diagnostics(
   opt_state: Any = None,
   *,
   per_leaf: bool = True,
+  b2: float = 0.999,
+  eps: float = 1e-8,
 ) -> dict[str, jax.Array]:
   """The measurements a training step returns as a matter of course (flat ``name -> scalar``).
 
   ``param_norm``, ``grad_norm``, ``update_norm``, ``zero_fraction`` and, when the
-  optimizer tracks its first moment, ``l2_share``; with `per_leaf`, also
-  ``param_norm/<path>`` and ``angular_update/<path>`` for every leaf and
-  ``l2_share/<path>`` when tracked.
+  optimizer tracks its first moment, ``l2_share`` and the `pollution` measures (``m_cos``,
+  ``m_ratio``, ``step_cos``, ``step_ratio``); with `per_leaf`, also ``param_norm/<path>`` and
+  ``angular_update/<path>`` for every leaf and ``l2_share/<path>`` and the pollution measures
+  per leaf when tracked.
 
   Args:
     old_params: the params before the step.
@@ -331,6 +472,8 @@ def step_diagnostics(
     grads: the step's gradients.
     opt_state: the optimizer state after the step (None: no L2 share).
     per_leaf: add the per-leaf entries.
+    b2: the tracked Adam's β2 (for `pollution`).
+    eps: the tracked Adam's ε (for `pollution`).
 
   Returns:
     A flat dict name -> scalar array.
@@ -340,8 +483,8 @@ def step_diagnostics(
     >>> p, g = {"w": jnp.array([2.0, -1.0])}, {"w": jnp.array([1.0, 1.0])}
     >>> u, state = opt.update(g, opt.init(p), p)
     >>> m = wd_jax.diagnostics.step_diagnostics(p, optax.apply_updates(p, u), g, state)
-    >>> sorted(m)  # doctest: +NORMALIZE_WHITESPACE
-    ['angular_update/w', 'grad_norm', 'l2_share', 'l2_share/w', 'param_norm', 'param_norm/w',
+    >>> sorted(k for k in m if "/" not in k)  # doctest: +NORMALIZE_WHITESPACE
+    ['grad_norm', 'l2_share', 'm_cos', 'm_ratio', 'param_norm', 'step_cos', 'step_ratio',
      'update_norm', 'zero_fraction']
 
   References:
@@ -365,6 +508,7 @@ def step_diagnostics(
     if tracked:
       na, nb = optax.tree.norm(m_loss), optax.tree.norm(m_l2)
       out["l2_share"] = jnp.where(na + nb > 0, nb / jnp.where(na + nb > 0, na + nb, 1.0), 0.0)
+      out.update(pollution(opt_state, b2=b2, eps=eps, per_leaf=per_leaf))
   if per_leaf:
     out.update({f"param_norm/{k}": v for k, v in leaf_norms(new_params).items()})
     out.update(

@@ -367,6 +367,9 @@ def make_train_step(
   """
   config, task = exp.config, exp.dataset.task
   per_leaf = config.per_leaf_diagnostics
+  kwargs = dict(config.optimizer.kwargs)
+  b2, eps = kwargs.get("b2", 0.999), kwargs.get("eps", 1e-8)
+  decoupled_injected = _decoupled_and_injected(exp)
   si = exp.scale_invariant
   train_graphdef = exp.train_graphdef if graphdef is None else graphdef
 
@@ -397,8 +400,14 @@ def make_train_step(
     params = optax.apply_updates(state.params, updates)
     if with_diagnostics:
       metrics.update(
-        diagnostics.step_diagnostics(state.params, params, grads, opt_state, per_leaf=per_leaf)
+        diagnostics.step_diagnostics(
+          state.params, params, grads, opt_state, per_leaf=per_leaf, b2=b2, eps=eps
+        )
       )
+      if decoupled_injected:  # the loss-only step: same state, λ = 0 at this step
+        free = config_lib.set_hyperparams(state.opt_state, weight_decay=0.0)
+        loss_only, _ = exp.optimizer.update(grads, free, state.params)
+        metrics.update(diagnostics.step_deviation(updates, loss_only))
       paths = param_paths(params)
       for p, w, g, is_si in zip(paths, jax.tree.leaves(params), jax.tree.leaves(grads), si):
         if is_si:  # ‖g̃‖ = ‖g‖·‖w‖ is the gradient at unit norm, for SGD's equilibrium prediction
@@ -409,6 +418,21 @@ def make_train_step(
     return new_state, metrics
 
   return step_fn
+
+
+def _decoupled_and_injected(exp: Experiment) -> bool:
+  """Whether the step's loss-only update can be had by setting the injected λ to 0: the decay
+  is decoupled (it has no memory, unlike coupled L2's moments) and λ is injected (a sweep)."""
+  from wd_jax.decoupled import DecoupledWeightDecayState
+  from wd_jax.transforms import find_states
+
+  state = jax.eval_shape(exp.optimizer.init, exp.init_state.params)  # shapes only
+  hyper = getattr(state, "hyperparams", None)
+  return (
+    isinstance(hyper, dict)
+    and "weight_decay" in hyper
+    and bool(find_states(state, DecoupledWeightDecayState))
+  )
 
 
 def make_eval_step(exp: Experiment):

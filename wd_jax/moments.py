@@ -127,6 +127,13 @@ def scale_by_adam_l2(
   (nesterov: m̂_t = β1 m_t/(1−β1^{t+1}) + (1−β1)(g + r·[in m])/(1−β1^t); amsgrad:
   v̂_t ← max(v̂_{t−1}, v̂_t)).
 
+  The "not in v" arms and coordinates the loss never reaches: where λθ is kept out of v and
+  the loss gradient has been exactly zero at every step (v̂ = 0: an embedding row no batch
+  touched, a unit dead from the start), the denominator would be ε and the step λθ/ε. There
+  the loss defines no preconditioner, so the arm has nothing to ablate: λθ is divided by its
+  own size, |r| + ε, as Adam divides a lone gradient (the step is at most α per coordinate).
+  Everywhere the loss has fed v, the arm divides by the loss's own √v̂ — its meaning.
+
   Both flags True is torch ``Adam(weight_decay=λ)`` before the lr (``optax.chain(
   optax.add_decayed_weights(λ), optax.scale_by_adam(...))``); the four flag settings are the
   2×2 ablation of Bjorck et al. (2021). λ is multiplied by the mask multiplier only here;
@@ -233,7 +240,12 @@ def scale_by_adam_l2(
       if amsgrad:
         v_hat = jnp.maximum(nu_maxs[i], v_hat)
         new_nu_max.append(v_hat)
-      out.append(m_hat / (jnp.sqrt(v_hat + eps_root) + eps))
+      den = jnp.sqrt(v_hat + eps_root) + eps
+      if r is not None and not l2_in_second_moment:
+        # The loss never fed v here (v̂ = 0: an embedding row no batch touched, a dead unit):
+        # λθ is preconditioned by its own size, as Adam does a lone gradient, not by ε.
+        den = jnp.where(v_hat > 0, den, jnp.abs(r) + eps)
+      out.append(m_hat / den)
       new_nu.append(optax.tree.cast_like(nu, nus[i]))
     unflat = treedef.unflatten
     nu_max = unflat(new_nu_max) if amsgrad else state.nu_max

@@ -42,9 +42,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.base = _base(variant)
   c.grid = ml_collections.ConfigDict()
   # Peak of the warmup-cosine lr schedule (per step).
-  c.grid.learning_rate = [1e-3, 3e-3, 1e-2, 3e-2]
+  c.grid.learning_rate = (1e-3, 3e-3, 1e-2, 3e-2)
   # λ per step, multiplied by the scheduled lr (adamw coupling "lr", torch AdamW).
-  c.grid.weight_decay = [1e-4, 1e-3, 1e-2, 1e-1]
+  c.grid.weight_decay = (1e-4, 1e-3, 1e-2, 1e-1)
   c.sweep = ml_collections.ConfigDict()
   c.sweep.strategy = "auto"  # auto | vmap | sequential | processes
   c.sweep.remeasure = False  # auto: measure even if a choice is recorded for this sweep's shape
@@ -52,6 +52,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.sweep.num_workers = config_dict.placeholder(int)  # processes: worker processes
   c.report_metrics = ("test_accuracy", "best_test_accuracy")  # one heat map each
   if variant == "smoke":
-    c.grid.learning_rate = [1e-3, 1e-2]
-    c.grid.weight_decay = [1e-4, 1e-1]
+    c.grid.learning_rate = (1e-3, 1e-2)
+    c.grid.weight_decay = (1e-4, 1e-1)
   return c
