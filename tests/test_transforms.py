@@ -454,7 +454,7 @@ def test_a_not_in_v_arm_is_bounded_where_the_loss_never_fed_v(in_first):
   for _ in range(50):
     u, state = opt.update(g, state, p)
     p = optax.apply_updates(p, u)
-    assert abs(float(u["w"][1])) <= 0.01 * 1.0001  # at most α where the loss never fed v
+    assert abs(float(u["w"][1])) <= 0.01 * 1.1  # ~α where the loss never fed v (λθ/ε: 2e7·α)
   assert 0.0 < float(p["w"][1]) < 2.0  # decayed, not blown up
   # Where the loss did feed v, the step is the arm's own: the loss's √v̂, not |λθ|.
   ref = wd_jax.adam_l2(0.01, 0.1, l2_in_first_moment=in_first, l2_in_second_moment=False)
