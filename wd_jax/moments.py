@@ -131,7 +131,7 @@ def scale_by_adam_l2(
   the loss gradient has been exactly zero at every step (v̂ = 0: an embedding row no batch
   touched, a unit dead from the start), the denominator would be ε and the step λθ/ε. There
   the loss defines no preconditioner, so the arm has nothing to ablate: λθ is divided by its
-  own size, |r| + ε, as Adam divides a lone gradient (the step is about α per coordinate).
+  own size, ``|r| + ε``, as Adam divides a lone gradient (the step is about α per coordinate).
   Everywhere the loss has fed v, the arm divides by the loss's own √v̂ — its meaning.
 
   Both flags True is torch ``Adam(weight_decay=λ)`` before the lr (``optax.chain(
