@@ -319,3 +319,16 @@ def test_site_builds_without_warnings(tmp_path):
   missing = [n for n in ENGINE_FUNCTIONS + ENGINE_CLASSES if f'id="{n}"' not in engine]
   assert not missing, missing
   assert (html / "RESULTS.html").exists() and (html / "guide.html").exists()
+
+
+def test_tutorial_runs_end_to_end_and_shows_the_pollution(tmp_path):
+  """The tutorial script as a user runs it: it must finish, draw its figure, and show what it
+  says it shows (Adam + L2's step further from the loss-only step than AdamW's)."""
+  env = dict(os.environ, MPLBACKEND="Agg")
+  cmd = [sys.executable, os.path.join(ROOT, "docs", "tutorial.py"), str(tmp_path)]
+  out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (tmp_path / "tutorial_pollution.png").stat().st_size > 10_000
+  cos = dict(re.findall(r"(Adam \+ L2|AdamW): .*median step_cos .*? ([0-9.]+),", out.stdout))
+  assert set(cos) == {"Adam + L2", "AdamW"}, out.stdout
+  assert float(cos["Adam + L2"]) < float(cos["AdamW"]) - 0.1, out.stdout
