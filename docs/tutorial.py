@@ -49,9 +49,7 @@ OUT = sys.argv[1] if len(sys.argv) > 1 and "ipykernel" not in sys.modules else "
 # optimizer (inside a chain it could be rescaled or flip sign, and wd-jax refuses it there):
 
 # %%
-# Each λ is in its own units (a gradient term for L2, a shrink rate per unit lr for AdamW);
-# these two give similar test accuracy on the task below.
-LR, L2, WD = 3e-3, 0.01, 0.1
+LR, L2, WD = 3e-3, 0.01, 0.1  # any values, to compare the compositions with the recipes
 
 coupled = optax.chain(wd_jax.add_l2(L2), optax.adam(LR))
 decoupled = wd_jax.decoupled_weight_decay(WD, learning_rate=LR)(optax.adam(LR))
@@ -73,18 +71,15 @@ for name, chain, recipe in (("coupled", coupled, adam_l2), ("decoupled", decoupl
 # On the first step Adam normalises g + λθ coordinate by coordinate, so the coupled update's
 # sizes are all about α; the decoupled update is α·sign(g) plus a separate αλθ shrink.
 #
-# ## 2. Two small models, trained side by side
+# ## 2. One strength, two λ
 #
-# A two-layer MLP, written as a plain function of a parameter dict, and one jitted step per
-# optimizer. The step also returns the measurement this tutorial is about:
+# The two λ above are not comparable: L2's λ is a gradient term that Adam then divides by √v̂,
+# AdamW's is a shrink rate per unit of learning rate. Compare decays at one *strength*: the
+# timescale τ over which they shrink the weights, as a fraction of the run T. AdamW's λ for a
+# timescale is 1/(α τ); Adam + L2's is the λ that shrinks the weights as fast at the start,
+# which depends on the size of the loss gradient there (`wd_jax.matched_weight_decay`).
 #
-# * for Adam + L2, `wd_jax.diagnostics.pollution` compares Adam's step m/d with the step the
-#   loss's own share of m would give, m_loss/d (same preconditioner d = √v̂ + ε);
-# * for AdamW, `wd_jax.diagnostics.step_deviation` compares the step with the step of the same
-#   state with λ = 0.
-#
-# Both give `step_cos` (1: the step is the loss's) and `step_ratio`, the size of the decay's
-# part relative to the loss's part.
+# A two-layer MLP on MNIST-1D, written as a plain function of a parameter dict:
 
 # %%
 data = mnist1d(seed=0)
@@ -113,11 +108,47 @@ def loss_fn(params, x, y):
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-# Weight decay on the kernels only, as most recipes do.
-mask = {f"dense{i}": {"kernel": True, "bias": False} for i in range(3)}
+def batch(key, size=128):
+  idx = jax.random.randint(key, (size,), 0, data.x_train.shape[0])
+  return data.x_train[idx], data.y_train[idx]
+
+
+STEPS, TAU_OVER_T = 1500, 1 / 8  # the weights decay eight times over within the run
+mask = {f"dense{i}": {"kernel": True, "bias": False} for i in range(3)}  # kernels only
+init = init_mlp(jax.random.key(0))
+
+# The loss's mean squared gradient at initialisation, over 16 batches (Adam's v̂ at the start).
+sq = [
+  jax.tree.map(jnp.square, jax.grad(loss_fn)(init, *batch(k)))
+  for k in jax.random.split(jax.random.key(2), 16)
+]
+grad_sq = jax.tree.map(lambda *x: sum(x) / len(x), *sq)
+
+tau = TAU_OVER_T * STEPS
+lam_l2 = wd_jax.matched_weight_decay(
+  tau, optimizer="adam_l2", params=init, grad_sq=grad_sq, learning_rate=LR, mask=mask
+)
+lam_w = wd_jax.timescale_weight_decay(tau, learning_rate=LR)
+print(f"τ = {tau:g} steps: Adam + L2 λ = {lam_l2:.3g}, AdamW λ = {lam_w:.3g}")
+
+# %% [markdown]
+# ## 3. Two models, trained side by side
+#
+# One jitted step per optimizer, from the same initial weights and batches. The step also
+# returns the measurement this tutorial is about:
+#
+# * for Adam + L2, `wd_jax.diagnostics.pollution` compares Adam's step m/d with the step the
+#   loss's own share of m would give, m_loss/d (same preconditioner d = √v̂ + ε);
+# * for AdamW, `wd_jax.diagnostics.step_deviation` compares the step with the step of the same
+#   state with λ = 0.
+#
+# Both give `step_cos` (1: the step is the loss's) and `step_ratio`, the size of the decay's
+# part relative to the loss's part.
+
+# %%
 opts = {
-  "Adam + L2": wd_jax.adam_l2(LR, L2, mask=mask, track_moments=True),
-  "AdamW": wd_jax.adamw(LR, WD, mask=mask),
+  "Adam + L2": wd_jax.adam_l2(LR, lam_l2, mask=mask, track_moments=True),
+  "AdamW": wd_jax.adamw(LR, lam_w, mask=mask),
 }
 adamw_no_decay = wd_jax.adamw(LR, 0.0, mask=mask)
 
@@ -127,8 +158,7 @@ def make_step(name):
 
   @jax.jit
   def step(params, state, key):
-    idx = jax.random.randint(key, (128,), 0, data.x_train.shape[0])
-    grads = jax.grad(loss_fn)(params, data.x_train[idx], data.y_train[idx])
+    grads = jax.grad(loss_fn)(params, *batch(key))
     updates, new_state = opt.update(grads, state, params)
     if name == "AdamW":  # the loss-only step from the same state
       u0, _ = adamw_no_decay.update(grads, state, params)
@@ -140,10 +170,9 @@ def make_step(name):
   return step
 
 
-STEPS = 1500
 history = {}
 for name in opts:
-  params = init_mlp(jax.random.key(0))  # the same initial weights and batches for both
+  params = init  # the same initial weights and batches for both
   state, step = opts[name].init(params), make_step(name)
   key = jax.random.key(1)
   cos, ratio = [], []
@@ -161,7 +190,7 @@ for name in opts:
   )
 
 # %% [markdown]
-# ## 3. See it
+# ## 4. See it
 #
 # What the headline study (`l2_pollution`) logs and draws, for these two runs: the cosine
 # between each optimizer's step and its loss-only step, and the size of the decay's part, over
@@ -182,16 +211,11 @@ fig.savefig(path, dpi=100)
 print("wrote", path)
 
 # %% [markdown]
-# What to read from it:
-#
-# * **AdamW**'s step stays close to the loss's step (the cosine printed above): the decay part
-#   αλθ is a separate shrink that never enters m or v, and it grows relative to the loss's part
-#   only as the loss gradient itself shrinks late in training.
-# * **Adam + L2**'s step turns much further away from the loss's step, from the first steps on:
-#   λθ sits in m (and in v, which shrinks the loss's part of the step), so a large part of every
-#   step follows the weights instead of the loss. This is the first-moment pollution the
-#   `l2_pollution` study measures across λ, seeds and tasks, with its claims decided by paired
-#   statistics (`docs/RESULTS.md`).
-#
-# The two λ here were matched by accuracy only; `wd_jax.describe_timescale` and the guide
-# ("which decay do I want?") say how to compare decays at matched timescales.
+# What to read from it: at one strength, compare how far each decay turns the step (the
+# medians printed above) and how the turn evolves. Both turn it: τ/T = 1/8 decays the weights
+# eight times over, so the decay's part of every step is a sizeable fraction of the loss's. The
+# difference is where the decay lives: Adam + L2's λθ is in m (it carries over from step to
+# step) and in v (it shrinks the loss's part of the step); AdamW's is a separate shrink with no
+# memory. Whether coupled L2 turns the step *more* than decoupled decay at matched strength, and
+# whether it costs accuracy, is what the `l2_pollution` study decides over seeds, strengths and
+# learning rates, with pre-registered claims and paired statistics (`docs/RESULTS.md`).

@@ -323,3 +323,25 @@ def test_experiment_smoke_end_to_end(tmp_path):
   assert len(rows) == 4
   records = read_metrics(os.path.join(workdir, rows[0]["run_dir"], "metrics.jsonl"))
   assert "param_norm" in records[-1] and "test_accuracy" in records[-1]  # diagnostics on
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adams"])
+def test_a_memoryless_decay_logs_its_step_against_the_loss_only_step(tmp_path, optimizer):
+  """Decoupled and stable decay enter no moment, so the sweep's step can take the same state's
+  update with λ = 0 as the loss-only step: at λ = 0 the two are one step (cos 1, ratio 0)."""
+  c = mnist1d_mlp.get_config("smoke")
+  c.optimizer.name, c.optimizer.kwargs = optimizer, {}
+  c.steps, c.diagnostics_every, c.per_leaf_diagnostics = 20, 10, False
+  c.log_every = c.eval_every = c.checkpoint_every = 20
+  rows = sweep.run_sweep(
+    c, {"weight_decay": [0.0, 0.5]}, str(tmp_path / "s"), strategy="vmap", verbose=False
+  )
+  logged = {}
+  for r in rows:
+    recs = read_metrics(os.path.join(tmp_path, "s", r["run_dir"], "metrics.jsonl"))
+    logged[r["weight_decay"]] = [x for x in recs if "step_cos" in x]
+  assert [len(v) for v in logged.values()] == [2, 2]
+  for x in logged[0.0]:
+    assert x["step_cos"] == pytest.approx(1.0, abs=1e-6) and x["step_ratio"] < 1e-6  # rounding
+  for x in logged[0.5]:
+    assert x["step_ratio"] > 1e-3 and x["step_cos"] < 1.0

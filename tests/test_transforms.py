@@ -144,12 +144,14 @@ class AlgebraTest(parameterized.TestCase):
     np.testing.assert_allclose(got_loss["w"], m_loss, rtol=1e-13)
 
   def test_l2_outside_first_moment_adds_current_l2_to_debiased_m(self):
-    # u_1 = (g + λθ) / (√(g²) + ε) when the L2 term is in neither moment (t = 1: m̂ = g, v̂ = g²).
-    wd, eps = 0.5, 1e-8
+    # In neither moment, t = 1 (m̂ = g, v̂ = g²): u_1 = (g + r) / (max(|g|, |r|) + ε), r = λθ.
+    # Coordinate 0: the loss's √v̂ = 0.3 > |r| = 0.1 is the preconditioner (the arm's meaning);
+    # coordinate 1: |r| = 0.2 > √v̂ = 0.1, so λθ is divided by its own size (at most α a step).
+    wd, eps = 0.1, 1e-8
     opt = wd_jax.scale_by_adam_l2(wd, eps=eps, l2_in_first_moment=False, l2_in_second_moment=False)
     p, g = jnp.array([1.0, -2.0]), jnp.array([0.3, -0.1])
     u, _ = opt.update(g, opt.init(p), p)
-    np.testing.assert_allclose(u, (g + wd * p) / (jnp.abs(g) + eps), rtol=1e-13)
+    np.testing.assert_allclose(u, (g + wd * p) / (jnp.array([0.3, 0.2]) + eps), rtol=1e-13)
 
   @parameterized.parameters("adamw", "sgdw", "adams")
   def test_l2_share_is_zero_for_decoupled(self, name):

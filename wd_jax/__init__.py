@@ -47,7 +47,12 @@ from wd_jax.schedules import (
   normalized_weight_decay,
   switch_weight_decay,
 )
-from wd_jax.timescale import TimescaleReport, describe_timescale, timescale_weight_decay
+from wd_jax.timescale import (
+  TimescaleReport,
+  describe_timescale,
+  matched_weight_decay,
+  timescale_weight_decay,
+)
 from wd_jax.transforms import (
   COUPLINGS,
   AddL1State,
@@ -97,6 +102,7 @@ __all__ = [
   "lamb",
   "late_weight_decay",
   "lion",
+  "matched_weight_decay",
   "muon",
   "nadamw",
   "normalized_weight_decay",

@@ -424,14 +424,16 @@ def _decoupled_and_injected(exp: Experiment) -> bool:
   """Whether the step's loss-only update can be had by setting the injected λ to 0: the decay
   is decoupled (it has no memory, unlike coupled L2's moments) and λ is injected (a sweep)."""
   from wd_jax.decoupled import DecoupledWeightDecayState
+  from wd_jax.moments import StableWeightDecayState
   from wd_jax.transforms import find_states
 
   state = jax.eval_shape(exp.optimizer.init, exp.init_state.params)  # shapes only
   hyper = getattr(state, "hyperparams", None)
+  memoryless = (DecoupledWeightDecayState, StableWeightDecayState)  # λ enters no moment
   return (
     isinstance(hyper, dict)
     and "weight_decay" in hyper
-    and bool(find_states(state, DecoupledWeightDecayState))
+    and any(find_states(state, kind) for kind in memoryless)
   )
 
 

@@ -123,16 +123,20 @@ def scale_by_adam_l2(
 
     \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \hat v_t = \frac{v_t}{1-\beta_2^t}, \quad
     u_t = \frac{\hat m_t + r\,[\text{not in } m]}{\sqrt{\hat v_t + \epsilon_\text{root}} + \epsilon}
+    \quad (\text{not in } v\text{: see below})
 
   (nesterov: m̂_t = β1 m_t/(1−β1^{t+1}) + (1−β1)(g + r·[in m])/(1−β1^t); amsgrad:
   v̂_t ← max(v̂_{t−1}, v̂_t)).
 
-  The "not in v" arms and coordinates the loss never reaches: where λθ is kept out of v and
-  the loss gradient has been exactly zero at every step (v̂ = 0: an embedding row no batch
-  touched, a unit dead from the start), the denominator would be ε and the step λθ/ε. There
-  the loss defines no preconditioner, so the arm has nothing to ablate: λθ is divided by its
-  own size, ``|r| + ε``, as Adam divides a lone gradient (the step is about α per coordinate).
-  Everywhere the loss has fed v, the arm divides by the loss's own √v̂ — its meaning.
+  The "not in v" arms divide by ``max(√v̂, |r|) + ε`` instead of √v̂ + ε. Where the loss's
+  √v̂ is at least λθ's size, that is the loss's own preconditioner — the arm's meaning. Where it
+  is smaller, down to v̂ = 0 (an embedding row no batch touched, or that a few batches touched
+  once; a unit dead from the start), dividing by it would make λθ's step up to λθ/ε: a rarely
+  fed √v̂ is no preconditioner, and the arm would diverge by construction. There λθ is divided
+  by its own size, as Adam divides a lone gradient (about α per coordinate), which is also the
+  size "λθ in v" gives it there (√(v̂ + r²) ≈ |r|). What the arm ablates is unchanged: λθ's
+  share of v wherever the loss gradient is at least as large as λθ, and the cancellation of g
+  and λθ inside v (|g + r|² → 0 at a stationary point of the regularised loss).
 
   Both flags True is torch ``Adam(weight_decay=λ)`` before the lr (``optax.chain(
   optax.add_decayed_weights(λ), optax.scale_by_adam(...))``); the four flag settings are the
@@ -163,10 +167,10 @@ def scale_by_adam_l2(
 
   Example:
     >>> opt = wd_jax.scale_by_adam_l2(0.5, l2_in_first_moment=False, l2_in_second_moment=False)
-    >>> p, g = jnp.array([1.0]), jnp.array([0.25])
-    >>> u, _ = opt.update(g, opt.init(p), p)  # step 1: (g + λθ) / (|g| + ε)
-    >>> print(f"{float(u[0]):.3f}")
-    3.000
+    >>> p, g = jnp.array([1.0, 1.0]), jnp.array([1.0, 0.25])
+    >>> u, _ = opt.update(g, opt.init(p), p)  # step 1: (g + λθ) / (max(|g|, |λθ|) + ε)
+    >>> print([round(float(x), 3) for x in u])
+    [1.5, 1.5]
 
   References:
     Kingma & Ba, "Adam", ICLR 2015. Bjorck, Weinberger & Gomes, "Understanding decoupled and
@@ -242,9 +246,10 @@ def scale_by_adam_l2(
         new_nu_max.append(v_hat)
       den = jnp.sqrt(v_hat + eps_root) + eps
       if r is not None and not l2_in_second_moment:
-        # The loss never fed v here (v̂ = 0: an embedding row no batch touched, a dead unit):
-        # λθ is preconditioned by its own size, as Adam does a lone gradient, not by ε.
-        den = jnp.where(v_hat > 0, den, jnp.abs(r) + eps)
+        # Where the loss's √v̂ is smaller than λθ (down to v̂ = 0: an embedding row no batch
+        # touched, a dead unit), λθ is divided by its own size, as Adam divides a lone gradient,
+        # never by a √v̂ the loss barely fed (λθ/ε would be a step of λθ/ε·α).
+        den = jnp.maximum(den, jnp.abs(r) + eps)
       out.append(m_hat / den)
       new_nu.append(optax.tree.cast_like(nu, nus[i]))
     unflat = treedef.unflatten

@@ -14,6 +14,7 @@ import dataclasses
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -270,3 +271,121 @@ def describe_timescale(
     total_shrink=float(np.exp(-np.sum(rate))),
     steps_per_epoch=None if steps_per_epoch is None else float(steps_per_epoch),
   )
+
+
+_MATCHED = ("adam_l2", "adams")
+
+
+def matched_weight_decay(
+  tau_steps: float,
+  *,
+  optimizer: str,
+  params: Any,
+  grad_sq: Any,
+  learning_rate: float,
+  mask: Any = None,
+  eps: float = 1e-8,
+) -> float:
+  r"""The λ of an Adam-preconditioned decay that shrinks the weights as fast, at the start, as
+  decoupled decay with timescale τ: one unit of decay strength across decay kinds.
+
+  Decoupled decay shrinks θ by 1/τ per step at the peak (`timescale_weight_decay`). Adam's own
+  decays divide λθ by a preconditioner, so the same λ means a different shrink; this finds the λ
+  whose initial per-step shrink of ‖θ‖² along θ, from the decay term alone, is 1/τ, with G the
+  per-coordinate mean squared loss gradient at initialisation (Adam's v̂ at the start) and k the
+  mask multipliers:
+
+  - ``"adam_l2"`` (λθ added to the gradient, in m and v; `wd_jax.adam_l2`): the first step
+    divides λkθ by √(G + (λkθ)²), so
+
+    .. math::
+
+      s(\lambda) = \alpha\, \frac{\sum_i k_i \theta_i^2\, \lambda k_i
+        / (\sqrt{G_i + \lambda^2 k_i^2 \theta_i^2} + \epsilon)}{\sum_i k_i \theta_i^2}
+      = \frac{1}{\tau}
+
+    solved by bisection: s grows with λ and saturates at α Σ k|θ| / Σ kθ² once λθ dominates v
+    (every coordinate then moves by α, whatever λ), so a τ shorter than that is refused.
+  - ``"adams"`` (stable weight decay, `wd_jax.adams`): the shrink is αλ/√v̄ with v̄ the mean of
+    G over all elements, so λ = √v̄ /(α τ).
+
+  Later in training G shrinks and the L2 term's share of the step grows: matched at the start
+  is the matching a grid can be set by before the run, not a claim that the decays act alike.
+
+  Args:
+    tau_steps: τ > 0 in steps (at the peak learning rate).
+    optimizer: ``"adam_l2"`` or ``"adams"``.
+    params: the initial parameters θ.
+    grad_sq: per-coordinate mean squared loss gradient at θ (same tree as `params`), e.g. the
+      mean of g² over a few batches.
+    learning_rate: the peak α > 0.
+    mask: which leaves decay and by how much (as the optimizer's `mask`).
+    eps: Adam's ε.
+
+  Returns:
+    λ as a float.
+
+  Raises:
+    ValueError: a bad argument, no decayed parameter, or a 1/τ faster than Adam+L2 can shrink
+      the weights at this learning rate (the message gives the fastest τ).
+
+  Example:
+    >>> p, g2 = {"w": jnp.ones(4)}, {"w": jnp.full(4, 1e-4)}
+    >>> lam = wd_jax.matched_weight_decay(1000, optimizer="adams", params=p, grad_sq=g2,
+    ...                                   learning_rate=1e-3)
+    >>> print(round(lam, 6))
+    0.01
+    >>> lam = wd_jax.matched_weight_decay(2000, optimizer="adam_l2", params=p, grad_sq=g2,
+    ...                                   learning_rate=1e-3)
+    >>> print(round(lam, 6))  # αλ/√(G + λ²) = 1/τ: λ = √(G/3)
+    0.005774
+
+  References:
+    Wang & Aitchison, "How to set AdamW's weight decay as you scale model and dataset
+    size", arXiv:2405.13698, 2024. Xie et al., "On the overlooked pitfalls of weight decay
+    and how to mitigate them", NeurIPS 2023 (stable weight decay).
+  """
+  from wd_jax.masks import _resolve  # a leaf's multiplier, as the optimizer resolves it
+
+  _validation.check_choice("optimizer", optimizer, _MATCHED)
+  _validation.check_number(
+    "tau_steps", tau_steps, lower=0.0, lower_inclusive=False, allow_schedule=False
+  )
+  _validation.check_number(
+    "learning_rate", learning_rate, lower=0.0, lower_inclusive=False, allow_schedule=False
+  )
+
+  theta = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(params)]
+  g2 = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(grad_sq)]
+  if [t.size for t in theta] != [g.size for g in g2]:
+    raise ValueError("grad_sq must have the same tree and shapes as params.")
+  target, alpha = 1.0 / float(tau_steps), float(learning_rate)
+  if optimizer == "adams":
+    mean_v = float(np.concatenate(g2).mean()) if g2 else 0.0
+    if mean_v <= 0:
+      raise ValueError("grad_sq is zero everywhere: stable weight decay applies no decay.")
+    return math.sqrt(mean_v) * target / alpha
+  multipliers = [m for m, _ in _resolve(params, mask, "mask")]
+  k = np.concatenate([np.full(t.size, m) for t, m in zip(theta, multipliers)])
+  th, g = np.concatenate(theta), np.concatenate(g2)
+  w = k * th**2
+  if w.sum() <= 0:
+    raise ValueError("no decayed parameter is non-zero: the mask decays nothing.")
+
+  def shrink(lam: float) -> float:
+    return alpha * float(np.sum(w * lam * k / (np.sqrt(g + (lam * k * th) ** 2) + eps)) / w.sum())
+
+  fastest = alpha * float(np.sum(w / (np.abs(th) + 1e-300) * (k > 0)) / w.sum())
+  if target >= fastest * (1 - 1e-9):
+    raise ValueError(
+      f"tau_steps={tau_steps!r} is faster than Adam+L2 can shrink these weights at "
+      f"learning_rate={learning_rate!r}: every coordinate moves by at most α, so τ must exceed "
+      f"{1 / fastest:.4g} steps."
+    )
+  lo, hi = 0.0, 1.0
+  while shrink(hi) < target:
+    hi *= 2.0
+  for _ in range(200):
+    mid = 0.5 * (lo + hi)
+    lo, hi = (mid, hi) if shrink(mid) < target else (lo, mid)
+  return 0.5 * (lo + hi)
