@@ -48,7 +48,9 @@ def test_smoke_runs_end_to_end(tmp_path):
       }
       assert 1 <= len(read) <= 2, (task, v, read)
       assert any(
-        x["tau_over_T"] == cfg.matched and x["learning_rate"] == 3e-3 and "test_loss" in x
+        x["tau_over_T"] == cfg.matched
+        and x["learning_rate"] == cfg.tasks[task].run.optimizer.learning_rate
+        and "test_loss" in x
         for x in lines
         if x["task"] == task and x["variant"] == v
       )
@@ -74,7 +76,7 @@ def test_a_strength_adam_l2_cannot_reach_is_refused_before_the_workdir(tmp_path)
   cfg = l2_config.get_config("smoke")
   del cfg.tasks["char_lm"]
   cfg.claims = l2_config.claims(("mnist1d",), 0.0625)
-  cfg.matched = 0.0625  # τ = 2.5 steps: faster than any coordinate can move at α = 3e-3
+  cfg.matched = 0.0625  # τ = 2.5 steps: faster than any coordinate can move at α = 0.02
   cfg.tasks.mnist1d.tau_over_T = (4.0, 0.0625)
   with pytest.raises(ValueError, match="cannot reach the matched strength"):
     l2_pollution.run(cfg, str(tmp_path / "never"))
