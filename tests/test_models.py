@@ -284,6 +284,30 @@ class ScaleInvarianceTest(parameterized.TestCase):
     # An unmarked weight's gradient is not orthogonal to it (so the check above can fail).
     assert cosines["head"]["kernel"].get_value() > 1e-3
 
+  def test_layer_norm_mlp_marks_exactly_its_hidden_kernels_and_they_are_invariant(self):
+    model = M.MLP(12, (16, 8), 10, norm="layer", rngs=_rngs(0))
+    x = jax.random.normal(_key(1), (_B, 12))
+    mask = model.scale_invariant_mask()
+    marked = {path for path, v in nnx.to_flat_state(mask) if v.get_value()}
+    assert marked == {("hidden", 0, "kernel"), ("hidden", 1, "kernel")}
+    assert all(
+      "bias" not in nnx.state(layer, nnx.Param) for layer in model.hidden
+    )  # bias-free: a bias after the scale would break the invariance's meaning for LayerNorm
+    train_gd, _, params, rest = M.split_model(model)
+    labels = jnp.arange(x.shape[0]) % 10
+    logits = _loss_and_grad(train_gd, params, rest, x, labels)[0][1]
+    scaled = _loss_and_grad(train_gd, _scale_leaves(params, mask, 3.7), rest, x, labels)[0][1]
+    assert _rel_diff(scaled, logits) < 1e-4
+    head_only = jax.tree_util.tree_map_with_path(
+      lambda path, _: _path(path) == "head/kernel", params
+    )
+    head_scaled = _loss_and_grad(train_gd, _scale_leaves(params, head_only, 3.7), rest, x, labels)
+    assert _rel_diff(head_scaled[0][1], logits) > 1e-1
+
+  def test_mlp_norm_must_be_known(self):
+    with pytest.raises(ValueError, match="norm must be None or 'layer', got 'batch'"):
+      M.MLP(12, (16,), 10, norm="batch", rngs=_rngs(0))
+
 
 class CausalityTest(parameterized.TestCase):
   @parameterized.parameters(0, 5, _T - 1)

@@ -6,7 +6,6 @@ import math
 import os
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -30,98 +29,68 @@ def _read(workdir, name):
 # The measurement, on synthetic grids.
 
 
-def _synthetic_scores(lrs, wds, exponent, seeds, noise=0.0, width=0.6):
-  """(seed, λ, lr) accuracies peaked at log λ* = c + exponent·log α (a Gaussian ridge in log λ)."""
+def _synthetic(lrs, taus, exponent, seeds, noise=0.0, width=0.6, offset=-3.65):
+  """(seed, strength, lr) accuracies peaked along log λ* = c + exponent·log α, and the
+  (strength, lr) log λ matrix of an lr-coupled grid (λ = 1/(α τ)): a Gaussian ridge in log λ."""
   rng = np.random.default_rng(0)
-  x, y = np.log10(lrs), np.log10(wds)
-  out = np.empty((seeds, len(wds), len(lrs)))
+  x = np.log10(lrs)
+  log_lam = -np.log10(np.asarray(taus))[:, None] - x[None, :] + offset
+  out = np.empty((seeds, len(taus), len(lrs)))
   for s in range(seeds):
     shift = rng.normal(0.0, 0.05)  # each seed's optimum sits slightly elsewhere
     best = -1.5 + exponent * (x - x.mean()) + shift
-    out[s] = 0.9 * np.exp(-(((y[:, None] - best[None, :]) / width) ** 2))
+    out[s] = 0.9 * np.exp(-(((log_lam - best[None, :]) / width) ** 2))
     out[s] += noise * rng.normal(size=out[s].shape)
-  return out
+  return out, log_lam
 
 
-def _claim(p, half=0.5):
-  return {"comparison": "slope_within", "low": p - half, "high": p + half, "alpha": 0.05}
+LRS = list(np.geomspace(2.5e-3, 8e-2, 6))  # 32×
+TAUS = list(np.geomspace(16.0, 1 / 64, 11))  # strengths 0.3 decades apart
 
 
-@pytest.mark.parametrize("exponent", [-1.0, 0.0, -0.5])
-def test_slope_recovers_the_exponent_of_best_wd_against_lr(exponent):
-  lrs = np.geomspace(1e-3, 8e-3, 4)
-  wds = np.geomspace(1e-4, 1.0, 9)  # grid step 0.5 decades, finer than the ridge moves
-  scores = _synthetic_scores(lrs, wds, exponent, seeds=4)
-  a = lr_wd_grid.analyse(scores, list(lrs), list(wds))
-  assert a["interior"].all()
-  # The parabola refines the argmax well below the 0.5-decade grid step.
+def test_ridge_slope_of_an_exact_quadratic():
+  rng = np.random.default_rng(1)
+  x, y = rng.uniform(-2, 0, 40), rng.uniform(-4, 0, 40)
+  for slope in (-1.0, 0.0, 0.7):
+    z = 1.0 - 0.3 * (y - (slope * x - 1.0)) ** 2 - 0.05 * x**2  # ridge y* = slope·x − 1
+    assert lr_wd_grid.ridge_slope(x, y, z) == pytest.approx(slope, abs=1e-9)
+  assert math.isnan(lr_wd_grid.ridge_slope(x, y, 0.3 * y**2))  # convex in y: no ridge
+  assert math.isnan(lr_wd_grid.ridge_slope(x[:5], y[:5], x[:5]))  # too few points
+
+
+@pytest.mark.parametrize("exponent", [-1.0, -0.5, 0.0])
+def test_the_ridge_recovers_the_exponent_of_best_wd_against_lr(exponent):
+  scores, log_lam = _synthetic(LRS, TAUS, exponent, seeds=4, noise=0.005)
+  a = lr_wd_grid.analyse(scores, log_lam, LRS)
   assert all(abs(s - exponent) < 0.15 for s in a["slopes"]), a["slopes"]
-  d = stats.decide(_claim(exponent), a["measurement"])
-  assert abs(d.effect - exponent) < 0.1 and d.n == 4 and d.ci[0] <= d.effect <= d.ci[1]
-  assert abs(a["mean_grid_slope"] - exponent) < 0.15
+  assert all(abs(s - exponent) < 0.25 for s in a["argmax_slopes"]), a["argmax_slopes"]
+  # The "schedule" view of the same runs (λ_s = α·λ_lr) has a slope larger by exactly 1.
+  sched = lr_wd_grid.analyse(
+    scores, lr_wd_grid.view_log_lambda("adamw_schedule", log_lam, LRS), LRS
+  )
+  assert np.allclose(np.subtract(sched["slopes"], a["slopes"]), 1.0, atol=1e-9)
 
 
-def test_slope_claims_tell_minus_one_from_zero():
-  lrs = list(np.geomspace(1e-3, 8e-3, 4))
-  wds = list(np.geomspace(1e-4, 1.0, 9))
-  coupled = lr_wd_grid.analyse(_synthetic_scores(lrs, wds, -1.0, 4), lrs, wds)["measurement"]
-  fixed = lr_wd_grid.analyse(_synthetic_scores(lrs, wds, 0.0, 4), lrs, wds)["measurement"]
-  verdict = lambda m, p: stats.decide(_claim(p), m).verdict
-  assert verdict(coupled, -1.0) == stats.SUPPORTED
-  assert verdict(coupled, 0.0) == stats.NOT_SUPPORTED
-  assert verdict(fixed, 0.0) == stats.SUPPORTED
-  assert verdict(fixed, -1.0) == stats.NOT_SUPPORTED
-  # Two seeds that disagree (slopes −1 and +1): an interval too wide to place the slope.
-  x = [0.0, 1.0, 2.0] * 2
-  wide = {"x": x, "y": [0.0, -1.0, -2.0, 0.0, 1.0, 2.0], "groups": [0, 0, 0, 1, 1, 1]}
-  assert verdict(wide, 0.0) == stats.INCONCLUSIVE
-  # The declared claim decides it: the same data, a range that misses it.
-  assert stats.decide(_claim(-1.0, 0.25), fixed).verdict == stats.NOT_SUPPORTED
+def test_ridge_claims_tell_minus_one_from_zero():
+  claim = {"comparison": "equivalent", "margin": 0.5, "alpha": 0.05}
+  for exponent in (-1.0, 0.0):
+    scores, log_lam = _synthetic(LRS, TAUS, exponent, seeds=5, noise=0.005)
+    slopes = lr_wd_grid.analyse(scores, log_lam, LRS)["slopes"]
+    for p in (-1.0, 0.0):
+      d = stats.decide(claim, {"a": [s - p for s in slopes]})
+      want = stats.SUPPORTED if p == exponent else stats.NOT_SUPPORTED
+      assert d.verdict == want, (exponent, p, d.detail)
 
 
-def test_reindexed_couplings_measure_a_slope_difference_of_minus_one():
-  # λ_lr = λ_schedule / α: best log λ_lr = best log λ_schedule − log α (slopes −1 and 0 here).
-  lrs = list(np.geomspace(1e-3, 8e-3, 4))
-  wds = list(np.geomspace(1e-4, 1.0, 9))
-  cfg = ml_collections.ConfigDict({"seeds": (0, 1, 2), "variants": {}})
-  res = {}
-  for v, exponent in (("adamw", -1.0), ("adamw_schedule", 0.0)):
-    cfg.variants[v] = {"learning_rates": tuple(lrs), "weight_decays": tuple(wds)}
-    scores = _synthetic_scores(lrs, wds, exponent, 3)
-    analysis = {m: lr_wd_grid.analyse(scores, lrs, wds) for m in lr_wd_grid.METRICS}
-    res[v] = {"lrs": lrs, "rows": [], "selected": None, "analysis": analysis}
-  values = lr_wd_grid.measure(res, cfg)
-  assert set(values) == set(lr_wd_grid.measurement_names(cfg))
-  d = stats.decide(_claim(-1.0, 0.25), values["adamw-adamw_schedule/best_log_wd@val_accuracy"])
-  assert d.verdict == stats.SUPPORTED and abs(d.effect + 1.0) < 0.1
-  reverse = stats.decide(_claim(+1.0, 0.25), values["adamw_schedule-adamw/best_log_wd@val_loss"])
-  assert reverse.verdict == stats.SUPPORTED
-  assert all(math.isnan(x) for x in values["adamw/test_accuracy@selected"])  # nothing selected
-
-
-def test_a_dead_lr_leaves_the_measurement_and_a_seed_with_a_gap_is_dropped():
-  lrs, wds = [1e-3, 2e-3, 4e-3], [1e-3, 1e-2, 1e-1]
-  scores = _synthetic_scores(lrs, wds, 0.0, 3, width=1.0)
-  scores[:, :, 0] = np.nan  # every seed diverged at every λ of the smallest lr
-  a = lr_wd_grid.analyse(scores, lrs, wds)  # no warning (warnings are errors here)
-  assert np.isnan(a["best_log10_wd"][:, 0]).all() and np.isnan(a["mean_grid"][:, 0]).all()
-  assert all(math.isfinite(s) for s in a["slopes"])  # fitted on the two remaining lrs
-  assert sorted(set(a["measurement"]["x"])) == pytest.approx(np.log10(lrs[1:]).tolist())
-  scores[1, :, 1] = np.nan  # seed 1 alone has no best λ at a kept lr: that seed is dropped
-  a = lr_wd_grid.analyse(scores, lrs, wds)
-  assert math.isnan(a["slopes"][1]) and math.isfinite(a["slopes"][0])
-  d = stats.decide(_claim(0.0), a["measurement"])
-  assert d.dropped == 1 and d.n == 2
-
-
-def test_the_verdict_reads_the_t_interval_of_the_per_seed_slopes():
-  lrs = list(np.geomspace(1e-3, 8e-3, 4))
-  wds = list(np.geomspace(1e-4, 1.0, 9))
-  a = lr_wd_grid.analyse(_synthetic_scores(lrs, wds, -0.5, 4, noise=0.02), lrs, wds)
-  mean, lo, hi = stats.t_interval(a["slopes"], 0.05)
-  d = stats.decide(_claim(-0.5), a["measurement"])
-  assert (d.effect, *d.ci) == pytest.approx((mean, lo, hi))
-  assert lo < hi  # the per-seed slopes differ: the interval has a width
+def test_unreachable_cells_and_a_dead_lr_are_left_out_without_warnings():
+  scores, log_lam = _synthetic(LRS, TAUS, -1.0, seeds=3)
+  log_lam[-3:, 0] = np.nan  # Adam+L2 cannot reach the three strongest strengths at the lowest lr
+  scores[:, -3:, 0] = np.nan
+  scores[:, :, 1] = np.nan  # every run diverged at the second lr
+  a = lr_wd_grid.analyse(scores, log_lam, LRS)  # no warning (warnings are errors here)
+  assert np.isnan(a["best_log10_wd"][:, 1]).all()
+  assert all(abs(s + 1.0) < 0.2 for s in a["slopes"])
+  assert not a["region"][:, 1].any()
 
 
 def test_best_log_wd_parabola_edges_ties_and_nan():
@@ -239,38 +208,39 @@ def test_ci_band_on_logs_is_a_multiplicative_band():
 
 def test_lr_wd_grid_smoke_end_to_end(tmp_path):
   cfg = grid_config.get_config("smoke")
-  assert {"adamw", "adamw_schedule"} <= set(cfg.variants)  # the re-indexing check runs too
+  assert {"adamw", "adamw_schedule"} <= set(cfg.views)  # one run set, read in both units
   workdir = str(tmp_path / "grid")
   out = lr_wd_grid.run(cfg, workdir)
-  for name in ("config.json", "metrics.jsonl", "summary.md", "heatmaps.png", "best_wd_vs_lr.png"):
+  for name in ("config.json", "metrics.jsonl", "summary.md", "heatmaps.png", "ridge.png"):
     assert os.path.exists(os.path.join(workdir, name)), name
-  for name in ("heatmaps.png", "best_wd_vs_lr.png"):
-    assert os.path.getsize(os.path.join(workdir, name)) < 150_000, name
+  for name in ("heatmaps.png", "ridge.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) < 200_000, name
   summary = _read(workdir, "summary.md")
-  assert summary.count("**Verdict**") == len(out["findings"]) == len(cfg.claims)
-  assert len(cfg.claims) == len(cfg.variants) + 1
+  assert summary.count("**Verdict**") == len(out["findings"]) == len(cfg.claims) == 2 * 5
   assert [f.claim.name for f in out["findings"]] == list(cfg.claims)
-  for f in out["findings"]:
-    assert f.claim.comparison == "slope_within"
-    assert f.decision.verdict in (stats.SUPPORTED, stats.NOT_SUPPORTED, stats.INCONCLUSIVE)
   lines = [json.loads(x) for x in _read(workdir, "metrics.jsonl").splitlines()]
-  expected = sum(
-    len(g.learning_rates) * len(g.weight_decays) * len(cfg.seeds) for g in cfg.variants.values()
-  )
-  assert len(lines) == expected
-  assert {x["variant"] for x in lines} == set(cfg.variants)
+  assert {x["model"] for x in lines} == {"mlp", "mlp_ln"}
+  assert {x["run_set"] for x in lines} == {"adam_l2", "adamw", "sgd_l2", "sgdw"}
+  assert len(lines) == 2 * 4 * 2 * 2 * len(cfg.seeds)  # models × run sets × lr × τ/T × seeds
+  # Strength in one unit: each run set's λ is its own, τ/T is the grid's.
+  for x in lines:
+    assert x["tau_over_T"] in cfg.tau_over_T
+    if x["run_set"] == "adamw":
+      assert x["weight_decay"] * x["learning_rate"] * x["tau_over_T"] * 30 == pytest.approx(1.0)
   # Best λ is read on validation; the test split only for the selected (lr, λ), every seed.
-  for v in cfg.variants:
-    mine = [x for x in lines if x["variant"] == v]
-    assert all("val_accuracy" in x for x in mine)
-    read = [x for x in mine if "test_accuracy" in x]
-    chosen = protocol.select_best(mine, by=("learning_rate", "weight_decay"), metric="val_accuracy")
-    assert len(read) == len(cfg.seeds)
-    assert all(
-      x["learning_rate"] == chosen["learning_rate"] and x["weight_decay"] == chosen["weight_decay"]
-      for x in read
-    )
-  assert json.loads(_read(workdir, "config.json"))["metric"] == "val_accuracy"
+  for m in cfg.models:
+    for rs in ("adam_l2", "adamw", "sgd_l2", "sgdw"):
+      mine = [x for x in lines if x["model"] == m and x["run_set"] == rs]
+      read = [x for x in mine if "test_accuracy" in x]
+      chosen = protocol.select_best(
+        mine, by=("learning_rate", "weight_decay"), metric="val_accuracy"
+      )
+      assert len(read) == len(cfg.seeds)
+      assert all(
+        x["learning_rate"] == chosen["learning_rate"]
+        and x["weight_decay"] == chosen["weight_decay"]
+        for x in read
+      )
 
 
 def test_coupling_smoke_end_to_end(tmp_path):
@@ -297,19 +267,19 @@ def test_coupling_smoke_end_to_end(tmp_path):
 def test_bad_configs_rejected_before_workdir(tmp_path):
   never = str(tmp_path / "never")
   cfg = grid_config.get_config("smoke")
-  cfg.variants.adamw.weight_decays = (1.0,)
-  with pytest.raises(ValueError, match="weight_decays"):
+  cfg.learning_rates.adamw = (1.0,)
+  with pytest.raises(ValueError, match=r"learning_rates\.adamw"):
     lr_wd_grid.run(cfg, never)
   cfg = grid_config.get_config("smoke")
   cfg.metric = "test_accuracy"  # selection never reads the test split
   with pytest.raises(ValueError, match="metric"):
     lr_wd_grid.run(cfg, never)
   cfg = grid_config.get_config("smoke")
-  cfg.claims.adamw_slope.measure = "adamw/best_log_wd@test_accuracy"
+  cfg.claims.mlp_adamw_ridge.a = "mlp/adamw/best_log_wd@test_accuracy"
   with pytest.raises(ValueError, match="best_log_wd@test_accuracy"):
     lr_wd_grid.run(cfg, never)
   cfg = grid_config.get_config("smoke")
-  cfg.run.dataset.validation_fraction = 0.0
+  cfg.models.mlp.dataset.validation_fraction = 0.0
   with pytest.raises(ValueError, match="validation_fraction"):
     lr_wd_grid.run(cfg, never)
   cfg = coupling_config.get_config("smoke")

@@ -122,15 +122,18 @@ def _flatten(x: jax.Array) -> jax.Array:
 
 
 class MLP(_Model):
-  """A fully connected ReLU network.
+  """A fully connected ReLU network, plain or with every hidden layer normalised.
 
-  No parameter is scale-invariant: no normalisation follows any layer.
+  ``norm=None``: Linear → ReLU; no parameter is scale-invariant. ``norm="layer"``: bias-free
+  Linear → LayerNorm → ReLU, so every hidden kernel is scale-invariant (f(c·W) = f(W) for
+  c > 0: LayerNorm removes the scale of its input) and the head is not.
 
   Args:
     in_features: size of a flattened input example.
     widths: widths of the hidden layers (may be empty: a linear model).
     num_classes: number of outputs.
     rngs: random streams for initialisation.
+    norm: None or ``"layer"``.
     dtype: parameter and computation dtype, e.g. ``"float64"`` (needs
       ``jax.config.update("jax_enable_x64", True)``); default float32.
 
@@ -144,18 +147,40 @@ class MLP(_Model):
     num_classes: int,
     *,
     rngs: nnx.Rngs,
+    norm: str | None = None,
     dtype: str | None = None,
   ) -> None:
+    if norm not in (None, "layer"):
+      raise ValueError(f"norm must be None or 'layer', got {norm!r}.")
     dt = _float_dtype(dtype)
     sizes = [int(in_features), *_sizes("widths", widths)]
-    linear = lambda a, b: nnx.Linear(a, b, dtype=dt, param_dtype=dt, rngs=rngs)
-    self.hidden = nnx.List([linear(a, b) for a, b in itertools.pairwise(sizes)])
-    self.head = linear(sizes[-1], int(num_classes))
+    self.norm = norm
+    bias = norm is None
+    self.hidden = nnx.List(
+      [
+        nnx.Linear(a, b, use_bias=bias, dtype=dt, param_dtype=dt, rngs=rngs)
+        for a, b in itertools.pairwise(sizes)
+      ]
+    )
+    self.norms = nnx.List(
+      [nnx.LayerNorm(b, dtype=dt, param_dtype=dt, rngs=rngs) for b in sizes[1:]]
+      if norm == "layer"
+      else []
+    )
+    self.head = nnx.Linear(sizes[-1], int(num_classes), dtype=dt, param_dtype=dt, rngs=rngs)
+
+  def _scale_invariant_paths(self) -> set[PathParts]:
+    if self.norm is None:
+      return set()
+    return {("hidden", i, "kernel") for i in range(len(self.hidden))}
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = _flatten(x)
-    for layer in self.hidden:
-      x = jax.nn.relu(layer(x))
+    for i, layer in enumerate(self.hidden):
+      x = layer(x)
+      if self.norm == "layer":
+        x = self.norms[i](x)
+      x = jax.nn.relu(x)
     return self.head(x)
 
 

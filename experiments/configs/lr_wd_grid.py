@@ -1,22 +1,20 @@
-"""lr × λ heat maps (Loshchilov & Hutter 2019, Fig. 2) and the slope of best log λ on log lr.
+"""lr × strength grids (Loshchilov & Hutter 2019, Fig. 2) as a factorial: does the best λ move with
+the learning rate, and does normalisation decide how?
 
   python experiments/lr_wd_grid.py --config=experiments/configs/lr_wd_grid.py --workdir=runs/grid
   (append :smoke for seconds, :full for paper scale on a GPU/TPU)
 
-Variants (colours fixed across figures, see wd_jax.study.VARIANT_COLORS):
-  adam_l2         coupled L2 through Adam (torch Adam(weight_decay=λ)); λ in "g + λθ"
-  adamw           decoupled, θ ← θ − α_t λ θ (torch AdamW, optax.adamw); λ per unit lr
-  adamw_schedule  decoupled, θ ← θ − (α_t/α) λ θ (L&H Alg. 2, Composer); λ per step at peak
-  sgd_l2          coupled L2 through heavy-ball momentum 0.9 (torch SGD(weight_decay=λ))
-  sgdw            decoupled, θ ← θ − (α_t/α) λ θ, momentum 0.9 (L&H's SGDW)
-Each variant has its own lr and λ grids (log-spaced, lr ×2 steps, λ half-decade steps): the lrs
-end at the best lr of a wider pilot grid (1000 steps, 2 seeds; higher lrs lose accuracy or
-diverge) and the λs run from no visible effect to past the cliff where the decay kills training.
-Task: MNIST-1D, MLP 40→128→128→10, batch 128, 5% warmup then cosine to 0.
-The best λ at each lr is read on a validation split (10% of the training data); the test split
-is read once, for the (lr, λ) each optimizer selects on it.
-Default: 4 lr × 5 λ (SGDW: 6 λ) × 4 seeds per optimizer, 1000 steps (416 runs); the runtime and
-the measured slopes are in experiments/README.md.
+Factors: model {mlp: 40→128→128→10 ReLU MLP, no normalisation; mlp_ln: the same with every hidden
+layer bias-free Linear → LayerNorm, so its hidden kernels are scale-invariant} × optimizer
+{Adam+L2, AdamW, SGD+L2 (momentum 0.9), SGDW (momentum 0.9, "schedule" coupling)}. AdamW's two
+couplings are one run set: at a strength τ/T, "lr" (θ ← θ − α_t λ θ) and "schedule"
+(θ ← θ − (α_t/α) λ θ) are the same update with λ_lr = λ_schedule/α, so the grid of AdamW is read
+in both units. Strength is gridded as τ/T, the decay's timescale over the run
+(wd_jax.study.strength), at 6 learning rates a factor 2 apart (32×), straddling each optimizer's
+optimum (pilot: runs/lr_wd_grid pilot, see experiments/README.md). λ is each optimizer's own.
+Per model, optimizer and seed, the ridge of the best λ is fitted as a 2-D quadratic of the
+validation accuracy in (log α, log λ) over the upper half of the grid; its slope d log λ*/d log α
+is the measurement, decided per cell against the prediction its mechanism makes (REASONS).
 """
 
 import itertools
@@ -34,84 +32,68 @@ LABELS = {
   "sgd_l2": "SGD+L2 (momentum 0.9)",
   "sgdw": 'SGDW, "schedule" coupling',
 }
-# The slope d log λ* / d log α each coupling predicts (the reading of L&H's Fig. 2), and why.
+# The views of the runs: (run set, λ unit). adamw_schedule reads AdamW's runs with
+# λ_schedule = α·λ_lr.
+VIEWS = {
+  "adam_l2": "adam_l2",
+  "adamw": "adamw",
+  "adamw_schedule": "adamw",
+  "sgd_l2": "sgd_l2",
+  "sgdw": "sgdw",
+}
+MODELS = {
+  "mlp": "ReLU MLP, no normalisation",
+  "mlp_ln": "bias-free Linear → LayerNorm MLP (scale-invariant hidden kernels)",
+}
+# The slope d log λ* / d log α each cell predicts, and the mechanism that predicts it.
+# With normalisation (mlp_ln), a hidden kernel's function is its direction alone, which moves
+# by the angular update √(2·s·…) at equilibrium with s the per-step shrink (REFERENCES §4):
+# only s matters, so λ_lr ∝ 1/α (s = α·λ_lr; also SGD+L2's and, while the loss dominates v,
+# Adam+L2's), and λ_schedule = s is free of α: L&H's Fig. 2 reading. Without normalisation
+# the weights' scale matters too: AdamW's weights are (1/λ_lr) times an average of bounded
+# updates, so λ_lr alone sets their size, and coupled L2 drives θ to the minimiser of
+# loss + λ‖θ‖²/2, which does not involve α: then the L2 and lr-coupled λ* stay still (0) and
+# the schedule-coupled one follows α (+1).
 PREDICTED_SLOPE = {
-  "adam_l2": -1.0,
-  "adamw": -1.0,
-  "adamw_schedule": 0.0,
-  "sgd_l2": -1.0,
-  "sgdw": 0.0,
+  "mlp_ln": {"adam_l2": -1.0, "adamw": -1.0, "adamw_schedule": 0.0, "sgd_l2": -1.0, "sgdw": 0.0},
+  "mlp": {"adam_l2": 0.0, "adamw": 0.0, "adamw_schedule": 1.0, "sgd_l2": 0.0, "sgdw": 1.0},
 }
 REASONS = {
-  "adam_l2": (
-    "the L2 gradient λθ is scaled by α_t after Adam divides it by √v̂: while the loss gradient "
-    "dominates v̂, one step shrinks θ by ≈ α_t λ/√v̂, so only α·λ matters (slope −1); where λθ "
-    "dominates v̂ the step becomes ≈ α_t·sign(θ) and the fixed point of loss + λ‖θ‖²/2 does not "
-    "involve α (slope → 0). L&H's Fig. 2 shows the coupled, diagonal basin: predicted −1, "
-    "possibly pulled towards 0"
-  ),
-  "adamw": (
-    "one step shrinks θ by α_t λ: the product α·λ sets the decay, so the best λ ∝ 1/α. This is "
-    "the schedule coupling re-indexed (λ_lr = λ_schedule/α), so its slope is the schedule "
-    "coupling's minus 1"
-  ),
-  "adamw_schedule": (
-    "one step shrinks θ by (α_t/α) λ, which does not involve the base lr α: if the decay acts "
-    "through its own strength, the best λ does not depend on α (L&H's separable basin)"
-  ),
-  "sgd_l2": (
-    "λθ is added to the gradient, accumulated by momentum and multiplied by α_t: one step shrinks "
-    "θ by ≈ α_t λ/(1 − μ), so only α·λ matters (L&H's diagonal basin for SGD)"
-  ),
-  "sgdw": (
-    "L&H's SGDW: one step shrinks θ by (α_t/α) λ, independent of α, so the best λ should not move "
-    "(their separable basin)"
-  ),
+  "mlp_ln": "rotational equilibrium of the scale-invariant kernels: only the per-step shrink "
+  "matters (L&H's Fig. 2 reading)",
+  "mlp": "no normalisation: the weights' scale is set by λ (decoupled, λ_lr) or by the "
+  "regularised minimiser (L2), neither of which involves α",
 }
-SLOPE_RANGE = 0.5  # a slope claim holds when the slope's interval lies within the prediction ± 0.5
-REINDEX_RANGE = 0.25  # the re-indexing check: slope(lr) − slope(schedule) within −1 ± 0.25
+SLOPE_RANGE = 0.5  # a slope claim holds when the slope's interval lies within prediction ± 0.5
 
 
-def claims(variants, metric: str = "val_accuracy") -> ml_collections.ConfigDict:
-  """The claims, declared before the run (measurements: see lr_wd_grid.measurement_names).
-
-  One per optimizer (the slope of the best log λ on log α, best λ read on `metric`, lies within
-  `SLOPE_RANGE` of its prediction), and the re-indexing check when both AdamW couplings run."""
+def claims(models, views) -> ml_collections.ConfigDict:
+  """The claims, declared before the run (measurements: see lr_wd_grid.measurement_names): per
+  model and optimizer, the ridge slope lies within `SLOPE_RANGE` of its cell's prediction."""
   out = {}
-  for v in variants:
-    p = PREDICTED_SLOPE[v]
-    out[f"{v}_slope"] = claim(
-      f"[{LABELS[v]}] best λ ∝ α^({p:+g}): {REASONS[v]}.",
-      LH,
-      "slope_within",
-      measure=f"{v}/best_log_wd@{metric}",
-      low=p - SLOPE_RANGE,
-      high=p + SLOPE_RANGE,
-    )
-  if {"adamw", "adamw_schedule"} <= set(variants):
-    out["reindexed_couplings"] = claim(
-      "[AdamW] The two couplings are one family re-indexed (λ_lr = λ_schedule/α), so the "
-      "lr-coupled slope is the schedule-coupled slope minus 1: per seed, the slope of "
-      "best log λ_lr − best log λ_schedule on log α is −1 (a check of the measurement).",
-      "REFERENCES §1 (algebra)",
-      "slope_within",
-      measure=f"adamw-adamw_schedule/best_log_wd@{metric}",
-      low=-1.0 - REINDEX_RANGE,
-      high=-1.0 + REINDEX_RANGE,
-      kind="construction",
-    )
+  for m in models:
+    for v in views:
+      p = PREDICTED_SLOPE[m][v]
+      out[f"{m}_{v}_ridge"] = claim(
+        f"[{m}, {LABELS[v]}] best λ ∝ α^({p:+g}) along the ridge of validation accuracy: "
+        f"{REASONS[m]}.",
+        LH if m == "mlp_ln" else "the weight-scale hypothesis (this study's footer)",
+        "equivalent",
+        a=f"{m}/{v}/ridge_slope_minus_prediction",
+        margin=SLOPE_RANGE,
+      )
   return declare(**out)
 
 
-def _run(steps: int) -> ml_collections.ConfigDict:
+def _run(steps: int, model_kwargs) -> ml_collections.ConfigDict:
   c = base_config()
   c.dataset.name = "mnist1d"
   c.model.name = "mlp"
-  c.model.kwargs = {"widths": (128, 128)}
+  c.model.kwargs = dict(model_kwargs)
   c.optimizer.learning_rate = 1e-3  # replaced by each grid point (the schedule's peak)
   c.optimizer.lr_schedule = "warmup_cosine"
   c.optimizer.warmup_fraction = 0.05  # of all steps
-  c.optimizer.mask = "default"  # kernels decayed, biases not, in every variant
+  c.optimizer.mask = "default"  # kernels decayed, biases and norm scales not, in every variant
   c.steps = steps
   c.batch_size = 128
   c.log_every = c.diagnostics_every = max(steps // 10, 1)
@@ -121,21 +103,13 @@ def _run(steps: int) -> ml_collections.ConfigDict:
   return c
 
 
-def _grid(lrs, wds) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({"learning_rates": tuple(lrs), "weight_decays": tuple(wds)})
-
-
-# Peak lr (per step) and λ grids per variant; λ's unit is what multiplies it (module docstring).
-DEFAULT_GRIDS = {
-  "adam_l2": ((4e-3, 8e-3, 1.6e-2, 3.2e-2), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
-  "adamw": ((4e-3, 8e-3, 1.6e-2, 3.2e-2), (0.03, 0.1, 0.3, 1.0, 3.0)),
-  "adamw_schedule": ((4e-3, 8e-3, 1.6e-2, 3.2e-2), (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)),
-  "sgd_l2": ((0.05, 0.1, 0.2, 0.4), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
-  # SGDW's grid starts half a decade lower than the others: with 3e-4 as the lower edge the best
-  # λ sat on it in 4 of 16 (seed, lr) cells. From 1e-4, at α = 0.05 it is still on the edge in
-  # 3 of 4 seeds (any decay hurts there within 1000 steps), so the SGDW slope is a lower bound.
-  "sgdw": ((0.05, 0.1, 0.2, 0.4), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)),
-}
+MODEL_KWARGS = {"mlp": {"widths": (128, 128)}, "mlp_ln": {"widths": (128, 128), "norm": "layer"}}
+# Peak lrs per run set: 6 values a factor 2 apart (32×), straddling the optimum.
+ADAM_LRS = (2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2)
+SGD_LRS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
+DEFAULT_LRS = {"adam_l2": ADAM_LRS, "adamw": ADAM_LRS, "sgd_l2": SGD_LRS, "sgdw": SGD_LRS}
+# τ/T: 4 barely decays within the run, 1/16 decays sixteen times over.
+DEFAULT_TAUS = (4.0, 1.0, 0.25, 0.0625)
 
 
 def _refine(values) -> tuple[float, ...]:
@@ -148,30 +122,28 @@ def _refine(values) -> tuple[float, ...]:
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.strategy = "vmap"  # wd_jax.sweep strategy: each optimizer's grid is one compiled program
-  # What "best λ" maximises (val_loss is minimised), what selects the (lr, λ) whose test split is
-  # read, and what the heat maps show; the slopes on the other validation metric are reported
-  # beside the claimed ones, without a verdict.
+  c.strategy = "vmap"  # wd_jax.sweep strategy: each run set's grid is one compiled program
+  # What the ridge is fitted to and what selects the (lr, λ) whose test split is read.
   c.metric = "val_accuracy"
-  c.variants = ml_collections.ConfigDict()
+  c.views = tuple(VIEWS)
+  c.models = ml_collections.ConfigDict()
   if variant == "default":
-    c.run = _run(1000)
-    c.seeds = (0, 1, 2, 3)
-    for name, (lrs, wds) in DEFAULT_GRIDS.items():
-      c.variants[name] = _grid(lrs, wds)
+    steps, seeds, taus, lrs = 600, (0, 1, 2, 3, 4), DEFAULT_TAUS, DEFAULT_LRS
   elif variant == "smoke":
-    c.run = _run(30)
-    c.run.diagnostics_every = 0  # one compiled step per optimizer instead of two
-    c.seeds = (0, 1)
-    for name in ("adam_l2", "adamw", "adamw_schedule"):  # each optimizer is one compile
-      lrs, wds = DEFAULT_GRIDS[name]
-      c.variants[name] = _grid(lrs[::2], wds[1:4])
+    steps, seeds, taus = 30, (0, 1), (4.0, 1.0)
+    lrs = {k: v[2::2] for k, v in DEFAULT_LRS.items()}  # 2 lrs
   elif variant == "full":  # paper-like lengths and finer grids; for a GPU/TPU
-    c.run = _run(20_000)
-    c.seeds = (0, 1, 2, 3, 4)
-    for name, (lrs, wds) in DEFAULT_GRIDS.items():
-      c.variants[name] = _grid(_refine(lrs), _refine(wds))
+    steps, seeds = 20_000, tuple(range(10))
+    taus, lrs = _refine(DEFAULT_TAUS), {k: _refine(v) for k, v in DEFAULT_LRS.items()}
   else:
     raise ValueError(f"variant must be 'default', 'smoke' or 'full', got {variant!r}.")
-  c.claims = claims(c.variants.keys(), c.metric)
+  c.seeds = seeds
+  c.tau_over_T = taus
+  c.learning_rates = ml_collections.ConfigDict({k: tuple(v) for k, v in lrs.items()})
+  for m, kwargs in MODEL_KWARGS.items():
+    c.models[m] = _run(steps, kwargs)
+  if variant == "smoke":
+    for m in c.models:
+      c.models[m].diagnostics_every = 0  # one compiled step per run set instead of two
+  c.claims = claims(c.models.keys(), c.views)
   return c
