@@ -225,8 +225,9 @@ GUIDE_VERDICTS = (
   ("**mnist1d_adamw_beats_tuned**", "AdamW ends better than Adam+L2 on", "supported"),
   ("**adam_l2_reaches_ridge**", "Full-batch Adam+L2 converges to the closed-form", "supported"),
   ("**adamw_misses_ridge**", "AdamW's decay is not L2 regularisation", "supported"),
-  ("**adamw_schedule_slope**", "The best λ of schedule-coupled AdamW stays put", "not supported"),
-  ("**adamw_slope**", "lr-coupled AdamW scales as 1/α", "inconclusive"),
+  ("**mlp_adam_l2_ridge**", "Adam+L2's best λ does not move with α", "supported"),
+  ("**mlp_adamw_schedule_ridge**", "schedule-coupled AdamW's best λ follows α", "inconclusive"),
+  ("**mlp_ln_adamw_ridge**", "lr-coupled AdamW's best λ scales as 1/α", "inconclusive"),
   (
     "**constant_less_accurate**",
     'ignores the schedule (`"constant"`) ends less accurate',
