@@ -1,13 +1,17 @@
-"""The four decoupled couplings of AdamW under warmup + cosine: weight norms, the end-of-training
-gradient-norm rise (Defazio et al. 2025) and final accuracy.
+"""AdamW's decay couplings under warmup + cosine: weight norms, the end-of-training gradient-norm
+rise (Defazio et al. 2025) and final accuracy, each coupling at its own tuned strength and all at
+one strong strength named in advance.
 
 AdamW's decay step is θ ← θ − c_t λ θ with c_t = α_t ("lr", torch/optax), α_t/α ("schedule",
-L&H/Composer), 1 ("constant") or α_t²/α ("corrected", AdamC). λ is matched across couplings so
-that the per-step decay at the peak lr is the same (`matched_weight_decays`). Each coupling's
-seeds are one vmapped program of `wd_jax.sweep`. Nothing is tuned: every configuration is
-declared in advance, so the test split is read once for every run. The claims declared in the
-config are decided by `wd_jax.study.stats`, paired by seed. Writes grad_norm.png,
-weight_norm.png, accuracy.png, metrics.jsonl (one line per run), config.json and summary.md.
+L&H/Composer), 1 ("constant") or α_t²/α ("corrected", AdamC). Strength is gridded as τ/T, the
+decay's timescale at the peak lr over the run (`wd_jax.study.strength`), so the couplings share
+one strength grid with each its own λ; each coupling's strength is selected on validation.
+"corrected" applies to the layers `corrected_layers` names (those followed by normalisation);
+the other decayed leaves keep "lr", as Defazio et al. do (`adamw_recipe`). Every coupling ×
+strength × seed is one vmapped program of `wd_jax.sweep`; the test split is read for each
+coupling's selected strength and for the strong one. The claims declared in the config are
+decided by `wd_jax.study.stats`, paired by seed. Writes grad_norm.png, weight_norm.png,
+accuracy.png, metrics.jsonl (one line per run), config.json and summary.md.
 
   python experiments/coupling.py --config=experiments/configs/coupling.py --workdir=runs/coupling
 """
@@ -28,10 +32,11 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
+import wd_jax
 from wd_jax import report, study, sweep
 from wd_jax.runlog import read_metrics, write_atomic
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import protocol, schema
+from wd_jax.study import protocol, schema, strength
 
 COUPLINGS = ("lr", "schedule", "constant", "corrected")
 VARIANT = {
@@ -52,7 +57,9 @@ FIELDS = {
   "couplings": schema.choices(COUPLINGS),
   "seeds": schema.ints(),
   "strategy": schema.choice(sweep.STRATEGIES),
-  "decay_per_step": schema.number(low=0.0, open_low=True),
+  "tau_over_T": schema.numbers(),
+  "strong": schema.number(low=0.0, open_low=True),
+  "corrected_layers": schema.text(),
   "tail_fraction": schema.number(low=0.0, open_low=True, high=1.0),
   "baseline_from": schema.number(low=0.0, high=1.0),
   "baseline_note": schema.text(),
@@ -75,23 +82,52 @@ MEASURES = (
 )
 
 
+AT = ("selected", "strong")  # each coupling's own selected strength; the strong one
+
+
 def measurement_names(config) -> list[str]:
-  """Every measurement this study produces for `config`: ``<coupling>/<MEASURES entry>``, one
-  value per seed (claims may read any of them)."""
-  return [f"{c}/{k}" for c in config.couplings for k in MEASURES]
+  """Every measurement this study produces for `config`: ``<coupling>/<MEASURES entry>@<at>``,
+  one value per seed, at each coupling's selected strength and at ``config.strong``."""
+  if not any(math.isclose(t, config.strong) for t in config.tau_over_T):
+    raise ValueError(
+      f"config.strong={config.strong!r} must be one of config.tau_over_T "
+      f"{tuple(config.tau_over_T)}: the claims read the test split there."
+    )
+  return [f"{c}/{k}@{at}" for c in config.couplings for k in MEASURES for at in AT]
 
 
-def matched_weight_decays(decay_per_step: float, peak_lr: float) -> dict[str, float]:
-  """λ per coupling so that every coupling shrinks θ by `decay_per_step` per step at the peak lr.
-
-  The decay factor c_t·λ at α_t = α is α·λ ("lr"), λ ("schedule"), λ ("constant") and
-  (α²/α)·λ = α·λ ("corrected"): λ_lr·α = λ_schedule = λ_constant = λ_corrected·α. They then differ
-  only in how the decay follows the schedule: ∝ α_t ("lr", "schedule"), constant, ∝ α_t².
-  """
-  if not (decay_per_step > 0 and peak_lr > 0):
-    raise ValueError(f"decay_per_step and peak_lr must be > 0, got {decay_per_step}, {peak_lr}.")
-  s = float(decay_per_step)
-  return {"lr": s / peak_lr, "schedule": s, "constant": s, "corrected": s / peak_lr}
+def adamw_recipe(
+  learning_rate,
+  weight_decay,
+  mask=None,
+  *,
+  coupling: str = "lr",
+  peak_learning_rate=None,
+  corrected_layers: str = "",
+):
+  """`wd_jax.adamw`, except that "corrected" (AdamC) applies only to the leaves whose path
+  matches `corrected_layers` (the layers followed by normalisation); the other decayed leaves
+  keep the "lr" coupling with the same λ, as Defazio et al. do. Empty: every decayed leaf."""
+  if coupling != "corrected" or not corrected_layers:
+    return wd_jax.adamw(
+      learning_rate,
+      weight_decay,
+      coupling=coupling,
+      peak_learning_rate=peak_learning_rate,
+      mask=mask,
+    )
+  normalised = wd_jax.regex_mask([(corrected_layers, 1.0)], default=0.0)
+  others = wd_jax.regex_mask([(corrected_layers, 0.0)], default=mask)
+  inner = wd_jax.adamw(
+    learning_rate,
+    weight_decay,
+    coupling="corrected",
+    peak_learning_rate=peak_learning_rate,
+    mask=normalised,
+  )
+  return wd_jax.with_weight_decay(
+    inner, weight_decay, learning_rate=learning_rate, coupling="lr", mask=others
+  )
 
 
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
@@ -174,66 +210,125 @@ def scale_invariant_series(records: list[dict]) -> dict[str, np.ndarray]:
   }
 
 
-def run_couplings(config: ml_collections.ConfigDict, workdir: str) -> dict[str, list[dict]]:
-  """coupling -> one row per seed (`sweep.run_sweep` rows, with their records); the test split is
-  read once for every run (each is declared in advance, none is selected)."""
-  base = config.run.copy_and_resolve_references()
-  base.optimizer.name = "adamw"
-  # The key must exist: configs from --config are locked, and the sweep cannot add keys then.
-  base.optimizer.kwargs = {"coupling": config.couplings[0]}
-  lams = matched_weight_decays(config.decay_per_step, base.optimizer.learning_rate)
-  runs = [
-    {"optimizer.kwargs.coupling": c, "weight_decay": lams[c], "seed": int(s)}
-    for c in config.couplings
-    for s in config.seeds
-  ]
-  sdir = os.path.join(workdir, "sweep")
-  rows = sweep.run_sweep(
-    base,
-    runs,
-    sdir,
-    strategy=config.strategy,
-    verbose=False,
-    select=protocol.selector(fixed=[{}]),  # {} matches every row
-  )
-  out: dict[str, list[dict]] = {c: [] for c in config.couplings}
-  for r in rows:
-    r["records"] = read_metrics(os.path.join(sdir, r["run_dir"], "metrics.jsonl"))
-    out[r["optimizer.kwargs.coupling"]].append(r)
-  for c in out:
-    out[c].sort(key=lambda r: r["seed"])  # couplings pair up by seed
+def weight_decays(config) -> dict[tuple[str, float], float]:
+  """(coupling, τ/T) -> λ: every coupling shrinks θ by 1/τ per step at the peak lr."""
+  out = {}
+  for c in config.couplings:
+    run = config.run.copy_and_resolve_references()
+    run.optimizer.kwargs = {"coupling": c}
+    for t in config.tau_over_T:
+      (out[c, float(t)],) = strength.weight_decays(run, "adamw", [t])
   return out
 
 
-def measure(res: dict[str, list[dict]], config) -> dict[str, dict[str, list[float]]]:
-  """Per coupling, one value per seed (in seed order) of every `MEASURES` entry (NaN for a
-  diverged run)."""
+def _select_per_coupling(config):
+  """The rows whose test split is read: every seed of each coupling's strength with the best mean
+  validation accuracy, and of the strong strength (named in advance)."""
+  key = "optimizer.kwargs.coupling"
+
+  def select(rows):
+    picked = set()
+    for c in config.couplings:
+      mine = [i for i, r in enumerate(rows) if r[key] == c]
+      best = protocol.select_best(
+        [rows[i] for i in mine], by=("tau_over_T",), metric="val_accuracy"
+      )
+      for i in mine:
+        t = rows[i]["tau_over_T"]
+        if math.isclose(t, config.strong) or (best is not None and t == best["tau_over_T"]):
+          picked.add(i)
+    return sorted(picked)
+
+  return select
+
+
+def run_couplings(config: ml_collections.ConfigDict, workdir: str) -> dict[str, list[dict]]:
+  """coupling -> every row (`sweep.run_sweep` rows with ``tau_over_T`` and their records)."""
+  base = config.run.copy_and_resolve_references()
+  base.optimizer.name = "adamw"
+  # The keys must exist: configs from --config are locked, and the sweep cannot add keys then.
+  base.optimizer.kwargs = {
+    "coupling": config.couplings[0],
+    "corrected_layers": config.corrected_layers,
+  }
+  lams = weight_decays(config)
+  runs = [
+    {"optimizer.kwargs.coupling": c, "weight_decay": lams[c, float(t)], "seed": int(s)}
+    for c in config.couplings
+    for t in config.tau_over_T
+    for s in config.seeds
+  ]
+  tau_of = {(c, lam): t for (c, t), lam in lams.items()}
+  sdir = os.path.join(workdir, "sweep")
+  select = _select_per_coupling(config)
+
+  def tagged(rows):  # the selector reads τ/T, which the sweep's rows do not carry
+    for r in rows:
+      r["tau_over_T"] = tau_of[r["optimizer.kwargs.coupling"], r["weight_decay"]]
+    return select(rows)
+
+  rows = sweep.run_sweep(
+    base, runs, sdir, strategy=config.strategy, verbose=False, optimizer=adamw_recipe, select=tagged
+  )
+  out: dict[str, list[dict]] = {c: [] for c in config.couplings}
+  for r in rows:
+    r["tau_over_T"] = tau_of[r["optimizer.kwargs.coupling"], r["weight_decay"]]
+    r["records"] = read_metrics(os.path.join(sdir, r["run_dir"], "metrics.jsonl"))
+    out[r["optimizer.kwargs.coupling"]].append(r)
+  for c in out:
+    out[c].sort(key=lambda r: (r["tau_over_T"], r["seed"]))  # couplings pair up by seed
+  return out
+
+
+def selected_strength(rows: list[dict]) -> float:
+  """The coupling's τ/T with the best mean validation accuracy (NaN if every run diverged)."""
+  best = protocol.select_best(rows, by=("tau_over_T",), metric="val_accuracy")
+  return best["tau_over_T"] if best else math.nan
+
+
+def measure_row(r: dict, config) -> dict[str, float]:
+  """Every `MEASURES` entry of one run (NaN for a diverged run)."""
   steps = config.run.steps
   kw = {"tail_fraction": config.tail_fraction, "baseline_from": config.baseline_from}
+  vals = dict.fromkeys(MEASURES, math.nan)
+  t, g = _series(r["records"], "grad_norm")
+  _, p = _series(r["records"], "param_norm")
+  if r["diverged"] or not t.size:
+    return vals
+  for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss"):
+    vals[k] = r.get(k, math.nan)
+  vals["rise"] = grad_norm_rise(t, g, steps, **kw)
+  tail = t > (1 - config.tail_fraction) * steps
+  vals["tail_grad_norm"] = float(np.exp(np.log(g[tail]).mean()))
+  late = t >= config.baseline_from * steps
+  vals["min_step"] = float(t[late][np.argmin(smooth(g, int(tail.sum()))[late])])
+  vals["weight_norm"] = float(p[-1])
+  vals["norm_ratio"] = norm_ratio(t, p, steps)
+  si = scale_invariant_series(r["records"])
+  if si["steps"].size:
+    vals["rise_si"] = grad_norm_rise(si["steps"], si["grad_norm"], steps, **kw)
+    vals["weight_norm_si"] = float(si["weight_norm"][-1])
+    vals["norm_ratio"] = norm_ratio(si["steps"], si["weight_norm"], steps)
+  return vals
+
+
+def at_strength(rows: list[dict], tau: float) -> list[dict]:
+  """The coupling's rows at one τ/T, in seed order."""
+  return sorted((r for r in rows if math.isclose(r["tau_over_T"], tau)), key=lambda r: r["seed"])
+
+
+def measure(res: dict[str, list[dict]], config) -> dict[str, dict[str, list[float]]]:
+  """Per coupling, ``<MEASURES entry>@selected`` and ``@strong``: one value per seed."""
   out = {}
   for c, rows in res.items():
-    m: dict[str, list[float]] = {k: [] for k in MEASURES}
     for r in rows:
-      vals = dict.fromkeys(MEASURES, math.nan)
-      t, g = _series(r["records"], "grad_norm")
-      _, p = _series(r["records"], "param_norm")
-      if not r["diverged"] and t.size:
-        for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss"):
-          vals[k] = r[k]
-        vals["rise"] = grad_norm_rise(t, g, steps, **kw)
-        tail = t > (1 - config.tail_fraction) * steps
-        vals["tail_grad_norm"] = float(np.exp(np.log(g[tail]).mean()))
-        late = t >= config.baseline_from * steps
-        vals["min_step"] = float(t[late][np.argmin(smooth(g, int(tail.sum()))[late])])
-        vals["weight_norm"] = float(p[-1])
-        vals["norm_ratio"] = norm_ratio(t, p, steps)
-        si = scale_invariant_series(r["records"])
-        if si["steps"].size:
-          vals["rise_si"] = grad_norm_rise(si["steps"], si["grad_norm"], steps, **kw)
-          vals["weight_norm_si"] = float(si["weight_norm"][-1])
-          vals["norm_ratio"] = norm_ratio(si["steps"], si["weight_norm"], steps)
+      r["measures"] = measure_row(r, config)
+    m: dict[str, list[float]] = {}
+    chosen = {"selected": selected_strength(rows), "strong": float(config.strong)}
+    for at, tau in chosen.items():
+      picked = at_strength(rows, tau) if math.isfinite(tau) else []
       for k in MEASURES:
-        m[k].append(vals[k])
+        m[f"{k}@{at}"] = [r["measures"][k] for r in picked] or [math.nan] * len(config.seeds)
     out[c] = m
   return out
 
@@ -281,45 +376,71 @@ def _plot_curves(res, config, workdir, name, title, ylabel, fns, logy) -> str:
   return report.finish(fig, os.path.join(workdir, name), axes[0][:1], fontsize=7)
 
 
-def plot_accuracy(res, meas, workdir: str) -> str:
-  """Final test accuracy per coupling: every seed, and the mean with its 90% t interval."""
-  fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=100)
-  ticks = []
-  for i, c in enumerate(res):
-    accs = np.asarray(meas[c]["test_accuracy"], np.float64)
-    col = study.color(VARIANT[c])
-    ax.scatter(np.full(accs.size, i) + np.linspace(-0.15, 0.15, accs.size), accs, color=col, s=14)
-    report.ci_errorbar(ax, [i + 0.3], [accs], color=col, marker="D", ms=5)
-    mean, half, _ = report.mean_and_ci(accs)
-    ticks.append(f"{LABELS[c].split(':')[0]}\n{mean:.3f} ± {half:.3f}")
-  ax.set_xticks(range(len(res)), ticks, fontsize=8)
-  ax.set_xlim(-0.5, len(res) - 0.3)
-  ax.set(
-    title="Final test accuracy per coupling\n(dots: seeds; diamond: mean, 90% t interval)",
-    xlabel="decay coupling (mean ± 90% CI half-width)",
-    ylabel="final test accuracy (fraction)",
-  )
-  return report.finish(fig, os.path.join(workdir, "accuracy.png"), [ax])
+def plot_accuracy(res, meas, config, workdir: str) -> str:
+  """Final test accuracy per coupling at its selected strength and at the strong one: every seed,
+  and the mean with its 90% t interval."""
+  fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8), dpi=100, sharey=True)
+  for ax, at in zip(axes, AT):
+    ticks = []
+    for i, c in enumerate(res):
+      accs = np.asarray(meas[c][f"test_accuracy@{at}"], np.float64)
+      col = study.color(VARIANT[c])
+      xs = np.full(accs.size, i) + np.linspace(-0.15, 0.15, accs.size)
+      ax.scatter(xs, accs, color=col, s=14)
+      report.ci_errorbar(ax, [i + 0.3], [accs], color=col, marker="D", ms=5)
+      mean, half, _ = report.mean_and_ci(accs)
+      tau = selected_strength(res[c]) if at == "selected" else config.strong
+      ticks.append(f"{LABELS[c].split(':')[0]} (τ/T {tau:.3g})\n{mean:.3f} ± {half:.3f}")
+    ax.set_xticks(range(len(res)), ticks, fontsize=7)
+    ax.set_xlim(-0.5, len(res) - 0.3)
+    where = (
+      "each at its strength selected on validation"
+      if at == "selected"
+      else (f"all at the strong τ/T = {config.strong:.3g}")
+    )
+    ax.set(
+      title=f"Final test accuracy, {where}", xlabel="decay coupling (mean ± 90% CI half-width)"
+    )
+    ax.title.set_fontsize(9)
+  axes[0].set_ylabel("final test accuracy (fraction)")
+  return report.finish(fig, os.path.join(workdir, "accuracy.png"), [], legend=False)
 
 
-def _table(meas, lams, config) -> str:
-  s = config.decay_per_step
-  has_si = any(math.isfinite(x) for m in meas.values() for x in m["rise_si"])
-  header = ["coupling", "λ", "decay/step at peak", "final val acc.", "final test acc."]
-  header += ["final test loss", "rise of ‖g‖", "tail ‖g‖", "step of min ‖g‖"]
-  header += ["‖w‖ end/mid", "final ‖θ‖"]
+def _table(res, meas, lams, config) -> str:
+  has_si = any(math.isfinite(x) for m in meas.values() for x in m["rise_si@strong"])
+  header = ["coupling", "at", "τ/T", "λ", "final val acc.", "final test acc.", "rise of ‖g‖"]
+  header += ["step of min ‖g‖", "‖w‖ end/mid", "final ‖θ‖"]
   if has_si:
     header += ["rise of ‖g‖ (scale-inv. only)", "final ‖w‖ (scale-inv.)"]
   rows = []
   for c, m in meas.items():
-    row = [LABELS[c], f"{lams[c]:.4g}", f"{s:.3g}", study.fmt(m["val_accuracy"])]
-    row += [study.fmt(m["test_accuracy"]), study.fmt(m["test_loss"]), study.fmt(m["rise"], 2)]
-    row += [study.fmt(m["tail_grad_norm"], 3)]
-    row += [study.fmt(m["min_step"], 0), study.fmt(m["norm_ratio"], 2)]
-    row += [study.fmt(m["weight_norm"], 2)]
-    if has_si:
-      row += [study.fmt(m["rise_si"], 2), study.fmt(m["weight_norm_si"], 2)]
-    rows.append(row)
+    for at in AT:
+      tau = selected_strength(res[c]) if at == "selected" else float(config.strong)
+      lam = lams.get((c, tau), math.nan)
+      row = [LABELS[c], at, f"{tau:.4g}", f"{lam:.4g}", study.fmt(m[f"val_accuracy@{at}"])]
+      row += [study.fmt(m[f"test_accuracy@{at}"]), study.fmt(m[f"rise@{at}"], 2)]
+      row += [study.fmt(m[f"min_step@{at}"], 0), study.fmt(m[f"norm_ratio@{at}"], 2)]
+      row += [study.fmt(m[f"weight_norm@{at}"], 2)]
+      if has_si:
+        row += [study.fmt(m[f"rise_si@{at}"], 2), study.fmt(m[f"weight_norm_si@{at}"], 2)]
+      rows.append(row)
+  return study.markdown_table(header, rows)
+
+
+def _strength_table(res, config) -> str:
+  """Validation accuracy and the rise at every strength: where the rise appears, and what the
+  selection chose."""
+  taus = sorted(config.tau_over_T, reverse=True)
+  header = ["coupling", *[f"τ/T={t:.3g}: val acc. / rise" for t in taus]]
+  rows = []
+  for c, rs in res.items():
+    cells = []
+    for t in taus:
+      picked = at_strength(rs, t)
+      acc = [r["measures"]["val_accuracy"] for r in picked]
+      rise = [r["measures"]["rise"] for r in picked]
+      cells.append(f"{study.fmt(acc)} / {study.fmt(rise, 2)}")
+    rows.append([LABELS[c], *cells])
   return study.markdown_table(header, rows)
 
 
@@ -332,26 +453,6 @@ def _describe(values):
   return text
 
 
-def _lr_schedule_identity(res) -> str:
-  """How close "lr" and "schedule" runs are: at matched λ they are the same map up to float
-  rounding (α_t·(s/α) vs (α_t/α)·s), which training then amplifies."""
-  if not {"lr", "schedule"} <= set(res):
-    return ""
-  first, acc = [], []
-  for a, b in zip(res["lr"], res["schedule"]):
-    _, ga = _series(a["records"], "grad_norm")
-    _, gb = _series(b["records"], "grad_norm")
-    if ga.size and gb.size:
-      first.append(abs(ga[0] - gb[0]) / max(abs(ga[0]), 1e-30))
-    acc.append(abs(a["test_accuracy"] - b["test_accuracy"]))
-  if not first:
-    return ""
-  return (
-    f" (relative gap of their gradient norms at the first logged step: {max(first):.1g}; "
-    f"largest final-accuracy gap between the two at one seed: {max(acc):.3f})"
-  )
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   declared = study.check(config, workdir, FIELDS, measurement_names)
   if config.baseline_from > 1 - config.tail_fraction:
@@ -359,33 +460,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       f"config.baseline_from must be <= 1 - config.tail_fraction = {1 - config.tail_fraction:g} "
       f"(the minimum's window includes the tail), got {config.baseline_from}."
     )
-  matched_weight_decays(config.decay_per_step, config.run.optimizer.learning_rate)
+  lams = weight_decays(config)
   t0 = time.perf_counter()
   study.begin(config, workdir)
   res = run_couplings(config, workdir)
   meas = measure(res, config)
   values = {f"{c}/{k}": v for c, m in meas.items() for k, v in m.items()}
-  lams = matched_weight_decays(config.decay_per_step, config.run.optimizer.learning_rate)
   lines = []
   for c, rows in res.items():
-    for i, r in enumerate(rows):
+    chosen = selected_strength(rows)
+    for r in rows:
       lines.append(
         {
           "coupling": c,
           "variant": VARIANT[c],
+          "tau_over_T": r["tau_over_T"],
+          "selected": r["tau_over_T"] == chosen,
           "weight_decay": r["weight_decay"],
-          "decay_per_step_at_peak": config.decay_per_step,
           "learning_rate": r["learning_rate"],
           "seed": r["seed"],
           "train_loss": r["loss"],
           "diverged": r["diverged"],
-          **{k: meas[c][k][i] for k in MEASURES},
+          **r["measures"],
           "run_dir": os.path.join("sweep", r["run_dir"]),
         }
       )
   write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(x) + "\n" for x in lines))
   findings = claims_lib.decide(declared, values, _describe(values))
-  has_si = any(math.isfinite(x) for m in meas.values() for x in m["rise_si"])
+  has_si = any(math.isfinite(x) for m in meas.values() for x in m["rise_si@strong"])
   g_panels = [("all parameters", lambda rec: _series(rec, "grad_norm"))]
   w_panels = [("all parameters", lambda rec: _series(rec, "param_norm"))]
   if has_si:
@@ -402,53 +504,61 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       )
     )
   task = f"{config.run.dataset.name} / {config.run.model.name}"
+  strong = {c: at_strength(rows, config.strong) for c, rows in res.items()}
+  at = f"τ/T = {config.strong:.3g}"
   figures = [
     (
-      "Gradient norm over training per coupling (geometric mean over seeds, band: 90% t "
-      "interval of the logs)",
+      f"Gradient norm over training per coupling at the strong {at} (geometric mean over "
+      "seeds, band: 90% t interval of the logs)",
       _plot_curves(
-        res,
+        strong,
         config,
         workdir,
         "grad_norm.png",
-        f"Gradient norm over training — AdamW couplings, {task}",
+        f"Gradient norm over training — AdamW couplings at {at}, {task}",
         "‖g‖₂ of the minibatch loss",
         g_panels,
         logy=True,
       ),
     ),
     (
-      "Weight norm over training per coupling (geometric mean, 90% band)",
+      f"Weight norm over training per coupling at {at} (geometric mean, 90% band)",
       _plot_curves(
-        res,
+        strong,
         config,
         workdir,
         "weight_norm.png",
-        f"Weight norm over training — AdamW couplings, {task}",
+        f"Weight norm over training — AdamW couplings at {at}, {task}",
         "‖θ‖₂ (Euclidean norm)",
         w_panels,
         logy="auto",
       ),
     ),
-    ("Final test accuracy per coupling", plot_accuracy(res, meas, workdir)),
+    (
+      "Final test accuracy per coupling, at its selected strength and at the strong one",
+      plot_accuracy(res, meas, config, workdir),
+    ),
   ]
   wall = time.perf_counter() - t0
   run_cfg = config.run
   alpha = run_cfg.optimizer.learning_rate
+  corrected = (
+    f'"corrected" corrects the leaves matching {config.corrected_layers!r} (followed by '
+    'normalisation); the other decayed leaves keep "lr" with the same λ. '
+    if config.corrected_layers
+    else '"corrected" applies to every decayed leaf. '
+  )
   intro = (
     f"{task} {dict(run_cfg.model.kwargs)}, AdamW at peak lr α = {alpha:g}, {run_cfg.steps} "
     f"steps of batch {run_cfg.batch_size}, {run_cfg.optimizer.lr_schedule} (warmup "
     f"{run_cfg.optimizer.warmup_fraction:g} of the steps, cosine to 0), decay mask "
     f"{run_cfg.optimizer.mask}, seeds {list(config.seeds)}; "
     f"{run_cfg.dataset.validation_fraction:g} of the training data is held out for validation. "
-    "Nothing is tuned on data, so the test split is read once for every run. λ is matched so "
-    f"that every coupling shrinks θ by the same {config.decay_per_step:g} per step at the peak "
-    "lr (λ_lr·α = λ_schedule = λ_constant = λ_corrected·α): "
-    + ", ".join(f"λ_{c} = {lams[c]:.4g}" for c in config.couplings)
-    + ". The couplings then differ only in how the decay follows the schedule, so any "
-    'difference is the coupling\'s. At matched λ, "lr" and "schedule" are the same map up '
-    f"to float rounding{_lr_schedule_identity(res)}; they differ in what happens when α "
-    "changes (see the lr_wd_grid study). Rise = geometric mean of ‖g‖ over the last "
+    "Strength τ/T ∈ {" + ", ".join(f"{t:.3g}" for t in config.tau_over_T) + "}: every coupling "
+    "shrinks θ by 1/τ per step at the peak lr (λ_lr·α = λ_schedule = λ_constant = "
+    "λ_corrected·α = 1/τ); they differ in how the decay follows the schedule. Each coupling's "
+    "strength is selected on validation; the test split is read at that strength and at the "
+    f"strong {at}, named in advance. {corrected}Rise = geometric mean of ‖g‖ over the last "
     f"{100 * config.tail_fraction:g}% of the steps / the minimum, after the first "
     f"{100 * config.baseline_from:g}% of the steps, of its moving geometric mean over as many "
     f"logged points (one every {run_cfg.diagnostics_every} steps). {config.baseline_note} "
@@ -456,10 +566,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   )
   study.write_summary(
     workdir,
-    "AdamW's four decay couplings: weight norm, end-of-training gradient norm, accuracy",
+    "AdamW's decay couplings: weight norm, end-of-training gradient norm, accuracy",
     findings,
     intro=intro,
-    tables=[("Per coupling (mean ± sd over seeds)", _table(meas, lams, config))],
+    tables=[
+      (
+        "Per coupling, at its selected strength and at the strong one (mean ± sd over seeds)",
+        _table(res, meas, lams, config),
+      ),
+      ("Validation accuracy and rise at every strength", _strength_table(res, config)),
+    ],
     figures=figures,
     footer=f"Wall time {wall:.0f} s. Per-run records: metrics.jsonl; training curves: "
     "sweep/runs/*/metrics.jsonl.",
@@ -469,7 +585,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def work(config) -> int:
   """Configuration-steps the study trains (its progress line's total)."""
-  return len(config.couplings) * len(config.seeds) * config.run.steps
+  return len(config.couplings) * len(config.tau_over_T) * len(config.seeds) * config.run.steps
 
 
 if __name__ == "__main__":

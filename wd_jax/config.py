@@ -240,9 +240,12 @@ def mask_from_config(config: ml_collections.ConfigDict):
   return regex_mask([tuple(r) for r in o.mask_rules], default=default_mask)
 
 
-def _recipe_kwargs(config: ml_collections.ConfigDict, peak: Any, recipe: Any) -> dict[str, Any]:
+def _recipe_kwargs(config: ml_collections.ConfigDict, peak: Any) -> dict[str, Any]:
+  """The optimizer's keywords: ``config.optimizer.kwargs``, plus ``peak_learning_rate`` when
+  the coupling needs the peak (``"schedule"``/``"corrected"``), for a recipe by name and for the
+  user's own recipe alike (which must then accept it)."""
   kwargs = dict(config.optimizer.kwargs)
-  if recipe is None and kwargs.get("coupling", "lr") in ("schedule", "corrected"):
+  if kwargs.get("coupling", "lr") in ("schedule", "corrected"):
     # The schedule is peak × shape(t): its peak is the config's lr (or the injected one).
     kwargs.setdefault("peak_learning_rate", peak)
   return kwargs
@@ -274,7 +277,7 @@ def build_optimizer(
   ``mask`` and ``config.optimizer.kwargs`` as keywords) instead of ``config.optimizer.name``.
   """
   o = config.optimizer
-  kwargs = _recipe_kwargs(config, o.learning_rate, recipe)
+  kwargs = _recipe_kwargs(config, o.learning_rate)
   return _make(
     config,
     recipe,
@@ -308,7 +311,7 @@ def build_injectable_optimizer(
       learning_rate_schedule(config, learning_rate),
       weight_decay_schedule(config, weight_decay),
       mask,
-      _recipe_kwargs(config, learning_rate, recipe),
+      _recipe_kwargs(config, learning_rate),
     )
 
   return optax.inject_hyperparams(factory)(

@@ -243,7 +243,8 @@ def build(
       `wd_jax.data.from_arrays`), or a `BatchStream` of your own batches.
     optimizer: None (the recipe ``config.optimizer.name``), or your own recipe: a callable
       taking ``learning_rate``, ``weight_decay``, ``mask`` and ``config.optimizer.kwargs`` as
-      keywords and returning an ``optax.GradientTransformation``.
+      keywords (with ``coupling`` ``"schedule"``/``"corrected"`` there, also
+      ``peak_learning_rate``) and returning an ``optax.GradientTransformation``.
 
   Returns:
     The `Experiment`: the dataset, the model's train/eval graph definitions, the optimizer,
