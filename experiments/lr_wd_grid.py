@@ -528,10 +528,12 @@ def _lambda_table(res, config) -> str:
           "unreachable" if not math.isfinite(v) else f"{10.0**v:.3g}" for v in r["log_lam"][j]
         ]
         rows.append([m, s, f"{t:g}", *lams])
+  grids = "; ".join(
+    f"{s}: " + ", ".join(f"{x:g}" for x in config.learning_rates[s]) for s in _run_sets(config)
+  )
   return study.markdown_table(header, rows) + (
-    "\n\nColumns are the run set's own lrs in order (SGD's grid is "
-    + ", ".join(f"{x:g}" for x in config.learning_rates.get("sgd_l2", ()))
-    + "). Unreachable: Adam+L2 cannot shrink the weights that fast at that lr."
+    f"\n\nColumns are each run set's own lrs in order ({grids}). Unreachable: Adam+L2 cannot "
+    "shrink the weights that fast at that lr."
   )
 
 

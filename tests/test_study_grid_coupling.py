@@ -249,12 +249,12 @@ def test_lr_wd_grid_smoke_end_to_end(tmp_path):
   for name in ("heatmaps.png", "ridge.png"):
     assert os.path.getsize(os.path.join(workdir, name)) < 200_000, name
   summary = _read(workdir, "summary.md")
-  assert summary.count("**Verdict**") == len(out["findings"]) == len(cfg.claims) == 2 * 5
+  assert summary.count("**Verdict**") == len(out["findings"]) == len(cfg.claims) == 2 * 3
   assert [f.claim.name for f in out["findings"]] == list(cfg.claims)
   lines = [json.loads(x) for x in _read(workdir, "metrics.jsonl").splitlines()]
   assert {x["model"] for x in lines} == {"mlp", "mlp_ln"}
-  assert {x["run_set"] for x in lines} == {"adam_l2", "adamw", "sgd_l2", "sgdw"}
-  assert len(lines) == 2 * 4 * 2 * 2 * len(cfg.seeds)  # models × run sets × lr × τ/T × seeds
+  assert {x["run_set"] for x in lines} == {"adam_l2", "adamw"}
+  assert len(lines) == 2 * 2 * 2 * 2 * len(cfg.seeds)  # models × run sets × lr × τ/T × seeds
   # Strength in one unit: each run set's λ is its own, τ/T is the grid's.
   for x in lines:
     assert x["tau_over_T"] in cfg.tau_over_T
@@ -262,7 +262,7 @@ def test_lr_wd_grid_smoke_end_to_end(tmp_path):
       assert x["weight_decay"] * x["learning_rate"] * x["tau_over_T"] * 30 == pytest.approx(1.0)
   # Best λ is read on validation; the test split only for the selected (lr, λ), every seed.
   for m in cfg.models:
-    for rs in ("adam_l2", "adamw", "sgd_l2", "sgdw"):
+    for rs in ("adam_l2", "adamw"):
       mine = [x for x in lines if x["model"] == m and x["run_set"] == rs]
       read = [x for x in mine if "test_accuracy" in x]
       chosen = protocol.select_best(

@@ -134,9 +134,9 @@ def scale_by_adam_l2(
   once; a unit dead from the start), dividing by it would make λθ's step up to λθ/ε: a rarely
   fed √v̂ is no preconditioner, and the arm would diverge by construction. There λθ is divided
   by its own size, as Adam divides a lone gradient (about α per coordinate), which is also the
-  size "λθ in v" gives it there (√(v̂ + r²) ≈ |r|). What the arm ablates is unchanged: λθ's
+  size "λθ in v" gives it there (√(v̂ + r²) ≈ ``|r|``). What the arm ablates is unchanged: λθ's
   share of v wherever the loss gradient is at least as large as λθ, and the cancellation of g
-  and λθ inside v (|g + r|² → 0 at a stationary point of the regularised loss).
+  and λθ inside v (``|g + r|²`` → 0 at a stationary point of the regularised loss).
 
   Both flags True is torch ``Adam(weight_decay=λ)`` before the lr (``optax.chain(
   optax.add_decayed_weights(λ), optax.scale_by_adam(...))``); the four flag settings are the

@@ -132,6 +132,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   elif variant == "smoke":
     steps, seeds, taus = 30, (0, 1), (4.0, 1.0)
     lrs = {k: v[2::2] for k, v in DEFAULT_LRS.items()}  # 2 lrs
+    c.views = ("adam_l2", "adamw", "adamw_schedule")  # two run sets per model: tests stay fast
   elif variant == "full":  # paper-like lengths and finer grids; for a GPU/TPU
     steps, seeds = 20_000, tuple(range(10))
     taus, lrs = _refine(DEFAULT_TAUS), {k: _refine(v) for k, v in DEFAULT_LRS.items()}
