@@ -113,7 +113,7 @@ def batch(key, size=128):
   return data.x_train[idx], data.y_train[idx]
 
 
-STEPS, TAU_OVER_T = 1500, 1 / 8  # the weights decay eight times over within the run
+STEPS, TAU_OVER_T = 1000, 1 / 8  # the weights decay eight times over within the run
 mask = {f"dense{i}": {"kernel": True, "bias": False} for i in range(3)}  # kernels only
 init = init_mlp(jax.random.key(0))
 
@@ -185,8 +185,8 @@ for name in opts:
   acc = float(jnp.mean(pred == data.y_test))
   history[name] = (np.array(cos), np.array(ratio), acc)
   print(
-    f"{name:>9}: test accuracy {acc:.3f}, median step_cos over the last 500 steps "
-    f"{np.median(cos[-500:]):.3f}, median step_ratio {np.median(ratio[-500:]):.3f}"
+    f"{name:>9}: test accuracy {acc:.3f}, median step_cos over the last third "
+    f"{np.median(cos[-STEPS // 3 :]):.3f}, median step_ratio {np.median(ratio[-STEPS // 3 :]):.3f}"
   )
 
 # %% [markdown]
