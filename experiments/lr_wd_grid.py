@@ -308,7 +308,7 @@ def run_set(config, model: str, name: str, workdir: str, probe) -> dict[str, Any
     verbose=False,
     select=protocol.selector(by=("learning_rate", "weight_decay"), metric=config.metric),
   )
-  lrs, taus, seeds = list(config.learning_rates[name]), sorted(config.tau_over_T, reverse=True), []
+  lrs, taus = list(config.learning_rates[name]), sorted(config.tau_over_T, reverse=True)
   seeds = list(config.seeds)
   scores = np.full((len(seeds), len(taus), len(lrs)), np.nan)
   diverged = np.zeros((len(taus), len(lrs)), int)
@@ -408,12 +408,7 @@ def plot_heatmaps(res, config, findings, workdir: str) -> str:
       ys = [1.0 / t for t in r["taus"]]  # decays per run, increasing
       outline = None
       if r["selected"] is not None:
-        t = next(
-          x["tau_over_T"]
-          for x in r["rows"]
-          if x["learning_rate"] == r["selected"]["learning_rate"]
-          and x["weight_decay"] == r["selected"]["weight_decay"]
-        )
+        t = protocol.rows_of(r["rows"], r["selected"])[0]["tau_over_T"]
         outline = (r["taus"].index(t), r["lrs"].index(r["selected"]["learning_rate"]))
       mesh, _ = report.heatmap_panel(
         ax,
@@ -548,15 +543,14 @@ def _selected_table(res, values, config) -> str:
         rows.append([m, s, "none (every configuration diverged somewhere)", "", "", ""])
         continue
       t = protocol.rows_of(r["rows"], chosen)[0]["tau_over_T"]
-      view = s
       rows.append(
         [
           m,
           s,
           f"{chosen['learning_rate']:g}",
           f"{t:g} ({chosen['weight_decay']:.3g})",
-          study.fmt(values[f"{m}/{view}/val_accuracy@selected"]),
-          study.fmt(values[f"{m}/{view}/test_accuracy@selected"]),
+          study.fmt(values[f"{m}/{s}/val_accuracy@selected"]),
+          study.fmt(values[f"{m}/{s}/test_accuracy@selected"]),
         ]
       )
   return study.markdown_table(header, rows)

@@ -319,12 +319,11 @@ def test_a_full_disk_stops_the_run_at_once_with_a_clear_error(tmp_path, monkeypa
     original = checkpoint_lib.save
     monkeypatch.setattr(checkpoint_lib, "save", full)
   wd = str(tmp_path / "run")
-  t0 = time.perf_counter()
   with pytest.raises(runlog.RunIOError, match=r"disk is full|No space left"):
     train.fit(_config(steps=10_000), wd, verbose=False)
-  assert time.perf_counter() - t0 < 120  # stopped, not hung (10,000 steps would take minutes)
   status = workdir.read_status(wd)
-  # Stopped at the log step whose write failed (the 3rd: step 15), or at the checkpoint of 15.
+  # Stopped, not hung: at the log step whose write failed (the 3rd: step 15), or at the
+  # checkpoint of 15, of a 10,000-step run.
   assert status["state"] == "failed" and status["step"] in (10, 15), status
   # The checkpoints written before the failure are intact, and the run resumes from them.
   monkeypatch.undo()
