@@ -5,14 +5,14 @@ What is measured, side by side in one process, on one CPU/GPU device: an MLP on 
 replacement from the 4000 device-resident training examples, AdamW (lr 1e-3 constant, weight
 decay 1e-4 on every parameter). Variants:
 
-* ``engine``: ``jax.jit(wd_jax.train.make_train_step(exp), donate_argnums=0)`` called as
-  ``state, metrics = step(state, sampler)``, built by ``wd_jax.train.build`` from
-  ``wd_jax.config.base_config()`` (mlp widths (256, 256), adamw, lr_schedule "constant",
+* ``engine``: ``jax.jit(wd_jax.engine.train.make_train_step(exp), donate_argnums=0)`` called as
+  ``state, metrics = step(state, sampler)``, built by ``wd_jax.engine.train.build`` from
+  ``wd_jax.engine.config.base_config()`` (mlp widths (256, 256), adamw, lr_schedule "constant",
   mask "all", batch_size 512). Diagnostics off.
 * ``engine + diagnostics every 100``: the same, with the diagnostic step
   (``make_train_step(exp, with_diagnostics=True)``, per-leaf diagnostics on as in
   ``base_config``) as every 100th step — 99 plain steps + 1 diagnostic step, the realistic
-  setting of ``wd_jax.train.fit``. The metrics are not fetched to the host (``fit`` fetches
+  setting of ``wd_jax.engine.train.fit``. The metrics are not fetched to the host (``fit`` fetches
   them every ``log_every`` steps with or without diagnostics).
 * ``engine + diagnostics every step``: the diagnostic step only.
 * ``hand-written jit``: what a user writes by hand — params a plain dict of the same shapes,
@@ -57,9 +57,9 @@ import torch
 from absl import app, flags
 
 import wd_jax
-from wd_jax import config as config_lib
-from wd_jax import data as data_lib
-from wd_jax import train as train_lib
+from wd_jax.engine import config as config_lib
+from wd_jax.engine import data as data_lib
+from wd_jax.engine import train as train_lib
 
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds; each runs every variant once.")
 _STEPS = flags.DEFINE_integer("steps", 200, "Steps per variant per round (the same for all).")

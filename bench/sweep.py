@@ -1,11 +1,12 @@
-"""Wall time of a 16-configuration lr × λ sweep: each `wd_jax.sweep` strategy vs 16 launches.
+"""Wall time of a 16-configuration lr × λ sweep: each `wd_jax.engine.sweep` strategy vs 16 launches.
 
 What is measured, in one run, one after the other on the same machine: MNIST-1D with the MLP of
 experiments/configs/mnist1d_mlp.py (40→100→100→10, AdamW, warmup + cosine, batch 128, metrics
 every 200 steps with diagnostics, test evaluation every 1000), `--steps` steps per
 configuration, over the grid peak lr {1e-3, 3e-3, 1e-2, 3e-2} × λ {1e-4, 1e-3, 1e-2, 1e-1}:
 
-* ``vmap``, ``sequential``, ``processes`` (2 workers) and ``auto``: ``wd_jax.sweep.run_sweep``
+* ``vmap``, ``sequential``, ``processes`` (2 workers) and ``auto``:
+``wd_jax.engine.sweep.run_sweep``
   with that strategy, each in a fresh Python process (this file re-invoked with ``--run``), so
   no variant inherits another's compilations or generated dataset. ``auto`` runs twice: measuring
   (``remeasure=True``, what the first sweep of a shape costs) and taking the choice it recorded
@@ -27,7 +28,7 @@ smaller model, MLP 40→64→10 with batch 128 (per-step dispatch dominates), ``
 and the vmapped (×16) step for both models (median of 3 alternating ≥ 1 s timings).
 Sanity: the final test accuracy of every configuration is compared with its separate run (equal
 at small lr; at peak lr ≥ 3e-3 float rounding differences grow chaotically after ~100 steps,
-see wd_jax/sweep/__init__.py, so they agree only to within run-to-run noise).
+see wd_jax/engine/sweep/__init__.py, so they agree only to within run-to-run noise).
 
   python bench/sweep.py --steps=1000 --rounds=3 --json_out=/tmp/bench_sweep.json
   python bench/sweep.py --steps=1000 --rounds=3 --skip_separate
@@ -88,7 +89,7 @@ def _base_config(model: str, steps: int):
 
 def _run_one(variant: str, model: str, steps: int, workdir: str) -> None:
   """Child process: one sweep; prints one ``BENCH_RESULT`` JSON line."""
-  from wd_jax import sweep
+  from wd_jax.engine import sweep
 
   strategy = {"vmap_again": "vmap", "auto_recorded": "auto"}.get(variant, variant)
   grid = {"learning_rate": list(LEARNING_RATES), "weight_decay": list(WEIGHT_DECAYS)}
@@ -174,8 +175,8 @@ def _throughput(model: str) -> None:
   """Child process: steady-state step time of the sequential step and of the vmapped step."""
   import statistics
 
-  from wd_jax import sweep
-  from wd_jax.sweep import tuning
+  from wd_jax.engine import sweep
+  from wd_jax.engine.sweep import tuning
 
   grid = {"learning_rate": list(LEARNING_RATES), "weight_decay": list(WEIGHT_DECAYS)}
   runs = sweep.expand_grid(_base_config(model, 10**6), grid)

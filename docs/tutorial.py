@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import wd_jax
-from wd_jax.data import mnist1d
+from wd_jax.engine.data import mnist1d
 
 if "ipykernel" not in sys.modules:
   matplotlib.use("Agg")

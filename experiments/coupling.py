@@ -8,7 +8,7 @@ decay's timescale at the peak lr over the run (`wd_jax.study.strength`), so the 
 one strength grid with each its own λ; each coupling's strength is selected on validation.
 "corrected" applies to the layers `corrected_layers` names (those followed by normalisation);
 the other decayed leaves keep "lr", as Defazio et al. do (`adamw_recipe`). Every coupling ×
-strength × seed is one vmapped program of `wd_jax.sweep`; the test split is read for each
+strength × seed is one vmapped program of `wd_jax.engine.sweep`; the test split is read for each
 coupling's selected strength and for the strong one. The claims declared in the config are
 decided by `wd_jax.study.stats`, paired by seed. Writes grad_norm.png, weight_norm.png,
 accuracy.png, metrics.jsonl (one line per run), config.json and summary.md.
@@ -33,10 +33,11 @@ import ml_collections
 import numpy as np
 
 import wd_jax
-from wd_jax import report, study, sweep
-from wd_jax.runlog import read_metrics, write_atomic
+from wd_jax import study
+from wd_jax.engine import sweep
+from wd_jax.engine.runlog import read_metrics, write_atomic
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import protocol, schema, strength
+from wd_jax.study import protocol, report, schema, strength
 
 COUPLINGS = ("lr", "schedule", "constant", "corrected")
 VARIANT = {

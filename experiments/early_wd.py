@@ -1,7 +1,8 @@
 """Does weight decay matter early or late? Whole run, none, early only, late only.
 
 A BatchNorm ResNet trained with each weight-decay schedule over several seeds by
-`wd_jax.sweep`; the final accuracy and the weight-norm trajectories test Golatkar et al. (2019)
+`wd_jax.engine.sweep`; the final accuracy and the weight-norm trajectories test Golatkar et al.
+(2019)
 and Bjorck et al. (2021) (REFERENCES §3) through the claims declared in the config. Every run
 holds out a validation split of its training data and is evaluated on it; the four schedules are
 fixed in advance (nothing is selected), so the test split is read once, at the end, for each of
@@ -24,10 +25,11 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
-from wd_jax import report, study, sweep
-from wd_jax.runlog import read_metrics, write_atomic
+from wd_jax import study
+from wd_jax.engine import sweep
+from wd_jax.engine.runlog import read_metrics, write_atomic
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import protocol, schema
+from wd_jax.study import protocol, report, schema
 
 # schedule -> (config.optimizer.wd_schedule, whether λ is the config's λ or 0).
 SCHEDULES = {

@@ -29,12 +29,13 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
-from wd_jax import report, study, sweep
-from wd_jax.loop import PREDICTED as PREDICTED_RECIPES
+from wd_jax import study
+from wd_jax.engine import sweep
+from wd_jax.engine.loop import PREDICTED as PREDICTED_RECIPES
+from wd_jax.engine.runlog import read_metrics, write_atomic
 from wd_jax.optimizers import OPTIMIZERS
-from wd_jax.runlog import read_metrics, write_atomic
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import schema
+from wd_jax.study import report, schema
 
 LABELS = {"adamw": "AdamW", "sgdm": "SGD+momentum (L2)", "adam_l2": "Adam+L2"}
 # Colours of wd_jax.study: the variant names it knows for these recipes.
@@ -113,7 +114,7 @@ def _variants(config) -> list[str]:
 
 
 def predicted(config, variant: str) -> bool:
-  """Whether the variant's recipe has a closed-form equilibrium (`wd_jax.loop.PREDICTED`)."""
+  """Whether the variant's recipe has a closed-form equilibrium (`wd_jax.engine.loop.PREDICTED`)."""
   return config.optimizers[variant].name in PREDICTED_RECIPES
 
 

@@ -2,7 +2,8 @@
 
 Three penalties on the same base optimizer (plain SGD, same lr schedule, same batches): the
 proximal soft-threshold `wd_jax.prox_l1`, the subgradient `wd_jax.add_l1` and coupled L2
-(`wd_jax.sgd_l2`), each over a λ × seed grid run by `wd_jax.sweep` (each method's grid one vmapped
+(`wd_jax.sgd_l2`), each over a λ × seed grid run by `wd_jax.engine.sweep` (each method's grid one
+vmapped
 program, through the same training loop as every run), plus the undecayed baseline (λ = 0).
 Sparsity is read from the final weights; accuracy on the validation split, and the test split
 once, for the λ the protocol selects. Writes figures, metrics.jsonl (one line per run) and
@@ -29,11 +30,12 @@ import numpy as np
 import optax
 
 import wd_jax
-from wd_jax import report, study, sweep
+from wd_jax import study
+from wd_jax.engine import sweep
+from wd_jax.engine.runlog import write_atomic
 from wd_jax.masks import leaf_multipliers
-from wd_jax.runlog import write_atomic
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import protocol, schema
+from wd_jax.study import protocol, report, schema
 
 METHODS = ("prox_l1", "add_l1", "sgd_l2")
 BASELINE = "none"

@@ -1,7 +1,8 @@
 """Does coupled L2 turn Adam's step away from the loss, and is that (not adaptivity) what hurts?
 
 Adam+L2, AdamW, stable weight decay (AdamS) and the 2×2 ablation (λθ in/out of m × in/out of v),
-each over a strength × seed grid run by `wd_jax.sweep`, strength in one unit for every arm: τ/T,
+each over a strength × seed grid run by `wd_jax.engine.sweep`, strength in one unit for every arm:
+τ/T,
 the decay's timescale over the run (`wd_jax.study.strength`). Adam+L2 and AdamW are also tuned
 over the learning rate. Measures how far each step is from the loss-only step over training
 (`wd_jax.diagnostics.pollution` for the L2 arms, `step_deviation` for the decoupled ones), and
@@ -27,10 +28,11 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
-from wd_jax import report, study, sweep
-from wd_jax.runlog import read_metrics, write_atomic
+from wd_jax import study
+from wd_jax.engine import sweep
+from wd_jax.engine.runlog import read_metrics, write_atomic
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import protocol, schema, strength
+from wd_jax.study import protocol, report, schema, strength
 
 # variant -> (optimizer recipe, its flags). Every Adam+L2 variant tracks m = m_loss + m_l2.
 VARIANTS = {

@@ -2,7 +2,8 @@
 
 Loshchilov & Hutter's lr × λ heat maps as a factorial: two models (a plain ReLU MLP, and the same
 MLP with bias-free Linear → LayerNorm hidden layers, whose kernels are scale-invariant) × four run
-sets (Adam+L2, AdamW, SGD+L2, SGDW), each over lr × strength × seed, run by `wd_jax.sweep` as one
+sets (Adam+L2, AdamW, SGD+L2, SGDW), each over lr × strength × seed, run by `wd_jax.engine.sweep`
+as one
 vmapped program per run set. Strength is gridded as τ/T (`wd_jax.study.strength`), so every grid
 spans "barely decays" to "decays many times over" at every lr; λ is each optimizer's own. AdamW's
 runs are read in both of its units, λ_lr ("lr" coupling) and λ_schedule = α·λ_lr ("schedule").
@@ -35,10 +36,11 @@ import ml_collections
 import numpy as np
 from configs.lr_wd_grid import LABELS, MODELS, PREDICTED_SLOPE, REASONS, VIEWS
 
-from wd_jax import report, study, sweep
-from wd_jax.runlog import write_atomic
+from wd_jax import study
+from wd_jax.engine import sweep
+from wd_jax.engine.runlog import write_atomic
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import protocol, schema, stats, strength
+from wd_jax.study import protocol, report, schema, stats, strength
 
 # run set -> (optimizer recipe, its flags). SGD runs use heavy-ball momentum 0.9, as L&H did.
 RUN_SETS = {

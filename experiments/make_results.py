@@ -21,7 +21,7 @@ import time
 
 from absl import app, flags
 
-from wd_jax.runlog import write_atomic
+from wd_jax.engine.runlog import write_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDIES = ("l2_pollution", "lr_wd_grid", "early_wd", "equilibrium", "l1_vs_l2", "ridge", "coupling")

@@ -1,9 +1,11 @@
 """L2 is ridge regression and Gaussian-prior MAP; AdamW's decay is neither.
 
 On a synthetic linear regression task, in float64: full-batch sgd_l2 and adam_l2 (coupled L2)
-and adamw (decoupled) over a λ × seed grid, trained by `wd_jax.sweep.run_sweep` through the one
+and adamw (decoupled) over a λ × seed grid, trained by `wd_jax.engine.sweep.run_sweep` through the
+one
 training loop every run uses: the model is a bias-free linear `flax.nnx` module defined here, the
-data the problem's arrays (`wd_jax.data.from_arrays`) fed as a `wd_jax.train.BatchStream` whose
+data the problem's arrays (`wd_jax.engine.data.from_arrays`) fed as a
+`wd_jax.engine.train.BatchStream` whose
 every batch is the whole training set. Each seed is its own problem (data set and initial θ), so
 each seed is one sweep and each optimizer's λ grid one vmapped program. The final θ are compared
 with the closed form θ*(λ) = (XᵀX/n + λI)⁻¹Xᵀy/n; the ridge λ' nearest to AdamW's solution is
@@ -36,12 +38,13 @@ import numpy as np
 from flax import nnx
 from jax.scipy.stats import norm
 
-from wd_jax import data as data_lib
-from wd_jax import report, study, sweep, train
-from wd_jax.config import base_config
-from wd_jax.runlog import read_metrics, write_atomic
+from wd_jax import study
+from wd_jax.engine import data as data_lib
+from wd_jax.engine import sweep, train
+from wd_jax.engine.config import base_config
+from wd_jax.engine.runlog import read_metrics, write_atomic
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import protocol, schema
+from wd_jax.study import protocol, report, schema
 
 OPTIMIZERS = ("sgd_l2", "adam_l2", "adamw")
 LABELS = {
@@ -166,7 +169,7 @@ def full_batch(dataset: data_lib.Dataset) -> train.BatchStream:
 
 
 def data_loss(x, y, theta) -> float:
-  """½‖Xθ − y‖²/n, the engine's regression loss (`wd_jax.train.loss_and_metrics`)."""
+  """½‖Xθ − y‖²/n, the engine's regression loss (`wd_jax.engine.train.loss_and_metrics`)."""
   r = x @ theta - y
   return float(0.5 * r @ r / len(r))
 
@@ -600,11 +603,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     intro=(
       f"Linear regression, n = {d.num_examples}, d = {d.dim}, label noise {d.noise:g}; a "
       "bias-free linear model, loss ½‖Xθ − y‖²/n (the engine's regression loss), full-batch "
-      "gradients, float64 throughout. Every run goes through `wd_jax.sweep.run_sweep` and the "
+      "gradients, float64 throughout. Every run goes through `wd_jax.engine.sweep.run_sweep` and "
+      "the "
       "one training loop (the model defined in experiments/ridge.py, the arrays as a batch "
       "stream that yields the whole training set at every step); each seed is its own data set "
       "and initial θ, so each seed is one sweep. Ridge solution θ*(λ) = (XᵀX/n + λI)⁻¹Xᵀy/n "
-      f"(`wd_jax.data.ridge_solution`). {config.steps} steps, cosine-decayed lr from "
+      f"(`wd_jax.engine.data.ridge_solution`). {config.steps} steps, cosine-decayed lr from "
       + ", ".join(f"{o} {config.learning_rates[o]:g}" for o in config.optimizers)
       + f"; {len(config.seeds)} seeds. No hyperparameter is selected (every lr and λ is fixed "
       "by the config), so no validation split is carved; the engine's end-of-run evaluation "

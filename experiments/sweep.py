@@ -9,8 +9,9 @@ import os
 
 from absl import app, flags
 
-from wd_jax import cli, report, sweep
-from wd_jax.runlog import write_atomic
+from wd_jax.engine import cli, sweep
+from wd_jax.engine.runlog import write_atomic
+from wd_jax.study import report
 
 _CONFIG = cli.define_config(
   help="Sweep config file (path[:variant]) with fields base, grid, sweep."

@@ -5,7 +5,8 @@
   python experiments/train.py --config=... --workdir=runs/cnn --config.optimizer.weight_decay=0.1
   python experiments/train.py --config=... --workdir=runs/cnn --resume  # after a crash or kill
 
-Exit codes (wd_jax.cli): 0 done, 1 diverged / workdir busy / damaged checkpoint / failed write,
+Exit codes (wd_jax.engine.cli): 0 done, 1 diverged / workdir busy / damaged checkpoint / failed
+write,
 2 bad config or flag, 128+s stopped by signal s after writing a checkpoint (--resume goes on).
   python experiments/train.py --config=... --workdir=runs/cnn --config.parallel=sharded
 
@@ -19,7 +20,7 @@ import os
 
 from absl import app, flags
 
-from wd_jax import cli, parallel, train
+from wd_jax.engine import cli, parallel, train
 
 _CONFIG = cli.define_config(help="Run config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory for this run.", required=True)

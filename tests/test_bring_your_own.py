@@ -11,10 +11,10 @@ import pytest
 from flax import nnx
 
 import wd_jax
-from wd_jax import config as config_lib
-from wd_jax import data as data_lib
-from wd_jax import sweep, train
-from wd_jax.runlog import read_metrics
+from wd_jax.engine import config as config_lib
+from wd_jax.engine import data as data_lib
+from wd_jax.engine import sweep, train
+from wd_jax.engine.runlog import read_metrics
 
 
 class TwoLayer(nnx.Module):

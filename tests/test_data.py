@@ -1,4 +1,5 @@
-"""wd_jax.data: loaders (shapes, determinism, file formats, bad input) and device batching."""
+"""wd_jax.engine.data: loaders (shapes, determinism, file formats, bad input) and device
+batching."""
 
 import os
 import random
@@ -14,7 +15,7 @@ from absl.testing import parameterized
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wd_jax import data
+from wd_jax.engine import data
 
 # ----------------------------------------------------------------------------------------------
 # Fixtures and builders.

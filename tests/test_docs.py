@@ -31,11 +31,11 @@ DOCUMENTED_MODULES = (
   "wd_jax.timescale",
   "wd_jax.moments",
   "wd_jax.diagnostics",
-  "wd_jax.experiment",
-  "wd_jax.train",
-  "wd_jax.sweep",
-  "wd_jax.data",
-  "wd_jax.data._dataset",
+  "wd_jax.engine.experiment",
+  "wd_jax.engine.train",
+  "wd_jax.engine.sweep",
+  "wd_jax.engine.data",
+  "wd_jax.engine.data._dataset",
   "wd_jax.study.stats",
   "wd_jax.study._estimate",
   "wd_jax.study._power",
@@ -47,11 +47,11 @@ DOCUMENTED_PAGES = ("docs/getting_started.md", "docs/guide.md")
 
 # The engine and study functions users call, beside everything in `wd_jax.__all__`.
 ENGINE_FUNCTIONS = (
-  "wd_jax.train.fit",
-  "wd_jax.train.build",
-  "wd_jax.sweep.run_sweep",
-  "wd_jax.data.from_arrays",
-  "wd_jax.data.with_validation_split",
+  "wd_jax.engine.train.fit",
+  "wd_jax.engine.train.build",
+  "wd_jax.engine.sweep.run_sweep",
+  "wd_jax.engine.data.from_arrays",
+  "wd_jax.engine.data.with_validation_split",
   *(
     f"wd_jax.diagnostics.{n}"
     for n in (
@@ -98,8 +98,8 @@ ENGINE_FUNCTIONS = (
   ),
 )
 ENGINE_CLASSES = (
-  "wd_jax.train.BatchStream",
-  "wd_jax.data.Dataset",
+  "wd_jax.engine.train.BatchStream",
+  "wd_jax.engine.data.Dataset",
   "wd_jax.study.stats.Decision",
   "wd_jax.study.claims.Claim",
   "wd_jax.study.claims.Finding",

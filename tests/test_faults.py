@@ -2,7 +2,8 @@
 checkpoints, torn records, full disks, a killed sweep, and bad input caught before any file.
 
 Kills are deterministic: ``WD_JAX_FAULT=<site>:<n>`` makes a training process SIGKILL itself
-the n-th time it reaches <site> (`wd_jax.runlog.fault`): right after a checkpoint save is issued
+the n-th time it reaches <site> (`wd_jax.engine.runlog.fault`): right after a checkpoint save is
+issued
 (its files still being written), in the middle of a metrics record, or between a summary/status
 file's complete temporary copy and its rename.
 """
@@ -22,10 +23,10 @@ import jax
 import numpy as np
 import pytest
 
-from wd_jax import checkpoint as checkpoint_lib
-from wd_jax import runlog, train, workdir
-from wd_jax.config import base_config, override
-from wd_jax.sweep import tuning
+from wd_jax.engine import checkpoint as checkpoint_lib
+from wd_jax.engine import runlog, train, workdir
+from wd_jax.engine.config import base_config, override
+from wd_jax.engine.sweep import tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "experiments", "train.py")
@@ -337,7 +338,7 @@ def test_the_auto_record_ignores_malformed_entries_and_keeps_concurrent_writes(t
     json.dump({"a": "vmap", "b": {"chosen": "gpu"}, "c": [1]}, f)
   assert tuning._read_auto_cache(path) == {}
   code = (
-    "import sys; from wd_jax.sweep import tuning\n"
+    "import sys; from wd_jax.engine.sweep import tuning\n"
     "for i in range(25):\n"
     "  tuning._write_auto_cache(sys.argv[1], f'{sys.argv[2]}-{i}', 'vmap', {'vmap': {}})\n"
   )

@@ -30,11 +30,11 @@ def test_import_wd_jax_loads_no_engine_or_study_package():
 @pytest.mark.parametrize(
   "module, hidden, extra",
   [
-    ("wd_jax.train", "flax", "engine"),
-    ("wd_jax.sweep", "ml_collections", "engine"),
-    ("wd_jax.checkpoint", "orbax", "engine"),
+    ("wd_jax.engine.train", "flax", "engine"),
+    ("wd_jax.engine.sweep", "ml_collections", "engine"),
+    ("wd_jax.engine.checkpoint", "orbax", "engine"),
     ("wd_jax.study.stats", "scipy", "studies"),
-    ("wd_jax.report", "matplotlib", "studies"),
+    ("wd_jax.study.report", "matplotlib", "studies"),
   ],
 )
 def test_an_engine_module_without_its_extra_names_the_extra(module, hidden, extra):

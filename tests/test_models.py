@@ -9,7 +9,7 @@ import pytest
 from absl.testing import parameterized
 from flax import nnx
 
-from wd_jax import models as M
+from wd_jax.engine import models as M
 
 _B = 4
 _VOCAB = 17

@@ -13,8 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from wd_jax import parallel, train
-from wd_jax.runlog import read_metrics
+from wd_jax.engine import parallel, train
+from wd_jax.engine.runlog import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))

@@ -141,7 +141,7 @@ def test_schema_rules_name_the_field_and_the_value(rule, value, message):
 
 
 def test_schema_refuses_a_run_config_without_a_validation_split():
-  from wd_jax.config import base_config
+  from wd_jax.engine.config import base_config
 
   cfg = ml_collections.ConfigDict({"run": base_config()})
   with pytest.raises(ValueError, match="validation_fraction"):

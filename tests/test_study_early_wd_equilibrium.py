@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from wd_jax import report
-from wd_jax.config import override
+from wd_jax.engine.config import override
+from wd_jax.study import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))

@@ -16,8 +16,11 @@ import lr_wd_grid  # noqa: E402
 from configs import coupling as coupling_config  # noqa: E402
 from configs import lr_wd_grid as grid_config  # noqa: E402
 
-from wd_jax import report  # noqa: E402
-from wd_jax.study import protocol, stats  # noqa: E402
+from wd_jax.study import (  # noqa: E402
+  protocol,
+  report,
+  stats,
+)
 
 
 def _read(workdir, name):

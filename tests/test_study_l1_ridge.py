@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from wd_jax import data as data_lib
-from wd_jax import train
+from wd_jax.engine import data as data_lib
+from wd_jax.engine import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))

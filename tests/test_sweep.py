@@ -10,9 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from wd_jax import report, sweep, train
-from wd_jax.runlog import read_metrics
-from wd_jax.sweep import tuning
+from wd_jax.engine import config, data, sweep, train
+from wd_jax.engine.runlog import read_metrics
+from wd_jax.engine.sweep import tuning
+from wd_jax.study import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
@@ -346,3 +347,29 @@ def test_a_memoryless_decay_logs_its_step_against_the_loss_only_step(tmp_path):
     assert x["step_cos"] == pytest.approx(1.0, abs=1e-6) and x["step_ratio"] < 1e-6  # rounding
   for x in logged[0.5]:
     assert x["step_ratio"] > 1e-3 and x["step_cos"] < 1.0
+
+
+def test_the_selected_rows_alone_get_test_metrics_and_per_item_outcomes(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(300, 8)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int32)
+  ds = data.with_validation_split(data.from_arrays(x[:200], y[:200], x[200:], y[200:]), 0.25)
+  c = config.base_config()
+  c.model.name, c.model.kwargs = "mlp", {"widths": (16,)}
+  c.steps, c.batch_size, c.eval_batch_size, c.optimizer.learning_rate = 40, 32, 32, 1e-2
+  rows = sweep.run_sweep(
+    c,
+    {"seed": [0, 1]},
+    str(tmp_path / "s"),
+    data=ds,
+    strategy="sequential",
+    verbose=False,
+    select=lambda rows: [1],
+  )
+  assert "test_accuracy" not in rows[0]
+  assert not os.path.exists(tmp_path / "s" / rows[0]["run_dir"] / "test_items.npz")
+  items = np.load(tmp_path / "s" / rows[1]["run_dir"] / "test_items.npz")
+  assert items["accuracy"].shape == items["loss"].shape == (100,)  # 100 test items, no padding
+  assert set(np.unique(items["accuracy"])) <= {0.0, 1.0}
+  np.testing.assert_allclose(items["accuracy"].mean(), rows[1]["test_accuracy"], atol=1e-6)
+  np.testing.assert_allclose(items["loss"].mean(), rows[1]["test_loss"], rtol=1e-5)

@@ -12,10 +12,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 import wd_jax
-from wd_jax import data as data_lib
-from wd_jax import train
-from wd_jax.config import override
-from wd_jax.runlog import read_metrics
+from wd_jax.engine import data as data_lib
+from wd_jax.engine import train
+from wd_jax.engine.config import override
+from wd_jax.engine.runlog import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))

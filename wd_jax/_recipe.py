@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import optax
 
-from wd_jax import _validation
+from wd_jax import validation
 from wd_jax.decoupled import with_weight_decay
 
 ScalarOrSchedule = float | optax.Schedule
 
 
 def _check_adam(learning_rate, b1, b2, eps, eps_root=0.0, nesterov=False, amsgrad=False) -> None:
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_beta("b1", b1)
-  _validation.check_beta("b2", b2)
-  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
-  _validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
+  validation.check_learning_rate(learning_rate)
+  validation.check_beta("b1", b1)
+  validation.check_beta("b2", b2)
+  validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
   if nesterov and amsgrad:
     raise ValueError("nesterov=True and amsgrad=True cannot be combined (as in optax), got both.")
 

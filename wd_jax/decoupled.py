@@ -20,7 +20,7 @@ import chex
 import jax.numpy as jnp
 import optax
 
-from wd_jax import _validation
+from wd_jax import validation
 from wd_jax.masks import Mask
 from wd_jax.transforms import (
   COUPLINGS,
@@ -63,9 +63,9 @@ def _check_lr_args(coupling, learning_rate, peak_learning_rate, needs_lr: bool) 
     if needs_lr:
       raise ValueError(f"learning_rate is required for coupling={coupling!r}, got None.")
   else:
-    _validation.check_learning_rate(learning_rate)
+    validation.check_learning_rate(learning_rate)
   if peak_learning_rate is not None:
-    _validation.check_number(
+    validation.check_number(
       "peak_learning_rate",
       peak_learning_rate,
       lower=0.0,
@@ -73,12 +73,12 @@ def _check_lr_args(coupling, learning_rate, peak_learning_rate, needs_lr: bool) 
       allow_schedule=False,
     )
   elif coupling in ("schedule", "corrected"):
-    if _validation.is_schedule(learning_rate):
+    if validation.is_schedule(learning_rate):
       raise ValueError(
         f"peak_learning_rate is required when learning_rate is a schedule and "
         f"coupling={coupling!r} (η_t = α_t/α_peak), got None."
       )
-    if not _validation.is_host_number(learning_rate):
+    if not validation.is_host_number(learning_rate):
       # optax.inject_hyperparams rebuilds the optimizer every step with that step's lr as a
       # JAX array: taken as its own peak, "schedule" would silently become "constant".
       raise ValueError(
@@ -179,15 +179,15 @@ def with_weight_decay(
     raise ValueError(
       f"base_optimizer must be an optax GradientTransformation, got {base_optimizer!r}."
     )
-  _validation.check_weight_decay(weight_decay)
-  _validation.check_choice("coupling", coupling, COUPLINGS)
+  validation.check_weight_decay(weight_decay)
+  validation.check_choice("coupling", coupling, COUPLINGS)
   _check_lr_args(coupling, learning_rate, peak_learning_rate, needs_lr=coupling != "constant")
   if not isinstance(cautious, bool):
     raise ValueError(f"cautious must be a bool, got {cautious!r}.")
   _check_reference(reference)
   base = optax.with_extra_args_support(base_optimizer)
-  scheduled = _validation.is_schedule(weight_decay) or (
-    coupling != "constant" and _validation.is_schedule(learning_rate)
+  scheduled = validation.is_schedule(weight_decay) or (
+    coupling != "constant" and validation.is_schedule(learning_rate)
   )
   peak = peak_learning_rate
 
@@ -200,9 +200,9 @@ def with_weight_decay(
   def update_fn(updates, state, params=None, **extra_args):
     _require_params(params, "with_weight_decay")
     updates, base_state = base.update(updates, state.base_state, params, **extra_args)
-    if not _validation.is_static_zero(weight_decay):
+    if not validation.is_static_zero(weight_decay):
       count = _count(state.schedule_state)
-      lam = _validation.evaluate(weight_decay, count)
+      lam = validation.evaluate(weight_decay, count)
 
       def decay(k, u, d, p):
         coef = _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p)
@@ -349,7 +349,7 @@ def _add_decay_to_direction(
   ``optax.lamb`` places ``add_decayed_weights``; a = 1[Re(d ⊙ conj(θ − θ₀)) ≥ 0] when
   `cautious` (d has the sign of the paper's u there).
   """
-  scheduled = _validation.is_schedule(weight_decay)
+  scheduled = validation.is_schedule(weight_decay)
 
   def init_fn(params):
     _check_mask_at_init(params, mask)
@@ -357,8 +357,8 @@ def _add_decay_to_direction(
 
   def update_fn(updates, state, params=None):
     _require_params(params, "lamb")
-    if not _validation.is_static_zero(weight_decay):
-      lam = _validation.evaluate(weight_decay, _count(state.schedule_state))
+    if not validation.is_static_zero(weight_decay):
+      lam = validation.evaluate(weight_decay, _count(state.schedule_state))
 
       def add(k, u, d, p):
         term = (_decay_coefficient("constant", None, None, lam, k, None, p) * d).astype(u.dtype)

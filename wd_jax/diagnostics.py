@@ -418,7 +418,8 @@ def step_deviation(updates: PyTree, loss_only_updates: PyTree) -> dict[str, jax.
   ``step_ratio`` = ‖u − u₀‖/‖u₀‖, u₀ the loss-only step.
 
   For decoupled decay, which has no memory, u₀ is the same optimizer state's update with λ = 0
-  at this step (what `wd_jax.train`'s diagnostics step computes for injected hyperparameters):
+  at this step (what `wd_jax.engine.train`'s diagnostics step computes for injected
+  hyperparameters):
   the two quantities then measure the decay step against the loss step, the same way
   `pollution` measures coupled L2's.
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wd_jax import _validation
+from wd_jax import validation
 from wd_jax.decoupled import DecayDirectionState, DecoupledWeightDecayState
 from wd_jax.masks import Mask, leaf_multipliers
 from wd_jax.transforms import (
@@ -88,10 +88,10 @@ class TrackedAdamL2State(NamedTuple):
 
 
 def _check_adam_constants(b1, b2, eps, eps_root) -> None:
-  _validation.check_beta("b1", b1)
-  _validation.check_beta("b2", b2)
-  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
-  _validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
+  validation.check_beta("b1", b1)
+  validation.check_beta("b2", b2)
+  validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
 
 
 def scale_by_adam_l2(
@@ -177,7 +177,7 @@ def scale_by_adam_l2(
     early weight decay", AAAI 2021 (λθ in the first moment; the split m = m_loss + m_l2).
     PyTorch ``torch.optim.Adam(weight_decay=λ)`` (both flags set).
   """
-  _validation.check_weight_decay(weight_decay)
+  validation.check_weight_decay(weight_decay)
   _check_adam_constants(b1, b2, eps, eps_root)
   if nesterov and amsgrad:
     raise ValueError("nesterov=True and amsgrad=True cannot be combined (as in optax), got both.")
@@ -200,7 +200,7 @@ def scale_by_adam_l2(
       raise ValueError(
         "scale_by_adam_l2 needs the current params: call update(updates, state, params)."
       )
-    lam = _validation.evaluate(weight_decay, state.count)
+    lam = validation.evaluate(weight_decay, state.count)
     count = optax.safe_increment(state.count)
     mults = leaf_multipliers(params, mask)
     grads, treedef = jax.tree.flatten(updates)
@@ -215,7 +215,7 @@ def scale_by_adam_l2(
     out, new_mu, new_m2, new_nu, new_nu_max = [], [], [], [], []
     for i, (g, p, k) in enumerate(zip(grads, ps, mults)):
       r = None
-      if k != 0.0 and not _validation.is_static_zero(lam):
+      if k != 0.0 and not validation.is_static_zero(lam):
         coef = _decay_coefficient("constant", None, None, lam, k, None, p)
         r = (coef * (p if refs[i] is None else p - refs[i])).astype(g.dtype)
       gm = g + r if (r is not None and l2_in_first_moment) else g  # what enters m
@@ -333,7 +333,7 @@ def scale_by_adam_stable(
     Xie, Xu, Zhang, Sato & Sugiyama, "On the overlooked pitfalls of weight decay and how to
     mitigate them: a gradient-norm perspective", NeurIPS 2023.
   """
-  _validation.check_weight_decay(weight_decay)
+  validation.check_weight_decay(weight_decay)
   _check_adam_constants(b1, b2, eps, eps_root)
   if nesterov and amsgrad:
     raise ValueError("nesterov=True and amsgrad=True cannot be combined (as in optax), got both.")
@@ -343,7 +343,7 @@ def scale_by_adam_stable(
     adam = optax.scale_by_adam(
       b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
     )
-  scheduled = _validation.is_schedule(weight_decay)
+  scheduled = validation.is_schedule(weight_decay)
 
   def init_fn(params):
     _check_mask_at_init(params, mask)
@@ -353,7 +353,7 @@ def scale_by_adam_stable(
     if params is None:
       raise ValueError("scale_by_adam_stable needs the current params.")
     steps, adam_state = adam.update(updates, state.adam, params)
-    lam = _validation.evaluate(weight_decay, _count(state.schedule_state))
+    lam = validation.evaluate(weight_decay, _count(state.schedule_state))
     new_state = StableWeightDecayState(adam_state, _advance(state.schedule_state))
     if amsgrad:
       v_hats = jax.tree.leaves(adam_state.nu_max)  # already debiased, as used
@@ -362,7 +362,7 @@ def scale_by_adam_stable(
         x / (1 - b2**adam_state.count).astype(x.dtype) for x in jax.tree.leaves(adam_state.nu)
       ]
     size = sum(x.size for x in v_hats)
-    if size == 0 or _validation.is_static_zero(lam):  # nothing to decay (an empty tree has no v̄)
+    if size == 0 or validation.is_static_zero(lam):  # nothing to decay (an empty tree has no v̄)
       return steps, new_state
     dtype = functools.reduce(jnp.promote_types, [_coef_dtype(x) for x in v_hats])
     nu_mean = sum(jnp.sum(jnp.real(x).astype(dtype)) for x in v_hats) / size

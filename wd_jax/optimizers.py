@@ -21,7 +21,7 @@ from typing import Any
 
 import optax
 
-from wd_jax import _validation
+from wd_jax import validation
 from wd_jax._recipe import ScalarOrSchedule, _adam_direction, _check_adam, _decay
 from wd_jax.masks import Mask
 from wd_jax.moments import scale_by_adam_l2, scale_by_adam_stable
@@ -253,15 +253,15 @@ def nadamw(
 def _momentum(momentum: Any, nesterov: bool, accumulator_dtype: Any):
   # Only a host 0/None skips the buffer: inside inject_hyperparams momentum is an array at
   # init and a tracer at update, and both must build the same state.
-  if momentum is None or _validation.is_static_zero(momentum):
+  if momentum is None or validation.is_static_zero(momentum):
     return optax.identity()
   return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
 
 
 def _check_sgd(learning_rate, momentum) -> None:
-  _validation.check_learning_rate(learning_rate)
+  validation.check_learning_rate(learning_rate)
   if momentum is not None:
-    _validation.check_beta("momentum", momentum)
+    validation.check_beta("momentum", momentum)
 
 
 def sgd_l2(

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wd_jax import _muon, _validation
+from wd_jax import _muon, validation
 from wd_jax._recipe import ScalarOrSchedule, _check_adam, _decay
 from wd_jax.decoupled import _add_decay_to_direction
 from wd_jax.masks import Mask
@@ -68,9 +68,9 @@ def lion(
     Chen et al., "Symbolic discovery of optimization algorithms", NeurIPS 2023 (Lion).
     ``optax.lion``. Chen et al., "Cautious weight decay", arXiv:2510.12402, 2025.
   """
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_beta("b1", b1)
-  _validation.check_beta("b2", b2)
+  validation.check_learning_rate(learning_rate)
+  validation.check_beta("b1", b1)
+  validation.check_beta("b2", b2)
   base = optax.chain(
     optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
     optax.scale_by_learning_rate(learning_rate),
@@ -130,11 +130,11 @@ def adan(
     Xie, Zhou, Li, Lin & Yan, "Adan: adaptive Nesterov momentum algorithm for faster
     optimizing deep models", arXiv:2208.06677, 2022 (TPAMI 2024). ``optax.adan``.
   """
-  _validation.check_learning_rate(learning_rate)
+  validation.check_learning_rate(learning_rate)
   for name, b in (("b1", b1), ("b2", b2), ("b3", b3)):
-    _validation.check_number(name, b, lower=0.0, upper=1.0, allow_schedule=False)
-  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
-  _validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
+    validation.check_number(name, b, lower=0.0, upper=1.0, allow_schedule=False)
+  validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
   base = optax.chain(
     optax.scale_by_adan(b1=b1, b2=b2, b3=b3, eps=eps, eps_root=eps_root),
     optax.scale_by_learning_rate(learning_rate),
@@ -216,7 +216,7 @@ def lamb(
         f"coupling must be 'lr' when decay_in_trust_ratio=True (the decay is scaled by α_t "
         f"and the trust ratio), got coupling={coupling!r}; use decay_in_trust_ratio=False."
       )
-    _validation.check_weight_decay(weight_decay)
+    validation.check_weight_decay(weight_decay)
     if not isinstance(cautious, bool):
       raise ValueError(f"cautious must be a bool, got {cautious!r}.")
     _check_reference(reference)
@@ -308,23 +308,23 @@ def muon(
     Liu et al., "Muon is scalable for LLM training", arXiv:2502.16982, 2025 (decay and
     ``consistent_rms``). ``optax.contrib.muon``; PyTorch ``torch.optim.Muon``.
   """
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_choice("convention", convention, _muon.CONVENTIONS)
-  _validation.check_beta("beta", beta)
+  validation.check_learning_rate(learning_rate)
+  validation.check_choice("convention", convention, _muon.CONVENTIONS)
+  validation.check_beta("beta", beta)
   ns_coeffs = _muon.check_ns_coeffs(ns_coeffs)
   ns_steps = _muon.check_ns_steps(5 if ns_steps is None else ns_steps)
   if eps is None:
     eps = 1e-8 if convention == "optax" else 1e-7
-  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
   if consistent_rms is not None:
-    _validation.check_number("consistent_rms", consistent_rms, lower=0.0, allow_schedule=False)
+    validation.check_number("consistent_rms", consistent_rms, lower=0.0, allow_schedule=False)
   if adam_learning_rate is None:
     adam_learning_rate = learning_rate
-  _validation.check_learning_rate(adam_learning_rate, "adam_learning_rate")
-  _validation.check_beta("adam_b1", adam_b1)
-  _validation.check_beta("adam_b2", adam_b2)
-  _validation.check_number("adam_eps", adam_eps, lower=0.0, allow_schedule=False)
-  _validation.check_number("adam_eps_root", adam_eps_root, lower=0.0, allow_schedule=False)
+  validation.check_learning_rate(adam_learning_rate, "adam_learning_rate")
+  validation.check_beta("adam_b1", adam_b1)
+  validation.check_beta("adam_b2", adam_b2)
+  validation.check_number("adam_eps", adam_eps, lower=0.0, allow_schedule=False)
+  validation.check_number("adam_eps_root", adam_eps_root, lower=0.0, allow_schedule=False)
   base = _muon.muon_base(
     learning_rate,
     convention=convention,
@@ -439,27 +439,27 @@ def adafactor(
     Shazeer & Stern, "Adafactor: adaptive learning rates with sublinear memory cost", ICML
     2018. PyTorch ``torch.optim.Adafactor``; ``optax.adafactor``.
   """
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_number("decay_rate", decay_rate, lower=0.0, allow_schedule=False)
-  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
-  _validation.check_number("param_scale_eps", param_scale_eps, lower=0.0, allow_schedule=False)
+  validation.check_learning_rate(learning_rate)
+  validation.check_number("decay_rate", decay_rate, lower=0.0, allow_schedule=False)
+  validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  validation.check_number("param_scale_eps", param_scale_eps, lower=0.0, allow_schedule=False)
   if min_dim_size_to_factor is None:
     min_dim_size_to_factor = 0
   _check_int("min_dim_size_to_factor", min_dim_size_to_factor, 0)
   if dtype_momentum is None:
     dtype_momentum = jnp.float32
   if clipping_threshold is not None:
-    _validation.check_number(
+    validation.check_number(
       "clipping_threshold", clipping_threshold, lower=1.0, allow_schedule=False
     )
   if momentum is not None:
-    _validation.check_beta("momentum", momentum)
+    validation.check_beta("momentum", momentum)
   step_size = learning_rate
   if relative_step:
 
     def step_size(count):
       t = jnp.asarray(count + 1, jnp.result_type(float))  # float64 under x64, as torch's step
-      lr = _validation.real(_validation.evaluate(learning_rate, count))
+      lr = validation.real(validation.evaluate(learning_rate, count))
       return jnp.minimum(lr, 1 / jnp.sqrt(t))
 
   chain = [
@@ -546,8 +546,8 @@ def schedule_free_adamw(
     Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, "The road less scheduled",
     NeurIPS 2024. ``optax.contrib.schedule_free_adamw``.
   """
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_number(
+  validation.check_learning_rate(learning_rate)
+  validation.check_number(
     "b1",
     b1,
     lower=0.0,
@@ -556,13 +556,13 @@ def schedule_free_adamw(
     upper_inclusive=False,
     allow_schedule=False,
   )
-  _validation.check_beta("b2", b2)
-  _validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
-  _validation.check_number("weight_lr_power", weight_lr_power, allow_schedule=False)
+  validation.check_beta("b2", b2)
+  validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
+  validation.check_number("weight_lr_power", weight_lr_power, allow_schedule=False)
   lr = learning_rate
   if warmup_steps is not None:
     _check_int("warmup_steps", warmup_steps, 1)
-    if peak_learning_rate is None and _validation.is_host_number(learning_rate):
+    if peak_learning_rate is None and validation.is_host_number(learning_rate):
       peak_learning_rate = learning_rate
     lr = optax.warmup_constant_schedule(0.0, learning_rate, warmup_steps)
   base = optax.chain(

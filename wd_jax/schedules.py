@@ -12,7 +12,7 @@ import math
 import jax.numpy as jnp
 import optax
 
-from wd_jax import _validation
+from wd_jax import validation
 
 
 def _check_step(name: str, value: int) -> None:
@@ -51,8 +51,8 @@ def switch_weight_decay(before: float, after: float, step: int) -> optax.Schedul
     and data augmentation affect early learning dynamics, matter little near convergence",
     NeurIPS 2019.
   """
-  _validation.check_weight_decay(before, "before")
-  _validation.check_weight_decay(after, "after")
+  validation.check_weight_decay(before, "before")
+  validation.check_weight_decay(after, "after")
   _check_step("step", step)
   return lambda count: jnp.where(count < step, before, after)
 
@@ -84,7 +84,7 @@ def early_weight_decay(weight_decay: float, until_step: int) -> optax.Schedule:
     Golatkar, Achille & Soatto, "Time matters in regularizing deep networks", NeurIPS 2019.
     Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021.
   """
-  _validation.check_weight_decay(weight_decay)
+  validation.check_weight_decay(weight_decay)
   _check_step("until_step", until_step)
   return switch_weight_decay(weight_decay, 0.0, until_step)
 
@@ -114,7 +114,7 @@ def late_weight_decay(weight_decay: float, from_step: int) -> optax.Schedule:
   References:
     Golatkar, Achille & Soatto, "Time matters in regularizing deep networks", NeurIPS 2019.
   """
-  _validation.check_weight_decay(weight_decay)
+  validation.check_weight_decay(weight_decay)
   _check_step("from_step", from_step)
   return switch_weight_decay(0.0, weight_decay, from_step)
 
@@ -152,7 +152,7 @@ def normalized_weight_decay(
     Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019 (the appendix
     on normalized weight decay).
   """
-  _validation.check_weight_decay(lambda_norm, "lambda_norm")
+  validation.check_weight_decay(lambda_norm, "lambda_norm")
   for name, v in (("batch_size", batch_size), ("train_size", train_size), ("epochs", epochs)):
-    _validation.check_number(name, v, lower=0.0, lower_inclusive=False, allow_schedule=False)
+    validation.check_number(name, v, lower=0.0, lower_inclusive=False, allow_schedule=False)
   return float(lambda_norm) * math.sqrt(batch_size / (train_size * epochs))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wd_jax import _validation
+from wd_jax import validation
 from wd_jax.transforms import COUPLINGS
 
 _MULTIPLIED_BY = {
@@ -31,7 +31,7 @@ _MULTIPLIED_BY = {
 
 def _values(fn_or_value: Any, steps: int) -> np.ndarray:
   """A float or a schedule at t = 0..steps-1, as float64."""
-  if not _validation.is_schedule(fn_or_value):
+  if not validation.is_schedule(fn_or_value):
     return np.full(steps, float(fn_or_value))
   counts = jnp.arange(steps, dtype=jnp.int32)
   out = np.asarray(fn_or_value(counts), np.float64)
@@ -46,7 +46,7 @@ def _peak_factor(coupling: str, learning_rate: Any, peak_learning_rate: Any) -> 
     return 1.0
   if peak_learning_rate is not None:
     return float(peak_learning_rate)
-  if learning_rate is None or _validation.is_schedule(learning_rate):
+  if learning_rate is None or validation.is_schedule(learning_rate):
     raise ValueError(
       f"peak_learning_rate is required for coupling={coupling!r} unless learning_rate is a "
       f"float, got learning_rate={learning_rate!r}."
@@ -100,23 +100,23 @@ def timescale_weight_decay(
     Wang & Aitchison, "How to set AdamW's weight decay as you scale model and dataset
     size", arXiv:2405.13698, 2024.
   """
-  _validation.check_choice("coupling", coupling, COUPLINGS)
+  validation.check_choice("coupling", coupling, COUPLINGS)
   if (tau_steps is None) == (tau_epochs is None):
     raise ValueError(
       f"give exactly one of tau_steps and tau_epochs, got tau_steps={tau_steps!r}, "
       f"tau_epochs={tau_epochs!r}."
     )
   if tau_epochs is not None:
-    _validation.check_number(
+    validation.check_number(
       "tau_epochs", tau_epochs, lower=0.0, lower_inclusive=False, allow_schedule=False
     )
     if steps_per_epoch is None:
       raise ValueError("steps_per_epoch is required with tau_epochs, got None.")
-    _validation.check_number(
+    validation.check_number(
       "steps_per_epoch", steps_per_epoch, lower=0.0, lower_inclusive=False, allow_schedule=False
     )
     tau_steps = float(tau_epochs) * float(steps_per_epoch)
-  _validation.check_number(
+  validation.check_number(
     "tau_steps", tau_steps, lower=0.0, lower_inclusive=False, allow_schedule=False
   )
   return 1.0 / (_peak_factor(coupling, learning_rate, peak_learning_rate) * float(tau_steps))
@@ -235,12 +235,12 @@ def describe_timescale(
     Wang & Aitchison, "How to set AdamW's weight decay as you scale model and dataset
     size", arXiv:2405.13698, 2024.
   """
-  _validation.check_choice("coupling", coupling, COUPLINGS)
+  validation.check_choice("coupling", coupling, COUPLINGS)
   if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
     raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}.")
-  _validation.check_weight_decay(weight_decay)
+  validation.check_weight_decay(weight_decay)
   if steps_per_epoch is not None:
-    _validation.check_number(
+    validation.check_number(
       "steps_per_epoch", steps_per_epoch, lower=0.0, lower_inclusive=False, allow_schedule=False
     )
   lams = _values(weight_decay, total_steps)
@@ -249,12 +249,12 @@ def describe_timescale(
   else:
     if learning_rate is None:
       raise ValueError(f"learning_rate is required for coupling={coupling!r}, got None.")
-    _validation.check_learning_rate(learning_rate)
+    validation.check_learning_rate(learning_rate)
     alphas = _values(learning_rate, total_steps)
     if coupling == "lr":
       c = alphas
     else:
-      if peak_learning_rate is None and _validation.is_schedule(learning_rate):
+      if peak_learning_rate is None and validation.is_schedule(learning_rate):
         raise ValueError(
           f"peak_learning_rate is required when learning_rate is a schedule and "
           f"coupling={coupling!r}, got None."
@@ -347,11 +347,11 @@ def matched_weight_decay(
   """
   from wd_jax.masks import _resolve  # a leaf's multiplier, as the optimizer resolves it
 
-  _validation.check_choice("optimizer", optimizer, _MATCHED)
-  _validation.check_number(
+  validation.check_choice("optimizer", optimizer, _MATCHED)
+  validation.check_number(
     "tau_steps", tau_steps, lower=0.0, lower_inclusive=False, allow_schedule=False
   )
-  _validation.check_number(
+  validation.check_number(
     "learning_rate", learning_rate, lower=0.0, lower_inclusive=False, allow_schedule=False
   )
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wd_jax import _validation
+from wd_jax import validation
 from wd_jax.masks import Mask, _path_names, leaf_multipliers, map_decay, path_to_str
 
 COUPLINGS = ("lr", "schedule", "constant", "corrected")
@@ -229,12 +229,12 @@ def decay_factor(
   """
   if coupling == "constant":
     return 1.0
-  lr = _validation.real(_validation.evaluate(learning_rate, count))
+  lr = validation.real(validation.evaluate(learning_rate, count))
   if dtype is not None:
     lr = jnp.asarray(lr, dtype)
   if coupling == "lr":
     return lr
-  peak = _validation.real(learning_rate if peak_learning_rate is None else peak_learning_rate)
+  peak = validation.real(learning_rate if peak_learning_rate is None else peak_learning_rate)
   if coupling == "schedule":
     return lr / peak
   return lr * lr / peak  # "corrected" (AdamC)
@@ -242,14 +242,14 @@ def decay_factor(
 
 def _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p) -> Any:
   """c_t·λ_t·m as a host float when all are host numbers, else an array of `_coef_dtype(p)`."""
-  host = _validation.is_host_number
+  host = validation.is_host_number
   if host(lam) and (
     coupling == "constant" or (host(learning_rate) and (peak is None or host(peak)))
   ):
     return float(decay_factor(coupling, learning_rate, peak, count)) * (k * float(lam))
   dtype = _coef_dtype(p)
   c = decay_factor(coupling, learning_rate, peak, count, dtype)
-  return jnp.asarray(c, dtype) * (k * jnp.asarray(_validation.real(lam), dtype))
+  return jnp.asarray(c, dtype) * (k * jnp.asarray(validation.real(lam), dtype))
 
 
 def add_l2(
@@ -301,9 +301,9 @@ def add_l2(
     from decoupled decay under Adam). Li, Grandvalet & Davoine, "Explicit inductive bias for
     transfer learning with convolutional networks" (L2-SP), ICML 2018.
   """
-  _validation.check_weight_decay(weight_decay)
+  validation.check_weight_decay(weight_decay)
   _check_reference(reference)
-  scheduled = _validation.is_schedule(weight_decay)
+  scheduled = validation.is_schedule(weight_decay)
 
   def init_fn(params):
     _check_mask_at_init(params, mask)
@@ -311,8 +311,8 @@ def add_l2(
 
   def update_fn(updates, state, params=None):
     _require_params(params, "add_l2")
-    if not _validation.is_static_zero(weight_decay):
-      lam = _validation.evaluate(weight_decay, _count(state.schedule_state))
+    if not validation.is_static_zero(weight_decay):
+      lam = validation.evaluate(weight_decay, _count(state.schedule_state))
 
       def add(k, g, d, p):
         return g + (_decay_coefficient("constant", None, None, lam, k, None, p) * d).astype(g.dtype)
@@ -356,8 +356,8 @@ def add_l1(
     Tibshirani, "Regression shrinkage and selection via the lasso", JRSS B, 1996.
     Shor, "Minimization methods for non-differentiable functions", 1985 (subgradient steps).
   """
-  _validation.check_weight_decay(weight_decay)
-  scheduled = _validation.is_schedule(weight_decay)
+  validation.check_weight_decay(weight_decay)
+  scheduled = validation.is_schedule(weight_decay)
 
   def init_fn(params):
     _check_mask_at_init(params, mask)
@@ -365,8 +365,8 @@ def add_l1(
 
   def update_fn(updates, state, params=None):
     _require_params(params, "add_l1")
-    if not _validation.is_static_zero(weight_decay):
-      lam = _validation.evaluate(weight_decay, _count(state.schedule_state))
+    if not validation.is_static_zero(weight_decay):
+      lam = validation.evaluate(weight_decay, _count(state.schedule_state))
       mults = leaf_multipliers(params, mask)
 
       def l1(k, g, p):
@@ -420,9 +420,9 @@ def prox_l1(
     problems with a sparsity constraint", CPAM 2004 (ISTA). Parikh & Boyd, "Proximal
     algorithms", 2014.
   """
-  _validation.check_weight_decay(weight_decay)
-  _validation.check_learning_rate(learning_rate)
-  scheduled = _validation.is_schedule(weight_decay) or _validation.is_schedule(learning_rate)
+  validation.check_weight_decay(weight_decay)
+  validation.check_learning_rate(learning_rate)
+  scheduled = validation.is_schedule(weight_decay) or validation.is_schedule(learning_rate)
 
   def init_fn(params):
     _check_mask_at_init(params, mask)
@@ -431,14 +431,14 @@ def prox_l1(
   def update_fn(updates, state, params=None):
     _require_params(params, "prox_l1")
     count = _count(state.schedule_state)
-    lr = _validation.evaluate(learning_rate, count)
-    lam = _validation.evaluate(weight_decay, count)
+    lr = validation.evaluate(learning_rate, count)
+    lam = validation.evaluate(weight_decay, count)
     mults = leaf_multipliers(params, mask)
 
     def prox(k, u, p):
       # α_t in the params' dtype: a float32 schedule value must not round α_t·λ (see decay_factor).
       dtype = _coef_dtype(p)
-      real = _validation.real
+      real = validation.real
       tau = (k * (jnp.asarray(real(lr), dtype) * jnp.asarray(real(lam), dtype))).astype(dtype)
       z = p + u
       mag = jnp.abs(z)

@@ -6,7 +6,7 @@ The corpus exists wherever Python does, so no download is needed; point
     python experiments/train.py --config=experiments/configs/char_transformer.py --workdir=runs/lm
 """
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 
 
 def get_config(variant: str = "default"):

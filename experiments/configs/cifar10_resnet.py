@@ -4,7 +4,7 @@
         --config.dataset.kwargs.data_dir=/path/to/cifar-10-batches-bin --workdir=runs/cifar
 """
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 
 
 def get_config(variant: str = "default"):

@@ -20,7 +20,7 @@ measured verdicts are in experiments/README.md.
 
 import ml_collections
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 from wd_jax.study.claims import claim, declare
 
 DEFAZIO = "Defazio et al. 2025; REFERENCES §4"

@@ -6,7 +6,7 @@ learning rate α/‖w‖² and the rotational-equilibrium predictions next to th
     python experiments/train.py --config=experiments/configs/digits_resnet.py --workdir=runs/digits
 """
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 
 
 def get_config(variant: str = "default"):

@@ -51,7 +51,7 @@ and the equivalence test; summary.md has the current ones.)
 
 import ml_collections
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 from wd_jax.study.claims import claim, declare
 
 EQUAL_MARGIN = 0.005  # test accuracy (fraction); see the docstring
@@ -145,7 +145,7 @@ def _cifar10_run(steps: int) -> ml_collections.ConfigDict:
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.schedules = ("whole", "none", "early", "late")
-  # wd_jax.sweep strategy. vmap over conv nets on XLA:CPU measured 2.7× slower per
+  # wd_jax.engine.sweep strategy. vmap over conv nets on XLA:CPU measured 2.7× slower per
   # configuration-step than sequential (39.7 vs 14.8 ms, ResNet (16, 32), batch 128).
   c.strategy = "sequential"
   if variant == "default":

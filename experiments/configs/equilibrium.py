@@ -5,13 +5,13 @@
   (append :smoke for seconds, :full for CIFAR-10 on a GPU/TPU; `full` needs
   --config.run.dataset.kwargs.data_dir=/path/to/cifar-10-batches-bin)
 
-Every conv kernel of the BatchNorm ResNet is scale-invariant (wd_jax.models). With a CONSTANT
+Every conv kernel of the BatchNorm ResNet is scale-invariant (wd_jax.engine.models). With a CONSTANT
 learning rate, weight decay and the gradient balance into an equilibrium (Kosson, Messmer &
 Jaggi 2023; REFERENCES §4) where the expected angular update per step is
   AdamW  √(2αλ(1−β1)/(1+β1))      SGD with momentum μ (coupled L2)  √(2αλ/(1+μ))
 and the norm of a C-element kernel is
   AdamW  √(αC/(2λ))               SGDM  (α‖g̃‖²/(2λ(1−μ)))^{1/4}, g̃ the gradient at unit norm.
-`wd_jax.train` logs both predictions next to the measurements (pred_angular_update/<path>,
+`wd_jax.engine.train` logs both predictions next to the measurements (pred_angular_update/<path>,
 pred_norm/<path>). Adam+L2 has no closed form; for it the study reports how much its angular
 update differs across layers (coefficient of variation) against AdamW's.
 
@@ -55,7 +55,7 @@ import math
 
 import ml_collections
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 from wd_jax.study.claims import claim, declare
 
 LOG_MARGIN = math.log(1.25)  # |log(measured/predicted)|: ratios 0.8–1.25 count as "at 1"
@@ -135,7 +135,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     }
   )
   c.settings = DEFAULT_SETTINGS
-  # wd_jax.sweep strategy: vmap over conv nets on XLA:CPU measured 2.7× slower per
+  # wd_jax.engine.sweep strategy: vmap over conv nets on XLA:CPU measured 2.7× slower per
   # configuration-step than sequential.
   c.strategy = "sequential"
   c.last_fraction = 1 / 3  # measurements averaged over this final share of the steps

@@ -18,7 +18,7 @@ subgradient L1 and L2 leave no exact zeros at any λ.
 
 import ml_collections
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 from wd_jax.study.claims import claim, declare
 
 SPARSITY = "REFERENCES §5; Tibshirani 1996 (lasso), ISTA (Daubechies et al. 2004)"
@@ -100,7 +100,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.methods = ("prox_l1", "add_l1", "sgd_l2")
   c.matched_accuracy_margin = 0.01  # "matched accuracy": within 1 point of the λ = 0 baseline
-  c.strategy = "vmap"  # wd_jax.sweep strategy for each method's λ × seed grid
+  c.strategy = "vmap"  # wd_jax.engine.sweep strategy for each method's λ × seed grid
   if variant == "default":
     c.run = _run(4000, (128, 128))
     c.weight_decays = (1e-4, 3e-4, 6e-4, 1e-3, 2e-3, 3e-3, 1e-2)  # λ of the mean loss

@@ -19,7 +19,7 @@ Transformer runs in :smoke and :full. Runtime on 2 CPU cores: see experiments/RE
 
 import ml_collections
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 from wd_jax.study.claims import claim, declare
 
 BJORCK = "Bjorck et al. 2021; REFERENCES §2"
@@ -162,7 +162,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.variants = VARIANTS
   # Tuned over learning_rates × strength (the others at the run's own lr only).
   c.tuned_variants = ("adam_l2", "adamw")
-  c.strategy = "vmap"  # wd_jax.sweep strategy for the λ × seed grid of each variant
+  c.strategy = "vmap"  # wd_jax.engine.sweep strategy for the λ × seed grid of each variant
   c.matched = MATCHED  # the τ/T the per-strength claims read
   c.tasks = ml_collections.ConfigDict()
   # τ/T: 4 barely decays within the run; 1/64 decays sixty-four times over.

@@ -21,7 +21,7 @@ import itertools
 
 import ml_collections
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 from wd_jax.study.claims import claim, declare
 
 LH = "Loshchilov & Hutter 2019, Fig. 2; REFERENCES §1–2"
@@ -122,7 +122,7 @@ def _refine(values) -> tuple[float, ...]:
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.strategy = "vmap"  # wd_jax.sweep strategy: each run set's grid is one compiled program
+  c.strategy = "vmap"  # wd_jax.engine.sweep strategy: each run set's grid is one compiled program
   # What the ridge is fitted to and what selects the (lr, λ) whose test split is read.
   c.metric = "val_accuracy"
   c.views = tuple(VIEWS)

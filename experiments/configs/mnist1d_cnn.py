@@ -8,7 +8,7 @@ Variants (``--config=...mnist1d_cnn.py:VARIANT``): default (CPU minutes), ``smok
 for the tests).
 """
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 
 
 def get_config(variant: str = "default"):

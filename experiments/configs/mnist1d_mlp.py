@@ -3,7 +3,7 @@
 python experiments/train.py --config=experiments/configs/mnist1d_mlp.py --workdir=runs/mnist1d_mlp
 """
 
-from wd_jax.config import base_config
+from wd_jax.engine.config import base_config
 
 
 def get_config(variant: str = "default"):

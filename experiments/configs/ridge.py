@@ -3,9 +3,11 @@
   python experiments/ridge.py --config=experiments/configs/ridge.py --workdir=runs/ridge
   (append :smoke for seconds, :full for a longer, larger problem)
 
-Synthetic linear regression (`wd_jax.data.linear_regression`: x ~ N(0, I_d), y = x·w* + noise),
+Synthetic linear regression (`wd_jax.engine.data.linear_regression`: x ~ N(0, I_d), y = x·w* +
+noise),
 a bias-free linear model in float64, loss ½‖Xθ − y‖²/n (the engine's regression loss), full-batch
-gradients, trained by `wd_jax.sweep.run_sweep` through the one training loop. Optimizers (colours
+gradients, trained by `wd_jax.engine.sweep.run_sweep` through the one training loop. Optimizers
+(colours
 fixed across figures): sgd_l2 and adam_l2 (coupled L2: their fixed point is ∇loss + λθ = 0, the
 ridge solution θ*(λ) = (XᵀX/n + λI)⁻¹Xᵀy/n) and adamw (decoupled, lr-coupled:
 θ ← θ − α_t λθ − α_t u). Each seed is a different data set and initial θ ~ N(0, I/d).
@@ -76,7 +78,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # Peak lr of a cosine decay to 0 over `steps` (full-batch steps). SGD: below 2/L, L ≈ 1.6 + λ.
   c.learning_rates = ml_collections.ConfigDict({"sgd_l2": 0.5, "adam_l2": 1e-2, "adamw": 1e-2})
   c.ridge_path = ml_collections.ConfigDict({"min": 1e-8, "max": 1e2, "num": 401})  # λ' grid
-  c.strategy = "vmap"  # wd_jax.sweep strategy: each optimizer's λ grid one vmapped program
+  c.strategy = "vmap"  # wd_jax.engine.sweep strategy: each optimizer's λ grid one vmapped program
   if variant == "default":
     c.steps = 3000
     c.log_every = 50  # steps between logged training losses (the convergence figure)

@@ -8,6 +8,17 @@ checked by declared rules (`wd_jax.study.schema`) before anything is written.
 
 from __future__ import annotations
 
+from wd_jax._extras import missing
+from wd_jax.engine import progress  # first: the studies run on the engine (names its extra)
+
+try:
+  import matplotlib  # noqa: F401
+  import scipy  # noqa: F401
+except ModuleNotFoundError as e:
+  raise missing("studies", e) from None
+
+# isort: split
+
 import contextlib
 import math
 import os
@@ -17,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from wd_jax import progress
-from wd_jax.runlog import write_atomic
+from wd_jax.engine.runlog import write_atomic
 from wd_jax.study import claims, schema, stats
 
 # One colour per optimizer variant, the same in every figure of every study.
@@ -179,11 +189,11 @@ def main(run_fn, claim_width: int | None = None, work=None) -> None:
   studies into one process. `run_fn(config, workdir)` returns ``{"findings": [...], ...}``
   and optionally ``"wall_time_sec"``; each claim is printed cut to `claim_width` characters.
   `work(config)`, the configuration-steps the study will train, gives the study one progress
-  line with an ETA over all its sweeps. Exit codes and one-line errors as `wd_jax.cli` says.
+  line with an ETA over all its sweeps. Exit codes and one-line errors as `wd_jax.engine.cli` says.
   """
   from absl import app, flags
 
-  from wd_jax import cli
+  from wd_jax.engine import cli
 
   cli.define_config(help="Study config (path[:variant]).")
   flags.DEFINE_string("workdir", None, "Output directory.")

@@ -8,10 +8,6 @@ re-exported by `wd_jax.study.stats`.
 
 from __future__ import annotations
 
-from wd_jax import _studies  # noqa: F401  (first: names the [studies] extra when it is missing)
-
-# isort: split
-
 import math
 from collections.abc import Callable
 

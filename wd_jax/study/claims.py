@@ -25,10 +25,6 @@ empirical ones.
 
 from __future__ import annotations
 
-from wd_jax import _studies  # noqa: F401  (first: names the [studies] extra when it is missing)
-
-# isort: split
-
 import dataclasses
 import math
 import types

@@ -4,7 +4,7 @@ Every study's runs carve a fixed, seeded validation split from the training data
 (``config.dataset.validation_fraction``; the same split for every seed and arm). Hyperparameters
 are chosen on it — the configuration whose mean validation metric over the seeds is best — and the
 test split is then read once, for the chosen configuration's seeds only (`selector` is the
-``select`` callback of `wd_jax.sweep.run_sweep`, which evaluates nothing else on test).
+``select`` callback of `wd_jax.engine.sweep.run_sweep`, which evaluates nothing else on test).
 Configurations a claim names in advance (e.g. "at the largest λ") are chosen by the declaration,
 not by data, so they may be read on test too (`fixed`).
 """
@@ -174,7 +174,7 @@ def selector(
   larger: bool = True,
   fixed: Sequence[Mapping[str, Any]] = (),
 ) -> Callable[[Sequence[Row]], list[int]]:
-  """A ``select`` callback for `wd_jax.sweep.run_sweep`: the rows whose test split is read.
+  """A ``select`` callback for `wd_jax.engine.sweep.run_sweep`: the rows whose test split is read.
 
   Args:
     by: tuned fields: every seed of the configuration `select_best` picks (none: no tuning).
@@ -184,7 +184,7 @@ def selector(
 
   Returns:
     ``select(rows) -> indices``: the rows of the best configuration's seeds and of the fixed
-    configurations, whose test split `wd_jax.sweep.run_sweep` then reads once.
+    configurations, whose test split `wd_jax.engine.sweep.run_sweep` then reads once.
 
   Example:
     >>> from wd_jax.study import protocol

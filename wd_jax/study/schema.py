@@ -15,6 +15,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from wd_jax import validation
+
 Rule = Callable[[str, Any], None]
 
 
@@ -135,11 +137,12 @@ def flag() -> Rule:
 
 
 def run_config(*, datasets: Sequence[str] | None = None, validation: bool = True) -> Rule:
-  """A run config (`wd_jax.config` schema) that `wd_jax.config.validate` accepts; optionally
+  """A run config (`wd_jax.engine.config` schema) that `wd_jax.engine.config.validate` accepts;
+  optionally
   one of `datasets`, and with a validation split (the protocol selects on it)."""
 
   def rule(where: str, value: Any) -> None:
-    from wd_jax import config as config_lib
+    from wd_jax.engine import config as config_lib
 
     try:
       config_lib.validate(value)
@@ -174,12 +177,10 @@ def check(config: Any, fields: Mapping[str, Rule], *, prefix: str = "config") ->
   """Checks every declared field of `config`; `ValueError` naming the first bad one, or a field
   that is not declared (a typo on the command line). ``claims`` is checked by
   `wd_jax.study.claims`."""
-  import difflib
 
   for key in config.keys():
     if key not in fields and key != "claims":
-      close = difflib.get_close_matches(key, list(fields), n=1)
-      hint = f"; did you mean {prefix}.{close[0]}?" if close else ""
+      hint = validation.did_you_mean(key, fields, prefix)
       raise ValueError(f"{prefix}.{key} is not a field of this config{hint}")
   for name, rule in fields.items():
     where = f"{prefix}.{name}"

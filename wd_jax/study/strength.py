@@ -43,15 +43,15 @@ def initial_grad_sq(
   batches there (the run's own batch size), and the run's decay mask.
 
   Args:
-    config: a run config (`wd_jax.config.base_config` schema); its seed picks the model.
+    config: a run config (`wd_jax.engine.config.base_config` schema); its seed picks the model.
     batches: how many batches to average g² over.
 
   Returns:
     ``(params, grad_sq, mask)``.
   """
-  from wd_jax import config as config_lib
-  from wd_jax import data as data_lib
-  from wd_jax import experiment
+  from wd_jax.engine import config as config_lib
+  from wd_jax.engine import data as data_lib
+  from wd_jax.engine import experiment
 
   exp = experiment.build(config)
   state = exp.init_state

@@ -5,14 +5,10 @@ carries the SHA-256 of its arrays (dtype, shape and bytes of every leaf), commit
 the same atomic step as the arrays, so a restore can tell an intact checkpoint from a damaged
 one: missing or truncated files fail to load, flipped bytes fail the digest. `restore_latest`
 names the damaged checkpoint and why in one line, and falls back to the newest intact one only
-when asked (``fallback=True``, the default of `wd_jax.train.fit`, which says so loudly).
+when asked (``fallback=True``, the default of `wd_jax.engine.train.fit`, which says so loudly).
 """
 
 from __future__ import annotations
-
-from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
-
-# isort: split
 
 import hashlib
 import os

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wd_jax.runlog import write_atomic
+from wd_jax.engine.runlog import write_atomic
 
 # Columns every results row has, before the other grid fields and the metrics.
 HYPER_COLUMNS = ("optimizer", "learning_rate", "weight_decay", "seed")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
-
-# isort: split
-
 from typing import Any
 
 import jax.numpy as jnp
@@ -13,7 +9,7 @@ import ml_collections
 import optax
 from ml_collections.config_dict import placeholder
 
-from wd_jax import _validation
+from wd_jax import validation
 from wd_jax.masks import default_mask, regex_mask
 from wd_jax.optimizers import OPTIMIZERS, get_optimizer
 from wd_jax.schedules import early_weight_decay, late_weight_decay
@@ -62,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = placeholder(int)
   c.max_checkpoints = 2
   c.parallel = (
-    "none"  # none | pmap | sharded (data parallel over every device; see wd_jax.parallel)
+    "none"  # none | pmap | sharded (data parallel over every device; see wd_jax.engine.parallel)
   )
   return c
 
@@ -92,13 +88,11 @@ def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
 def _check_known_fields(config: Any, schema: Any, prefix: str = "config") -> None:
   """Refuses a field the schema does not have (a typo on the command line), naming it and the
   closest known field; ``*.kwargs`` groups are free-form (a model's or optimizer's arguments)."""
-  import difflib
 
   for key in config.keys():
     where = f"{prefix}.{key}"
     if key not in schema:
-      close = difflib.get_close_matches(key, list(schema.keys()), n=1)
-      hint = f"; did you mean {prefix}.{close[0]}?" if close else ""
+      hint = validation.did_you_mean(key, schema.keys(), prefix)
       raise ValueError(f"{where} is not a config field{hint}")
     if key == "kwargs":
       continue
@@ -123,14 +117,14 @@ def validate(
   """
   _check_known_fields(config, base_config())
   if dataset:
-    _validation.check_choice("config.dataset.name", config.dataset.name, DATASETS)
+    validation.check_choice("config.dataset.name", config.dataset.name, DATASETS)
   if model:
-    _validation.check_choice("config.model.name", config.model.name, MODELS)
+    validation.check_choice("config.model.name", config.model.name, MODELS)
   if optimizer:
-    _validation.check_choice("config.optimizer.name", config.optimizer.name, tuple(OPTIMIZERS))
+    validation.check_choice("config.optimizer.name", config.optimizer.name, tuple(OPTIMIZERS))
   fraction = config.dataset.get("validation_fraction", 0.0)
   if fraction:
-    _validation.check_number(
+    validation.check_number(
       "config.dataset.validation_fraction",
       fraction,
       lower=0.0,
@@ -142,14 +136,14 @@ def validate(
   seed = config.dataset.get("validation_seed", 0)
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
     raise ValueError(f"config.dataset.validation_seed must be an int >= 0, got {seed!r}.")
-  _validation.check_choice(
+  validation.check_choice(
     "config.optimizer.lr_schedule", config.optimizer.lr_schedule, LR_SCHEDULES
   )
-  _validation.check_choice(
+  validation.check_choice(
     "config.optimizer.wd_schedule", config.optimizer.wd_schedule, WD_SCHEDULES
   )
-  _validation.check_choice("config.optimizer.mask", config.optimizer.mask, MASKS)
-  _validation.check_choice("config.parallel", config.parallel, PARALLEL)
+  validation.check_choice("config.optimizer.mask", config.optimizer.mask, MASKS)
+  validation.check_choice("config.parallel", config.parallel, PARALLEL)
   for name in ("steps", "batch_size", "eval_batch_size", "max_checkpoints"):
     _positive_int(name, config[name])
   for name in ("log_every", "eval_every", "checkpoint_every", "diagnostics_every"):
@@ -166,14 +160,14 @@ def validate(
       raise ValueError(
         f"config.optimizer.mask_rules[{i}] must be a (regex, multiplier) pair, got {rule!r}."
       )
-    _validation.check_number(
+    validation.check_number(
       f"config.optimizer.mask_rules[{i}] ({rule[0]!r}) multiplier",
       rule[1],
       lower=0.0,
       allow_schedule=False,
     )
   for name, upper_inclusive in (("warmup_fraction", False), ("wd_switch_fraction", True)):
-    _validation.check_number(
+    validation.check_number(
       f"config.optimizer.{name}",
       config.optimizer[name],
       lower=0.0,
@@ -207,7 +201,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, peak: Any = None) 
   """
   o, steps = config.optimizer, config.steps
   peak = o.learning_rate if peak is None else peak
-  _validation.check_learning_rate(peak, "config.optimizer.learning_rate")
+  validation.check_learning_rate(peak, "config.optimizer.learning_rate")
   warmup = int(o.warmup_fraction * steps)
   if o.lr_schedule == "constant":
     shape = optax.constant_schedule(1.0)
@@ -222,7 +216,7 @@ def weight_decay_schedule(config: ml_collections.ConfigDict, value: Any = None):
   """λ (or its early/late schedule) of `config`, with λ = `value` if given."""
   o = config.optimizer
   lam = o.weight_decay if value is None else value
-  _validation.check_weight_decay(lam, "config.optimizer.weight_decay")
+  validation.check_weight_decay(lam, "config.optimizer.weight_decay")
   switch = round(o.wd_switch_fraction * config.steps)
   if o.wd_schedule == "early":
     return early_weight_decay(lam, switch)
@@ -298,7 +292,7 @@ def build_injectable_optimizer(
 
   The schedules are rebuilt from the injected values at every step, so a stack of K
   optimizer states with different ``hyperparams["learning_rate"|"weight_decay"]`` runs K
-  configurations as one vmapped program (`wd_jax.sweep`). Set the values with
+  configurations as one vmapped program (`wd_jax.engine.sweep`). Set the values with
   `set_hyperparams`. With the config's own values it is the same map as `build_optimizer`.
   """
   o = config.optimizer

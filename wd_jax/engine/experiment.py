@@ -3,17 +3,14 @@
 The step is a pure function ``(TrainState, batches) -> (TrainState, metrics)``: the batch is
 drawn on the device from ``fold_in(key, step)`` (or handed in from the user's iterator), so no
 host work sits between steps, a resumed run draws exactly the batches an uninterrupted one
-would, and the same function can be pmapped, sharded or vmapped by `wd_jax.parallel` /
-`wd_jax.sweep`. `build` turns a config — and, optionally, the user's own model, data and
-optimizer recipe — into an `Experiment`; `wd_jax.train.fit` and `wd_jax.sweep` train it through
-the one loop (`wd_jax.loop`).
+would, and the same function can be pmapped, sharded or vmapped by `wd_jax.engine.parallel` /
+`wd_jax.engine.sweep`. `build` turns a config — and, optionally, the user's own model, data and
+optimizer recipe — into an `Experiment`; `wd_jax.engine.train.fit` and `wd_jax.engine.sweep` train
+it through
+the one loop (`wd_jax.engine.loop`).
 """
 
 from __future__ import annotations
-
-from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
-
-# isort: split
 
 import dataclasses
 from collections.abc import Callable
@@ -26,11 +23,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from wd_jax import config as config_lib
-from wd_jax import data as data_lib
 from wd_jax import diagnostics
-from wd_jax import loop as loop_lib
-from wd_jax import models as models_lib
+from wd_jax.engine import config as config_lib
+from wd_jax.engine import data as data_lib
+from wd_jax.engine import models as models_lib
 from wd_jax.masks import leaf_multipliers, param_paths
 
 
@@ -48,18 +44,26 @@ class Diverged(RuntimeError):
   """The loss became non-finite."""
 
 
-def loss_and_metrics(task: str, logits: jax.Array, y: jax.Array, weight: jax.Array | None = None):
-  """Mean loss and metric sums for a batch; `weight` masks padded eval examples."""
+def per_example(task: str, logits: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+  """Each example's loss and (classification, language model) correctness, shape (batch,).
+
+  A language-model example is one window: its loss and accuracy are means over its tokens.
+  """
   if task == "regression":
     pred = logits.reshape(y.shape)
     per = 0.5 * jnp.square(pred - y)
-    per = per.reshape(per.shape[0], -1).sum(-1)
-    correct = None
-  else:
-    per = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-    if task == "language_model":  # mean over tokens of each sequence
-      per, correct = per.mean(-1), correct.mean(-1)
+    return {"loss": per.reshape(per.shape[0], -1).sum(-1)}
+  per = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+  correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+  if task == "language_model":  # mean over tokens of each sequence
+    per, correct = per.mean(-1), correct.mean(-1)
+  return {"loss": per, "accuracy": correct}
+
+
+def loss_and_metrics(task: str, logits: jax.Array, y: jax.Array, weight: jax.Array | None = None):
+  """Mean loss and metric sums for a batch; `weight` masks padded eval examples."""
+  items = per_example(task, logits, y)
+  per, correct = items["loss"], items.get("accuracy")
   w = jnp.ones(per.shape[0], per.dtype) if weight is None else weight
   count = jnp.sum(w)
   metrics = {"loss": jnp.sum(per * w) / count}
@@ -138,15 +142,15 @@ class Experiment:
 class BatchStream:
   """Training batches from your own iterator, and a `Dataset` to evaluate on.
 
-  Pass it as ``data=`` to `wd_jax.train.fit`, `wd_jax.train.build` or
-  `wd_jax.sweep.run_sweep`; the step then takes each batch as an argument instead of
+  Pass it as ``data=`` to `wd_jax.engine.train.fit`, `wd_jax.engine.train.build` or
+  `wd_jax.engine.sweep.run_sweep`; the step then takes each batch as an argument instead of
   drawing it on the device.
 
   Attributes:
     batches: a callable ``start_step -> iterable of (x, y)`` giving the batches from that step
       on (so ``--resume`` continues exactly), or a plain iterable (a resumed run then skips the
       batches before its start). Each (x, y) is one global batch.
-    eval_data: a `wd_jax.data.Dataset` whose val/test splits are evaluated (its train split
+    eval_data: a `wd_jax.engine.data.Dataset` whose val/test splits are evaluated (its train split
       is not used for training); it also tells the task, classes and input shape.
 
   Example:
@@ -211,7 +215,8 @@ def _load_data(config, data: Any) -> tuple[data_lib.Dataset, BatchStream | None]
     stream, dataset = data, data.eval_data
   else:
     raise ValueError(
-      f"data must be None, a wd_jax.data.Dataset or a wd_jax.train.BatchStream, got {data!r}."
+      "data must be None, a wd_jax.engine.data.Dataset or a wd_jax.engine.train.BatchStream, "
+      f"got {data!r}."
     )
   fraction = config.dataset.get("validation_fraction", 0.0)
   if fraction and not dataset.has_validation:
@@ -235,12 +240,12 @@ def build(
   model that cannot train on the data fails here, naming the config fields.
 
   Args:
-    config: a run config (`wd_jax.config.base_config` schema).
+    config: a run config (`wd_jax.engine.config.base_config` schema).
     model: None (build ``config.model.name``), your own ``flax.nnx.Module`` (trained from its
       current parameters), or a callable ``nnx.Rngs -> nnx.Module`` (initialised from
       ``config.seed``, so seeds of a sweep differ).
-    data: None (load ``config.dataset.name``), a `wd_jax.data.Dataset` (e.g. from
-      `wd_jax.data.from_arrays`), or a `BatchStream` of your own batches.
+    data: None (load ``config.dataset.name``), a `wd_jax.engine.data.Dataset` (e.g. from
+      `wd_jax.engine.data.from_arrays`), or a `BatchStream` of your own batches.
     optimizer: None (the recipe ``config.optimizer.name``), or your own recipe: a callable
       taking ``learning_rate``, ``weight_decay``, ``mask`` and ``config.optimizer.kwargs`` as
       keywords (with ``coupling`` ``"schedule"``/``"corrected"`` there, also
@@ -357,7 +362,7 @@ def make_train_step(
 
   - `axis_name` (``jax.pmap``): each device keeps its slice of the global batch;
     gradients, metrics and BatchNorm statistics are averaged over the axis (pass a
-    `graphdef` whose BatchNorm layers carry the same ``axis_name``, see `wd_jax.parallel`).
+    `graphdef` whose BatchNorm layers carry the same ``axis_name``, see `wd_jax.engine.parallel`).
   - `batch_sharding` (``jax.jit`` over a mesh): the batch is constrained to it and XLA
     partitions the step.
 
@@ -451,8 +456,19 @@ def make_eval_step(exp: Experiment):
   return eval_fn
 
 
+def make_item_step(exp: Experiment):
+  """The pure ``(params, rest, x, y) -> per-example metrics`` of one eval batch (`per_example`)."""
+  task = exp.dataset.task
+
+  def item_fn(params, rest, x, y):
+    logits, _ = exp.apply(exp.eval_graphdef, params, rest, x)
+    return per_example(task, logits, y)
+
+  return item_fn
+
+
 def batch_source(exp: Experiment, batch_size: int, start: int, place: Callable[[Any], Any]):
   """What the step takes as its batch argument at each step, from `start` on."""
   if exp.stream is not None:
-    return loop_lib.StreamSource(exp.stream.batches, start, place)
-  return loop_lib.SamplerSource(place(data_lib.make_batch_fn(exp.dataset, batch_size)))
+    return data_lib.StreamSource(exp.stream.batches, start, place)
+  return data_lib.SamplerSource(place(data_lib.make_batch_fn(exp.dataset, batch_size)))

@@ -1,6 +1,6 @@
 """Choosing a strategy by measuring it (``auto``), and worker processes (``processes``).
 
-CPU-only helpers kept apart from the sweep's core: the core (`wd_jax.sweep.group`) trains a
+CPU-only helpers kept apart from the sweep's core: the core (`wd_jax.engine.sweep.group`) trains a
 group by vmap or one run at a time through the one training loop; this module times those
 strategies on the machine at hand and can spread the runs over processes pinned to cores.
 
@@ -22,10 +22,6 @@ one place a test replaces to steer the choice without reading the clock.
 
 from __future__ import annotations
 
-from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
-
-# isort: split
-
 import contextlib
 import json
 import os
@@ -41,10 +37,10 @@ from typing import Any
 import jax
 import ml_collections
 
-from wd_jax import loop as loop_lib
-from wd_jax.runlog import write_atomic
-from wd_jax.sweep.grid import Run, group_key
-from wd_jax.sweep.group import (
+from wd_jax.engine import loop as loop_lib
+from wd_jax.engine.runlog import write_atomic
+from wd_jax.engine.sweep.grid import Run, group_key
+from wd_jax.engine.sweep.group import (
   Group,
   build_groups,
   default_chunk_size,
@@ -90,7 +86,7 @@ def _reusable_steps(config: ml_collections.ConfigDict) -> int:
 
 _WORKER_BOOT = (
   "import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[2].split(',')}); "
-  "from wd_jax.sweep import tuning; tuning.die_with_parent(int(sys.argv[3])); "
+  "from wd_jax.engine.sweep import tuning; tuning.die_with_parent(int(sys.argv[3])); "
   "sys.exit(tuning.worker_main(sys.argv[1]))"
 )
 

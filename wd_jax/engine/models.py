@@ -17,10 +17,6 @@ pmapped::
 
 from __future__ import annotations
 
-from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
-
-# isort: split
-
 import itertools
 import math
 from collections.abc import Callable, Sequence

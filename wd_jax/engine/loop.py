@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wd_jax import data as data_lib
 from wd_jax import diagnostics as diag_lib
+from wd_jax.engine import config as config_lib
+from wd_jax.engine import data as data_lib
+from wd_jax.engine import experiment
 from wd_jax.transforms import decay_factor
 
 
@@ -38,10 +40,8 @@ class Cadence:
 
   @classmethod
   def from_config(cls, config: Any, *, checkpoints: bool = True) -> Cadence:
-    """The config's cadence; unset fields scale with the run (`wd_jax.config.cadence`)."""
-    from wd_jax.config import cadence
-
-    c = cadence(config)
+    """The config's cadence; unset fields scale with the run (`wd_jax.engine.config.cadence`)."""
+    c = config_lib.cadence(config)
     if not checkpoints:
       c["checkpoint_every"] = 0
     return cls(steps=config.steps, **c)
@@ -198,7 +198,7 @@ class Program:
     exp: the `experiment.Experiment` every run shares (its optimizer may hold injected
       hyperparameters, so runs differing in lr/λ/seed share one program).
     batched: the state stacks K configurations on a leading axis (``jax.vmap``).
-    parallel: a `wd_jax.parallel.DataParallel` for one configuration over several devices.
+    parallel: a `wd_jax.engine.parallel.DataParallel` for one configuration over several devices.
   """
 
   def __init__(self, exp: Any, *, batched: bool = False, parallel: Any = None):
@@ -208,12 +208,11 @@ class Program:
     self.eval_split = "val" if exp.dataset.has_validation else "test"
     self._steps: dict[bool, Any] = {}
     self._eval = None
+    self._items = None
 
   def step(self, diagnostics: bool = False):
     """The jitted ``(state, batch_source) -> (state, metrics)``, compiled once per kind."""
     if diagnostics not in self._steps:
-      from wd_jax import experiment  # the step lives with the TrainState it updates
-
       if self.parallel is not None:
         fn = self.parallel.compile_step(
           self.exp, experiment.make_train_step, with_diagnostics=diagnostics
@@ -242,8 +241,6 @@ class Program:
 
   def evaluate(self, state: Any, split: str | None = None) -> list[dict[str, float]]:
     """Exact metrics over a whole split for every configuration (padded fixed-shape batches)."""
-    from wd_jax import experiment
-
     split = split or self.eval_split
     num = self.num(state)
     if self._eval is None:
@@ -262,6 +259,26 @@ class Program:
     per = {f"{split}_{k}": np.broadcast_to(v / n, (num,)) for k, v in totals.items()}
     return [{k: float(v[i]) for k, v in per.items()} for i in range(num)]
 
+  def evaluate_items(self, state: Any, split: str = "test") -> dict[str, np.ndarray]:
+    """Per-example metrics of one (unbatched) configuration over a whole split, in split order.
+
+    Returns ``{"loss": (N,), "accuracy": (N,)}`` (no accuracy for regression): what an interval
+    over test items (not only over seeds) is computed from. Padding is dropped.
+    """
+    if self.batched:
+      raise ValueError("evaluate_items reads one configuration: use an unbatched Program.")
+    if self._items is None:
+      self._items = jax.jit(experiment.make_item_step(self.exp))
+    local = self.local(state)
+    parts: dict[str, list[np.ndarray]] = {}
+    batches = data_lib.eval_batches(self.exp.dataset, self.exp.config.eval_batch_size, split=split)
+    for x, y, w in batches:
+      out = jax.device_get(self._items(local.params, local.rest, x, y))
+      keep = np.asarray(w) > 0
+      for k, v in out.items():
+        parts.setdefault(k, []).append(np.asarray(v, np.float64)[keep])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
   def params_finite(self, state: Any) -> list[bool]:
     local = self.local(state)
     check = jax.vmap(all_finite) if self.batched else all_finite
@@ -279,48 +296,6 @@ class Program:
     if self._eval is not None:
       out[f"{kind}_eval"] = self._eval._cache_size()
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Batches.
-
-
-class SamplerSource:
-  """Batches drawn on the device by the step from ``fold_in(key, step)``: the step's argument
-  is the same `data.BatchSampler` every step, so no host work sits between steps."""
-
-  def __init__(self, sampler: data_lib.BatchSampler):
-    self.sampler = sampler
-
-  def __call__(self, step: int) -> data_lib.BatchSampler:
-    del step
-    return self.sampler
-
-
-class StreamSource:
-  """Batches from a user iterator, one ``(x, y)`` per step, placed by `place`.
-
-  `batches` is a callable ``start_step -> iterable of (x, y)`` (so a resumed run continues with
-  the batch an uninterrupted one would see) or a plain iterable (resuming then skips the first
-  `start` batches).
-  """
-
-  def __init__(self, batches: Any, start: int, place: Callable[[Any], Any]):
-    if callable(batches):
-      self._it = iter(batches(start))
-    else:
-      self._it = iter(batches)
-      for _ in range(start):
-        next(self._it)
-    self._place = place
-
-  def __call__(self, step: int) -> Any:
-    try:
-      x, y = next(self._it)
-    except StopIteration as e:
-      raise ValueError(f"the batch iterator ran out at step {step + 1}.") from e
-    as_array = lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a)
-    return self._place((as_array(x), as_array(y)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from wd_jax.runlog import write_atomic
+from wd_jax.engine.runlog import write_atomic
 
 # Config fields a resume may change: how long to train and how often to log (not what to train).
 RESUMABLE_CHANGES = (

@@ -17,9 +17,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from wd_jax.checkpoint import DamagedCheckpoint
-from wd_jax.runlog import Interrupted, RunIOError, exit_code
-from wd_jax.workdir import WorkdirBusy
+from wd_jax.engine.checkpoint import DamagedCheckpoint
+from wd_jax.engine.runlog import Interrupted, RunIOError, exit_code
+from wd_jax.engine.workdir import WorkdirBusy
 
 USAGE, FAILED = 2, 1
 

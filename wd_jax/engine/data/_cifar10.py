@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wd_jax.data._dataset import (
+from wd_jax.engine.data._dataset import (
   Dataset,
   _on_device,
 )

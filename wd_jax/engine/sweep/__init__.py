@@ -1,6 +1,7 @@
 """Hyperparameter sweeps: K configurations of one base config, trained as one compiled program.
 
-A sweep is a base run config (`wd_jax.config.base_config` schema) plus either a grid (field ->
+A sweep is a base run config (`wd_jax.engine.config.base_config` schema) plus either a grid (field
+->
 list of values, Cartesian product) or an explicit list of overrides::
 
   rows = run_sweep(config, {"learning_rate": [1e-3, 1e-2], "weight_decay": [1e-4, 1e-2]},
@@ -11,7 +12,7 @@ the peak of the lr schedule and λ), ``seed``, or any dotted config path
 (``optimizer.kwargs.b1``, ``batch_size``, ``optimizer.name`` ...).
 
 Configurations that differ only in the peak lr, λ and seed form a *group*: the lr and λ live in
-`optax.inject_hyperparams` state (`wd_jax.config.build_injectable_optimizer`) and the seed in
+`optax.inject_hyperparams` state (`wd_jax.engine.config.build_injectable_optimizer`) and the seed in
 the initial parameters and the batch key, so the whole group shares one Experiment and one
 compiled step. Any other difference (optimizer name, model, batch size, steps...) starts a new
 group. Strategies, per group:
@@ -29,11 +30,11 @@ group. Strategies, per group:
   of the configurations with the sequential strategy and writing its runs' files itself.
 * ``auto``: measures ``vmap`` and ``sequential`` (and, when they could win, worker processes)
   for a few steps on this machine and keeps the fastest; the choice is recorded per sweep shape
-  (see `wd_jax.sweep.tuning`, CPU-only helpers kept apart from this core).
+  (see `wd_jax.engine.sweep.tuning`, CPU-only helpers kept apart from this core).
 
-Every run goes through the one training loop (`wd_jax.loop.run_loop`), as `train.fit` does:
+Every run goes through the one training loop (`wd_jax.engine.loop.run_loop`), as `train.fit` does:
 same step, logging cadence, evaluation, divergence handling and records. Your own model, data
-and optimizer recipe (see `wd_jax.train.build`) work here as in `train.fit` (not with the
+and optimizer recipe (see `wd_jax.engine.train.build`) work here as in `train.fit` (not with the
 ``processes`` strategy, whose workers rebuild runs from their configs).
 
 With a validation split (``config.dataset.validation_fraction > 0``) every run is evaluated on
@@ -44,7 +45,7 @@ Every configuration trains on the default device (config.parallel must be ``"non
 sweep writes no checkpoints.
 
 A configuration whose loss is non-finite at a logging step is marked diverged there, as
-`wd_jax.train.fit` marks it (the same code), and logs nothing more; under vmap it keeps
+`wd_jax.engine.train.fit` marks it (the same code), and logs nothing more; under vmap it keeps
 computing (NaNs stay in its own slice: nothing in the step mixes configurations) until its
 chunk ends, because freezing it on the device (``jnp.where`` over the whole state every step)
 cost 10-20% of a vmapped MLP step here; a chunk stops early once all its configurations have
@@ -68,10 +69,6 @@ writes, at the base config's log_every/eval_every; no checkpoints), ``strategy.j
 
 from __future__ import annotations
 
-from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
-
-# isort: split
-
 import contextlib
 import json
 import os
@@ -81,11 +78,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
+import numpy as np
 
-from wd_jax import progress, runlog
-from wd_jax.runlog import write_atomic
-from wd_jax.sweep import tuning
-from wd_jax.sweep.grid import (
+from wd_jax.engine import progress, runlog
+from wd_jax.engine.runlog import write_atomic
+from wd_jax.engine.sweep import tuning
+from wd_jax.engine.sweep.grid import (
   ALIASES,
   BATCHED_FIELDS,
   Run,
@@ -94,7 +92,7 @@ from wd_jax.sweep.grid import (
   group_key,
   group_runs,
 )
-from wd_jax.sweep.group import (
+from wd_jax.engine.sweep.group import (
   Group,
   build_groups,
   default_chunk_size,
@@ -102,9 +100,9 @@ from wd_jax.sweep.group import (
   run_sequential,
   run_vmap,
 )
-from wd_jax.sweep.outputs import best_row, jsonable_grid, write_outputs
-from wd_jax.sweep.tuning import AUTO_CACHE_ENV, auto_cache_key, auto_cache_path
-from wd_jax.workdir import WorkdirLock
+from wd_jax.engine.sweep.outputs import best_row, jsonable_grid, write_outputs
+from wd_jax.engine.sweep.tuning import AUTO_CACHE_ENV, auto_cache_key, auto_cache_path
+from wd_jax.engine.workdir import WorkdirLock
 
 STRATEGIES = ("auto", "vmap", "sequential", "processes")
 
@@ -129,7 +127,7 @@ def run_sweep(
   """Trains every configuration of a sweep and writes one workdir (see the module docstring).
 
   Args:
-    base_config: a run config (`wd_jax.config.base_config` schema).
+    base_config: a run config (`wd_jax.engine.config.base_config` schema).
     grid_or_list: dict field -> list of values (Cartesian product) or a list of dicts; fields
       are ``learning_rate``, ``weight_decay``, ``seed`` or dotted config paths.
     workdir: the output directory; it must not hold a sweep already.
@@ -141,9 +139,9 @@ def run_sweep(
     return_states: add each run's final TrainState (host arrays) under ``"state"``.
     remeasure: auto only: measure even if `auto_cache_path()` records a choice for this sweep's
       shape (`auto_cache_key`); the new choice replaces the recorded one.
-    model: your own ``nnx.Module`` or ``nnx.Rngs -> nnx.Module`` (see `wd_jax.train.build`).
-    data: your own `wd_jax.data.Dataset` or `wd_jax.train.BatchStream`.
-    optimizer: your own optimizer recipe (see `wd_jax.train.build`).
+    model: your own ``nnx.Module`` or ``nnx.Rngs -> nnx.Module`` (see `wd_jax.engine.train.build`).
+    data: your own `wd_jax.engine.data.Dataset` or `wd_jax.engine.train.BatchStream`.
+    optimizer: your own optimizer recipe (see `wd_jax.engine.train.build`).
     select: with a validation split: called with the finished rows (validation metrics only),
       returns the indices of the rows whose test split is then read once.
 
@@ -277,7 +275,7 @@ def run_sweep(
     if stop():
       info["interrupted"] = {"signal": stop.requested, "rows_written": len(rows)}
     elif select is not None:
-      chosen_rows = _read_test_once(groups, rows, select)
+      chosen_rows = _read_test_once(groups, rows, select, workdir)
       info["test_read_for"] = [rows[i]["name"] for i in chosen_rows]
     if not return_states:
       for r in rows:
@@ -298,8 +296,12 @@ def run_sweep(
     return rows
 
 
-def _read_test_once(groups: Sequence[Group], rows: list[dict[str, Any]], select) -> list[int]:
-  """Calls `select` on the validation rows, then reads the test split for the rows it picks."""
+def _read_test_once(
+  groups: Sequence[Group], rows: list[dict[str, Any]], select, workdir: str
+) -> list[int]:
+  """Calls `select` on the validation rows, then reads the test split for the rows it picks:
+  their test metrics go into the rows, and each test item's loss and accuracy into
+  ``<run_dir>/test_items.npz`` (for intervals over test items as well as seeds)."""
   visible = [{k: v for k, v in r.items() if k != "state"} for r in rows]
   picked = sorted({int(i) for i in select(visible)})
   for i in picked:
@@ -313,6 +315,11 @@ def _read_test_once(groups: Sequence[Group], rows: list[dict[str, Any]], select)
       continue
     program = group_of[row["index"]].programs[False]
     row.update(program.evaluate(row["state"], "test")[0])
+    items = program.evaluate_items(row["state"], "test")
+    path = os.path.join(workdir, row["run_dir"], "test_items.npz")
+    with open(path + ".tmp", "wb") as f:  # written whole, then renamed: never a torn file
+      np.savez(f, **items)
+    os.replace(path + ".tmp", path)
   return picked
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wd_jax.data._dataset import (
+from wd_jax.engine.data._dataset import (
   Dataset,
   _check_int,
 )
@@ -171,3 +172,41 @@ def _eval_batches(
       idx_dev = jnp.asarray(idx)
       xb, yb = x[idx_dev], y[idx_dev]
     yield xb, yb, weight
+
+
+class SamplerSource:
+  """Batches drawn on the device by the step from ``fold_in(key, step)``: the step's argument
+  is the same `BatchSampler` every step, so no host work sits between steps."""
+
+  def __init__(self, sampler: BatchSampler):
+    self.sampler = sampler
+
+  def __call__(self, step: int) -> BatchSampler:
+    del step
+    return self.sampler
+
+
+class StreamSource:
+  """Batches from a user iterator, one ``(x, y)`` per step, placed by `place`.
+
+  `batches` is a callable ``start_step -> iterable of (x, y)`` (so a resumed run continues with
+  the batch an uninterrupted one would see) or a plain iterable (resuming then skips the first
+  `start` batches).
+  """
+
+  def __init__(self, batches: Any, start: int, place: Callable[[Any], Any]):
+    if callable(batches):
+      self._it = iter(batches(start))
+    else:
+      self._it = iter(batches)
+      for _ in range(start):
+        next(self._it)
+    self._place = place
+
+  def __call__(self, step: int) -> Any:
+    try:
+      x, y = next(self._it)
+    except StopIteration as e:
+      raise ValueError(f"the batch iterator ran out at step {step + 1}.") from e
+    as_array = lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a)
+    return self._place((as_array(x), as_array(y)))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from wd_jax.data._dataset import (
+from wd_jax.engine.data._dataset import (
   Dataset,
   _check_fraction,
   _check_int,

@@ -4,7 +4,7 @@ Every loader returns a `Dataset` whose arrays were placed on the default device 
 (`jax.device_put`); training batches are then gathered *on the device* from a PRNG key, so a
 jitted step never waits for the host:
 
->>> from wd_jax.data import load_dataset, make_batch_fn
+>>> from wd_jax.engine.data import load_dataset, make_batch_fn
 >>> ds = load_dataset("digits")
 >>> sampler = make_batch_fn(ds, batch_size=128)
 >>> step = jax.jit(lambda sampler, key: sampler(key))  # pass the sampler as an argument
@@ -30,13 +30,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from wd_jax.data._batching import BatchSampler, eval_batches, make_batch_fn, sample_batch
-from wd_jax.data._cifar10 import CIFAR10_CLASSES, CIFAR10_TEST_FILES, CIFAR10_TRAIN_FILES, cifar10
-from wd_jax.data._dataset import SPLITS, TASKS, Dataset, from_arrays, with_validation_split
-from wd_jax.data._digits import digits
-from wd_jax.data._mnist1d import mnist1d
-from wd_jax.data._synthetic import linear_regression, ridge_solution, teacher_student
-from wd_jax.data._text import char_corpus, decode, encode
+from wd_jax.engine.data._batching import (
+  BatchSampler,
+  SamplerSource,
+  StreamSource,
+  eval_batches,
+  make_batch_fn,
+  sample_batch,
+)
+from wd_jax.engine.data._cifar10 import (
+  CIFAR10_CLASSES,
+  CIFAR10_TEST_FILES,
+  CIFAR10_TRAIN_FILES,
+  cifar10,
+)
+from wd_jax.engine.data._dataset import SPLITS, TASKS, Dataset, from_arrays, with_validation_split
+from wd_jax.engine.data._digits import digits
+from wd_jax.engine.data._mnist1d import mnist1d
+from wd_jax.engine.data._synthetic import linear_regression, ridge_solution, teacher_student
+from wd_jax.engine.data._text import char_corpus, decode, encode
 
 # ----------------------------------------------------------------------------------------------
 # Dispatch by name.
@@ -80,6 +92,8 @@ __all__ = [
   "TASKS",
   "BatchSampler",
   "Dataset",
+  "SamplerSource",
+  "StreamSource",
   "char_corpus",
   "cifar10",
   "decode",

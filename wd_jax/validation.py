@@ -1,7 +1,13 @@
-"""Argument checks shared by every transform: fail at construction, name the argument."""
+"""Argument checks shared by every layer: fail at construction, name the argument and the value.
+
+The one place the project checks numbers, integers and choices (the optax layer, the engine's
+configs and loaders and the studies all call it), so every message has the same shape:
+``"<name> must be <rule>, got <value>."``.
+"""
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +75,37 @@ def check_number(
   if upper is not None and (x > upper or (x == upper and not upper_inclusive)):
     op = "<=" if upper_inclusive else "<"
     raise ValueError(f"{name} must be {op} {upper}, got {value!r}.")
+
+
+def check_int(
+  name: str, value: Any, *, lower: int | None = None, upper: int | None = None, hint: str = ""
+) -> None:
+  """Raises `ValueError` naming `name` unless `value` is an integer (not a bool) in range.
+
+  NumPy integers pass; floats (even 3.0) and bools do not. `hint` is appended to the message
+  (e.g. how to pass the value under `optax.inject_hyperparams`).
+  """
+  bounds = []
+  if lower is not None:
+    bounds.append(f">= {lower}")
+  if upper is not None:
+    bounds.append(f"<= {upper}")
+  rule = "an int" + (" " + " and ".join(bounds) if bounds else "")
+  ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+  if ok and lower is not None and value < lower:
+    ok = False
+  if ok and upper is not None and value > upper:
+    ok = False
+  if not ok:
+    raise ValueError(f"{name} must be {rule}{hint}, got {value!r}.")
+
+
+def did_you_mean(name: str, known: Any, prefix: str = "") -> str:
+  """``"; did you mean <prefix>.<closest>?"`` for an unknown `name` among `known`, else ``""``."""
+  close = difflib.get_close_matches(name, [str(k) for k in known], n=1)
+  if not close:
+    return ""
+  return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
 
 
 def check_weight_decay(value: Any, name: str = "weight_decay") -> None:

@@ -1,5 +1,5 @@
 """The core of a sweep: a group of runs that share one compiled program, trained through the one
-training loop (`wd_jax.loop.run_loop`) either stacked under ``jax.vmap`` or one at a time."""
+training loop (`wd_jax.engine.loop.run_loop`) either stacked under ``jax.vmap`` or one at a time."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
-from wd_jax import config as config_lib
-from wd_jax import experiment
-from wd_jax import loop as loop_lib
-from wd_jax.runlog import MetricWriter, write_atomic
-from wd_jax.sweep.grid import ALIASES, BY_NAME, Run, UserParts, group_runs
+from wd_jax.engine import config as config_lib
+from wd_jax.engine import experiment
+from wd_jax.engine import loop as loop_lib
+from wd_jax.engine.runlog import MetricWriter, write_atomic
+from wd_jax.engine.sweep.grid import ALIASES, BY_NAME, Run, UserParts, group_runs
 
 # Share of the free host memory one vmapped chunk may use (accelerators: of the free device memory).
 HOST_MEMORY_FRACTION = 0.25
@@ -37,7 +37,7 @@ class Group:
   """Runs that differ only in lr, λ and seed: one Experiment and one compiled program for all.
 
   The peak lr and λ live in `optax.inject_hyperparams` state
-  (`wd_jax.config.build_injectable_optimizer`) and the seed in the initial parameters and the
+  (`wd_jax.engine.config.build_injectable_optimizer`) and the seed in the initial parameters and the
   batch key, so one step serves every run of the group, stacked or one at a time.
   """
 
@@ -119,7 +119,8 @@ class Group:
   ) -> list[dict[str, Any]]:
     """Trains `runs` (one at a time, or stacked if `batched`) through `loop.run_loop`,
     writing their run directories; returns their rows. `stop()` true ends the loop after the
-    current step (a preemption signal). `report` (a `wd_jax.progress.Task`) is advanced by the
+    current step (a preemption signal). `report` (a `wd_jax.engine.progress.Task`) is advanced by
+    the
     configuration-steps done.
 
     `warm` = (state, steps): continue from the state `auto` measured, `steps` steps in (none of

@@ -1,17 +1,16 @@
 """Training one run: `fit` writes a workdir that survives kills, preemption and full disks.
 
-The run is built by `wd_jax.experiment.build` and trained by the one loop (`wd_jax.loop`), like
+The run is built by `wd_jax.engine.experiment.build` and trained by the one loop
+(`wd_jax.engine.loop`), like
 every sweep and study. This module adds what a single run needs around it: the workdir lock and
-status (`wd_jax.workdir`), verified checkpoints and resume (`wd_jax.checkpoint`), preemption
-signals and writers that fail loudly (`wd_jax.runlog`), and summary.md. The building blocks are
+status (`wd_jax.engine.workdir`), verified checkpoints and resume (`wd_jax.engine.checkpoint`),
+preemption
+signals and writers that fail loudly (`wd_jax.engine.runlog`), and summary.md. The building blocks
+are
 re-exported here (`train.build`, `train.TrainState`, ...) for convenience.
 """
 
 from __future__ import annotations
-
-from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
-
-# isort: split
 
 import contextlib
 import math
@@ -24,13 +23,13 @@ import jax
 import ml_collections
 from flax import nnx
 
-from wd_jax import checkpoint as checkpoint_lib
-from wd_jax import loop as loop_lib
-from wd_jax import parallel as parallel_lib
-from wd_jax import progress as progress_lib
-from wd_jax import runlog
-from wd_jax import workdir as workdir_lib
-from wd_jax.experiment import (
+from wd_jax.engine import checkpoint as checkpoint_lib
+from wd_jax.engine import loop as loop_lib
+from wd_jax.engine import parallel as parallel_lib
+from wd_jax.engine import progress as progress_lib
+from wd_jax.engine import runlog
+from wd_jax.engine import workdir as workdir_lib
+from wd_jax.engine.experiment import (
   BatchStream,
   Diverged,
   Experiment,
@@ -41,7 +40,7 @@ from wd_jax.experiment import (
   make_eval_step,
   make_train_step,
 )
-from wd_jax.runlog import MetricWriter, write_atomic
+from wd_jax.engine.runlog import MetricWriter, write_atomic
 
 __all__ = [
   "BatchStream",
@@ -121,12 +120,12 @@ def fit(
     checkpoints stay consistent.
 
   Args:
-    config: a run config (`wd_jax.config.base_config` schema).
+    config: a run config (`wd_jax.engine.config.base_config` schema).
     workdir: the run's directory; created if needed, and it must not hold another run
       unless `resume`.
     model: None (``config.model.name``), your ``flax.nnx.Module`` or ``nnx.Rngs -> module``
       (see `build`).
-    data: None (``config.dataset.name``), a `wd_jax.data.Dataset` or a `BatchStream`.
+    data: None (``config.dataset.name``), a `wd_jax.engine.data.Dataset` or a `BatchStream`.
     optimizer: None (``config.optimizer.name``) or your recipe (see `build`).
     resume: continue the run in `workdir` (above).
     fallback: on resume, use the newest intact checkpoint when the newest is damaged.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wd_jax.data._dataset import (
+from wd_jax.engine.data._dataset import (
   Dataset,
   _check_fraction,
   _check_int,

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
-
-# isort: split
-
 import dataclasses
 import itertools
 import math
@@ -16,7 +12,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from wd_jax import config as config_lib
+from wd_jax.engine import config as config_lib
 
 # Short grid names for the two injected hyperparameters.
 ALIASES = {"learning_rate": "optimizer.learning_rate", "weight_decay": "optimizer.weight_decay"}
@@ -52,7 +48,7 @@ class UserParts:
 
   @property
   def checks(self) -> dict[str, Any]:
-    """`wd_jax.config.validate`'s keywords: check by name only what comes by name."""
+    """`wd_jax.engine.config.validate`'s keywords: check by name only what comes by name."""
     return {
       "model": self.model is None,
       "dataset": self.data is None,
@@ -161,7 +157,7 @@ def expand_grid(
   """The sweep's configurations, each validated; nothing is built or written.
 
   Args:
-    base_config: a run config (`wd_jax.config.base_config` schema).
+    base_config: a run config (`wd_jax.engine.config.base_config` schema).
     grid_or_list: a dict field -> non-empty list of values (Cartesian product, in the dict's
       order, the last field varying fastest), or a non-empty list of dicts field -> value.
     user: the user's own model/data/optimizer (their config names are then not checked).
@@ -172,7 +168,7 @@ def expand_grid(
   Raises:
     ValueError: naming the field, for an unknown field, an empty list, a non-numeric or negative
       learning rate / weight decay, a value of the wrong type, or a config that fails
-      `wd_jax.config.validate`.
+      `wd_jax.engine.config.validate`.
   """
   config_lib.validate(base_config, **user.checks)
   if isinstance(grid_or_list, Mapping):

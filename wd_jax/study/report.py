@@ -9,10 +9,6 @@ Everything is drawn with matplotlib's Agg backend (no display needed) into small
 
 from __future__ import annotations
 
-from wd_jax import _studies  # noqa: F401  (first: names the [studies] extra when it is missing)
-
-# isort: split
-
 import csv
 import io
 import json
@@ -130,7 +126,7 @@ def heatmap(
   in red. Axes are log-scaled when every value is > 0 (a λ of 0 gives evenly spaced values).
 
   Args:
-    workdir: a sweep workdir (`wd_jax.sweep.run_sweep`) holding ``results.csv``.
+    workdir: a sweep workdir (`wd_jax.engine.sweep.run_sweep`) holding ``results.csv``.
     metric: a results column: ``test_accuracy`` (final), ``best_test_accuracy``, ``test_loss``,
       ``loss`` (final train loss); ``val_accuracy``... in a sweep with a validation split.
     out: the PNG path; default ``<workdir>/heatmap_<metric>.png``.
@@ -530,7 +526,7 @@ def seed_series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray
 
   Args:
     rows: sweep rows (one per seed), each with its run's metric records under ``"records"``
-      (`wd_jax.runlog.read_metrics`).
+      (`wd_jax.engine.runlog.read_metrics`).
     key: a record field, e.g. ``"param_norm"``.
 
   Returns:

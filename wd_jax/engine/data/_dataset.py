@@ -39,7 +39,7 @@ class Dataset:
 
   Example:
     >>> import numpy as np
-    >>> ds = wd_jax.data.from_arrays(np.zeros((10, 2)), np.arange(10) % 2,
+    >>> ds = wd_jax.engine.data.from_arrays(np.zeros((10, 2)), np.arange(10) % 2,
     ...                              np.zeros((4, 2)), np.arange(4) % 2)
     >>> ds.task, ds.num_train, ds.num_test, ds.input_shape, ds.has_validation
     ('classification', 10, 4, (2,), False)
@@ -185,7 +185,7 @@ def with_validation_split(dataset: Dataset, fraction: float, seed: int = 0) -> D
 
   Example:
     >>> import numpy as np
-    >>> from wd_jax.data import from_arrays, with_validation_split
+    >>> from wd_jax.engine.data import from_arrays, with_validation_split
     >>> ds = with_validation_split(from_arrays(np.zeros((10, 2)), np.arange(10) % 2,
     ...                                        np.zeros((4, 2)), np.arange(4) % 2), 0.2)
     >>> ds.num_train, ds.num_val, ds.num_test
@@ -267,7 +267,7 @@ def from_arrays(
 
   Example:
     >>> import numpy as np
-    >>> from wd_jax.data import from_arrays
+    >>> from wd_jax.engine.data import from_arrays
     >>> ds = from_arrays(np.zeros((6, 3)), np.array([0, 1, 2, 0, 1, 2]),
     ...                  np.zeros((2, 3)), np.array([0, 1]))
     >>> ds.task, ds.num_classes, ds.input_shape
@@ -277,7 +277,7 @@ def from_arrays(
 
   References:
     ``jax.device_put``: the arrays are placed on the default device once, so a jitted step
-    gathers its batch there (`wd_jax.data.make_batch_fn`).
+    gathers its batch there (`wd_jax.engine.data.make_batch_fn`).
   """
   if task not in TASKS:
     raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}.")

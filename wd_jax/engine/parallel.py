@@ -14,10 +14,6 @@ draws the same global batch from ``fold_in(key, step)`` and works on its share o
 
 from __future__ import annotations
 
-from wd_jax import _engine  # noqa: F401  (first: names the [engine] extra when it is missing)
-
-# isort: split
-
 import os
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from wd_jax import _validation
+from wd_jax import validation
 
 STRATEGIES = ("none", "pmap", "sharded")
 AXIS = "data"
@@ -76,7 +72,7 @@ class DataParallel:
   """Places state and data, compiles the step and fetches results for one strategy."""
 
   def __init__(self, strategy: str = "none", devices: list[Any] | None = None):
-    _validation.check_choice("parallel", strategy, STRATEGIES)
+    validation.check_choice("parallel", strategy, STRATEGIES)
     self.strategy = strategy
     if strategy == "pmap":
       self.devices = list(devices or jax.local_devices())
@@ -132,7 +128,7 @@ class DataParallel:
   ):
     """The jitted/pmapped ``(state, sampler) -> (state, metrics)`` with donated state.
 
-    `step_factory` is `wd_jax.experiment.make_train_step` (passed in so that this module sits
+    `step_factory` is `wd_jax.engine.experiment.make_train_step` (passed in so that this module sits
     below the training loop that uses it).
     """
     if self.strategy == "pmap":
