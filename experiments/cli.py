@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import re
 import runpy
 import sys
 
@@ -68,7 +69,9 @@ def summary(path: str, width: int = 90) -> str:
   importing the script."""
   with open(path, encoding="utf-8") as f:
     doc = ast.get_docstring(ast.parse(f.read())) or ""
-  sentence = " ".join(doc.split("\n\n")[0].split()).split(". ")[0]
+  sentence = re.split(r"(?<=[.?!])\s(?=[A-Z])", " ".join(doc.split("\n\n")[0].split()), maxsplit=1)[
+    0
+  ]
   return sentence if len(sentence) <= width else sentence[: width - 1] + "…"
 
 
