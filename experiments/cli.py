@@ -126,8 +126,10 @@ def run_script(command: str, script: str, layer: str, args: list[str], note: str
     raise SystemExit(FAILED) from None
   wants_help = bool(HELP.intersection(args))
   if wants_help:
-    print(f"wd-jax {command} runs {script}: `python experiments/{script}` in a checkout, where")
-    print(f"`--config=experiments/configs/X.py` is `--config=X` here. {note}\n")
+    config = "[--config=CONFIG]" if command.startswith("study") else "--config=CONFIG"
+    print(f"usage: wd-jax {command} {config} --workdir=DIR [--config.FIELD=VALUE ...] [flags]\n")
+    print(f"It runs {script}, as `python experiments/{script}` does in a checkout, where")
+    print(f"`--config=experiments/configs/X.py` is `--config=X` here. {note}".rstrip() + "\n")
   sys.argv = [f"wd-jax {command}", *args]
   sys.path.insert(0, HERE)
   try:
