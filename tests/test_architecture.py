@@ -23,6 +23,15 @@ def _lint(root: str) -> subprocess.CompletedProcess:
   )
 
 
+def _copy_tree(dest) -> None:
+  """The packages the contracts name, and the contracts, in `dest`."""
+  for package in ("wd_jax", "experiments"):
+    shutil.copytree(
+      os.path.join(ROOT, package), dest / package, ignore=shutil.ignore_patterns("__pycache__")
+    )
+  shutil.copy(os.path.join(ROOT, "pyproject.toml"), dest / "pyproject.toml")
+
+
 def test_the_layer_contracts_hold_on_the_tree():
   out = _lint(ROOT)
   assert out.returncode == 0, out.stdout + out.stderr
@@ -30,8 +39,7 @@ def test_the_layer_contracts_hold_on_the_tree():
 
 
 def test_an_upward_import_from_the_optax_layer_breaks_the_contract(tmp_path):
-  shutil.copytree(os.path.join(ROOT, "wd_jax"), tmp_path / "wd_jax")
-  shutil.copy(os.path.join(ROOT, "pyproject.toml"), tmp_path / "pyproject.toml")
+  _copy_tree(tmp_path)
   masks = tmp_path / "wd_jax" / "masks.py"
   masks.write_text(masks.read_text() + "\nfrom wd_jax.engine import loop  # noqa\n")
   out = _lint(str(tmp_path))
@@ -41,8 +49,7 @@ def test_an_upward_import_from_the_optax_layer_breaks_the_contract(tmp_path):
 
 
 def test_an_engine_module_importing_a_study_breaks_the_contract(tmp_path):
-  shutil.copytree(os.path.join(ROOT, "wd_jax"), tmp_path / "wd_jax")
-  shutil.copy(os.path.join(ROOT, "pyproject.toml"), tmp_path / "pyproject.toml")
+  _copy_tree(tmp_path)
   loop = tmp_path / "wd_jax" / "engine" / "progress.py"
   loop.write_text(loop.read_text() + "\nfrom wd_jax.study import stats  # noqa\n")
   out = _lint(str(tmp_path))
