@@ -240,6 +240,9 @@ def test_processes_give_the_sequential_results(tmp_path, sequential_sweep):
   with open(os.path.join(workdir, "strategy.json")) as f:
     workers = json.load(f)["workers"]
   assert len(workers) == 2
+  # One device each: the worker's XLA environment replaced the 4 forced host devices in time.
+  assert [w["devices"] for w in workers] == [1, 1]
+  assert [w["compiles"] for w in workers] == [[{"single_step": 1, "single_eval": 1}]] * 2
   if len(os.sched_getaffinity(0)) >= 2:  # each worker pinned to its own core
     assert not set(workers[0]["cores"]) & set(workers[1]["cores"])
   for row, exp in zip(rows, expected):
@@ -305,7 +308,7 @@ def test_heatmap_and_line_plot(tmp_path, sequential_sweep):
   assert os.path.getsize(line) > 1_000
 
 
-def test_experiment_smoke_end_to_end(tmp_path):
+def test_experiment_smoke_end_to_end_selects_on_validation_and_reads_test_once(tmp_path):
   workdir = str(tmp_path / "sweep")
   cmd = [
     sys.executable,
@@ -314,7 +317,7 @@ def test_experiment_smoke_end_to_end(tmp_path):
     f"--workdir={workdir}",
   ]
   subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
-  for name in ("results.csv", "summary.md", "heatmap_test_accuracy.png", "strategy.json"):
+  for name in ("results.csv", "summary.md", "heatmap_val_accuracy.png", "strategy.json"):
     assert os.path.exists(os.path.join(workdir, name)), name
   with open(os.path.join(workdir, "strategy.json")) as f:
     info = json.load(f)
@@ -322,8 +325,26 @@ def test_experiment_smoke_end_to_end(tmp_path):
   assert {"sequential", "vmap"} <= set(info["measurements"])
   rows = report.read_results(workdir)
   assert len(rows) == 4
+  # The best cell on validation, and it alone, has its test split read (once).
+  best = max(rows, key=lambda r: r["val_accuracy"])
+  tested = [r["name"] for r in rows if np.isfinite(r["test_accuracy"])]
+  assert tested == [best["name"]] == info["test_read_for"]
+  with open(os.path.join(workdir, "summary.md")) as f:
+    assert f"best on validation: {best['name']}" in f.read()
+  assert os.path.exists(os.path.join(workdir, best["run_dir"], "test_items.npz"))
   records = read_metrics(os.path.join(workdir, rows[0]["run_dir"], "metrics.jsonl"))
-  assert "param_norm" in records[-1] and "test_accuracy" in records[-1]  # diagnostics on
+  assert "param_norm" in records[-1] and "val_accuracy" in records[-1]  # diagnostics on
+  assert not any("test_accuracy" in r for r in records)  # the runs never evaluated on test
+
+
+def test_without_a_validation_split_no_best_cell_is_picked(sequential_sweep):
+  workdir, rows = sequential_sweep
+  assert "val_accuracy" not in rows[0]
+  with open(os.path.join(workdir, "summary.md")) as f:
+    summary = f.read()
+  assert "best: none picked" in summary and "validation_fraction" in summary
+  with open(os.path.join(workdir, "results.md")) as f:
+    assert "**" not in f.read()  # no row in bold
 
 
 def test_a_memoryless_decay_logs_its_step_against_the_loss_only_step(tmp_path):

@@ -11,7 +11,9 @@ row equals the same configuration trained alone" holds by construction.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -184,6 +186,31 @@ class RunRecord:
 # ----------------------------------------------------------------------------------------------
 # The compiled side.
 
+# Backend compilations per jitted function name, counted from JAX's own monitoring events (one
+# ``backend_compile`` event per executable XLA builds; a reused executable emits none).
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compiles: collections.Counter[str] = collections.Counter()
+_program_ids = itertools.count()
+
+
+def _count_compile(event: str, duration: float, **kwargs: Any) -> None:
+  del duration
+  if event == _COMPILE_EVENT:
+    _compiles[kwargs.get("fun_name", "")] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
+
+
+def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+  """`fn` under a name of its own, which JAX's compile events then carry (``jit(<name>)``)."""
+
+  def named(*args):
+    return fn(*args)
+
+  named.__name__ = named.__qualname__ = name
+  return named
+
 
 def all_finite(tree) -> jax.Array:
   """Whether every element of every leaf of `tree` is finite (a traced boolean)."""
@@ -206,6 +233,7 @@ class Program:
       raise ValueError("a batched (vmapped) program runs on one device: parallel must be 'none'.")
     self.exp, self.batched, self.parallel = exp, batched, parallel
     self.eval_split = "val" if exp.dataset.has_validation else "test"
+    self._name = f"wd_jax_program{next(_program_ids)}_{'vmap' if batched else 'single'}"
     self._steps: dict[bool, Any] = {}
     self._eval = None
     self._items = None
@@ -213,15 +241,18 @@ class Program:
   def step(self, diagnostics: bool = False):
     """The jitted ``(state, batch_source) -> (state, metrics)``, compiled once per kind."""
     if diagnostics not in self._steps:
+      name = f"{self._name}_{'diagnostics_' if diagnostics else ''}step"
       if self.parallel is not None:
-        fn = self.parallel.compile_step(
-          self.exp, experiment.make_train_step, with_diagnostics=diagnostics
-        )
+
+        def factory(*args, **kwargs):
+          return _named(experiment.make_train_step(*args, **kwargs), name)
+
+        fn = self.parallel.compile_step(self.exp, factory, with_diagnostics=diagnostics)
       else:
         fn = experiment.make_train_step(self.exp, with_diagnostics=diagnostics)
         if self.batched:
           fn = jax.vmap(fn, in_axes=(0, None))
-        fn = jax.jit(fn, donate_argnums=0)
+        fn = jax.jit(_named(fn, name), donate_argnums=0)
       self._steps[diagnostics] = fn
     return self._steps[diagnostics]
 
@@ -247,7 +278,7 @@ class Program:
       fn = experiment.make_eval_step(self.exp)
       if self.batched:
         fn = jax.vmap(fn, in_axes=(0, 0, None, None, None))
-      self._eval = jax.jit(fn)
+      self._eval = jax.jit(_named(fn, f"{self._name}_eval"))
     local = self.local(state)
     totals: dict[str, np.ndarray] = {}
     batches = data_lib.eval_batches(self.exp.dataset, self.exp.config.eval_batch_size, split=split)
@@ -268,7 +299,7 @@ class Program:
     if self.batched:
       raise ValueError("evaluate_items reads one configuration: use an unbatched Program.")
     if self._items is None:
-      self._items = jax.jit(experiment.make_item_step(self.exp))
+      self._items = jax.jit(_named(experiment.make_item_step(self.exp), f"{self._name}_items"))
     local = self.local(state)
     parts: dict[str, list[np.ndarray]] = {}
     batches = data_lib.eval_batches(self.exp.dataset, self.exp.config.eval_batch_size, split=split)
@@ -286,15 +317,16 @@ class Program:
     return [bool(x) for x in np.broadcast_to(np.asarray(ok), (self.num(state),))]
 
   def compile_counts(self) -> dict[str, int]:
-    """Executables compiled per jitted function (1 each: hyperparameters are state)."""
+    """Executables XLA compiled for each jitted step and the evaluation (1 each: hyperparameters
+    are state), counted from JAX's compile events (``jax.monitoring``); pmapped steps are not
+    counted."""
     kind = "vmap" if self.batched else "single"
-    out = {
-      f"{kind}_{'diagnostics_' if diag else ''}step": fn._cache_size()
-      for diag, fn in self._steps.items()
-      if hasattr(fn, "_cache_size")
-    }
+    out = {}
+    for diag in self._steps:
+      suffix = f"{'diagnostics_' if diag else ''}step"
+      out[f"{kind}_{suffix}"] = _compiles[f"jit({self._name}_{suffix})"]
     if self._eval is not None:
-      out[f"{kind}_eval"] = self._eval._cache_size()
+      out[f"{kind}_eval"] = _compiles[f"jit({self._name}_eval)"]
     return out
 
 

@@ -1,25 +1,26 @@
 """The core of a sweep: a group of runs that share one compiled program, trained through the one
-training loop (`wd_jax.engine.loop.run_loop`) either stacked under ``jax.vmap`` or one at a time."""
+training loop (`wd_jax.engine.loop.run_loop`) either stacked under ``jax.vmap`` or one at a time,
+each finished run recorded in its directory (`wd_jax.engine.sweep.records`)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import jax
-import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
 from wd_jax.engine import config as config_lib
-from wd_jax.engine import experiment
+from wd_jax.engine import experiment, runlog
 from wd_jax.engine import loop as loop_lib
 from wd_jax.engine.runlog import MetricWriter, write_atomic
+from wd_jax.engine.sweep import records as records_lib
 from wd_jax.engine.sweep.grid import ALIASES, BY_NAME, Run, UserParts, group_runs
 
 # Share of the free host memory one vmapped chunk may use (accelerators: of the free device memory).
@@ -33,12 +34,34 @@ _COLUMN_OF_PATH = {
 }
 
 
+@dataclasses.dataclass
+class Output:
+  """Where and how a sweep's runs are recorded.
+
+  Attributes:
+    workdir: the sweep's directory (runs go to ``runs/<name>/``).
+    tensorboard: also write TensorBoard event files.
+    report: a `wd_jax.engine.progress.Task` advanced by the configuration-steps done, or None.
+    stop: true once training should end after the current step (a preemption signal).
+    shard: the shard that trains these runs (``"i/n"``), noted in their completion records.
+  """
+
+  workdir: str
+  tensorboard: bool = False
+  report: Any = None
+  stop: Callable[[], bool] | None = None
+  shard: str | None = None
+
+  def stopped(self) -> bool:
+    return self.stop is not None and self.stop()
+
+
 class Group:
   """Runs that differ only in lr, λ and seed: one Experiment and one compiled program for all.
 
   The peak lr and λ live in `optax.inject_hyperparams` state
-  (`wd_jax.engine.config.build_injectable_optimizer`) and the seed in the initial parameters and the
-  batch key, so one step serves every run of the group, stacked or one at a time.
+  (`wd_jax.engine.config.build_injectable_optimizer`) and the seed in the initial parameters and
+  the batch key, so one step serves every run of the group, stacked or one at a time.
   """
 
   def __init__(self, runs: Sequence[Run], user: UserParts = BY_NAME):
@@ -49,7 +72,7 @@ class Group:
     self.optimizer = config_lib.build_injectable_optimizer(config, recipe=user.optimizer)
     self.exp = dataclasses.replace(base, optimizer=self.optimizer)
     self.programs = {b: loop_lib.Program(self.exp, batched=b) for b in (False, True)}
-    self._bytes_per_config: int | None = None
+    self._memory: tuple[int, int] | None = None
     self.build_seconds = time.perf_counter() - t0
 
   @property
@@ -57,14 +80,31 @@ class Group:
     """Configuration-steps this group trains."""
     return len(self.runs) * self.config.steps
 
-  def bytes_per_config(self) -> int:
-    """Memory one configuration needs in a vmapped step (see `default_chunk_size`), cached."""
-    if self._bytes_per_config is None:
-      state = self.init_states(self.runs[:1], batched=False)
-      source = self.source(0)
-      closed = jax.make_jaxpr(experiment.make_train_step(self.exp))(state, source(0))
-      self._bytes_per_config = 3 * _tree_bytes(state) + _jaxpr_bytes(closed.jaxpr)
-    return self._bytes_per_config
+  def memory_bytes(self) -> tuple[int, int]:
+    """(shared, per configuration) bytes of the group's vmapped step, cached.
+
+    From XLA's memory analysis of the step compiled for all the group's configurations
+    (``jax.jit(...).lower(...).compile().memory_analysis()``: arguments + outputs − donated
+    aliases + temporaries); the batch source's arrays (the dataset on the device) are shared,
+    the rest is divided evenly. That compilation is the one a single-chunk vmap sweep then
+    runs (JAX reuses the executable), so it costs nothing extra there.
+    """
+    if self._memory is None:
+      k = len(self.runs)
+      one = self.init_state(self.runs[0])
+      stacked = jax.tree.map(lambda x: jax.ShapeDtypeStruct((k, *np.shape(x)), x.dtype), one)
+      source = self.source(0)(0)
+      compiled = self.programs[True].step().lower(stacked, source).compile()
+      stats = compiled.memory_analysis()
+      total = (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+      )
+      shared = _tree_bytes(source)
+      self._memory = shared, max(1, math.ceil((total - shared) / k))
+    return self._memory
 
   def init_state(self, run: Run) -> experiment.TrainState:
     """`experiment.build(run.config).init_state`, with the injectable optimizer's state."""
@@ -82,6 +122,12 @@ class Group:
       return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     (state,) = states
     return state
+
+  def final_state(self, workdir: str, run: Run) -> experiment.TrainState:
+    """The final state a finished run recorded (host arrays)."""
+    init = self.exp.init_state
+    like = init._replace(opt_state=jax.eval_shape(self.optimizer.init, init.params))
+    return records_lib.read_final_state(records_lib.run_dir(workdir, run.name), like)
 
   def source(self, start: int):
     """The batch argument of the step from `start` on (every run of a group sees the same)."""
@@ -107,78 +153,95 @@ class Group:
   def train(
     self,
     runs: Sequence[Run],
-    workdir: str,
+    out: Output,
     *,
     batched: bool,
     strategy: str,
-    tensorboard: bool = False,
-    report: Any = None,
-    return_states: bool = False,
+    recorded: Collection[str] = (),
     warm: tuple[Any, int] | None = None,
-    stop: Callable[[], bool] | None = None,
-  ) -> list[dict[str, Any]]:
-    """Trains `runs` (one at a time, or stacked if `batched`) through `loop.run_loop`,
-    writing their run directories; returns their rows. `stop()` true ends the loop after the
-    current step (a preemption signal). `report` (a `wd_jax.engine.progress.Task`) is advanced by
-    the
-    configuration-steps done.
+  ) -> None:
+    """Trains `runs` (one, or stacked if `batched`) through `loop.run_loop` and records each run
+    that finished (all its steps, or diverged) in its directory: metrics, final state, then
+    its completion record. A run that `out.stop()` interrupted gets no completion record.
 
-    `warm` = (state, steps): continue from the state `auto` measured, `steps` steps in (none of
-    them a logging or diagnostics step), instead of from step 0.
+    `recorded`: names of runs already recorded by an earlier launch, trained again only as
+    members of their vmap chunk (the chunk keeps its composition, so the other runs' bits are
+    those of an uninterrupted sweep); their files are not touched. `warm` = (state, steps):
+    continue from the state `auto` measured, `steps` steps in, instead of from step 0.
     """
-    config = self.config
-    num = len(runs)
+    num, program = len(runs), self.programs[batched]
     if not batched and num != 1:
       raise ValueError(f"an unbatched call trains one run, got {num}.")
-    program = self.programs[batched]
-    records = [self._record(run, workdir, tensorboard, program) for run in runs]
+    records = [self._record(run, out, program, run.name in recorded) for run in runs]
     state, start = warm if warm is not None else (self.init_states(runs, batched), 0)
-    cadence = loop_lib.Cadence.from_config(config, checkpoints=False)
-    reported = [start]
-
-    def progress(nxt: int, recs, rate: float) -> None:
-      live = [r for r in recs if not r.done]
-      report.advance((nxt - reported[0]) * num, _status_line(live, num, program.eval_split))
-      reported[0] = nxt
-
+    progress = _Progress(out.report, start, num, program.eval_split)
     try:
       state = loop_lib.run_loop(
         program,
         state,
         records,
-        cadence=cadence,
+        cadence=loop_lib.Cadence.from_config(self.config, checkpoints=False),
         source=self.source(start),
         start=start,
-        progress=progress if report is not None else None,
-        stop=stop,
+        progress=progress if out.report is not None else None,
+        stop=lambda: _step_done(out),
       )
-      steps_done = np.broadcast_to(np.asarray(jax.device_get(state.step)), (num,))
     finally:
       for record in records:
         record.close()
-    if report is not None and reported[0] < config.steps:  # runs that ended early (diverged)
-      report.advance((config.steps - reported[0]) * num)
-    host_state = jax.device_get(state) if return_states else None
-    rows = []
+    steps_done = np.broadcast_to(np.asarray(jax.device_get(state.step)), (num,))
+    if not out.stopped():
+      progress.finish(self.config.steps)  # runs that ended early (diverged)
+    host = jax.device_get(state)
     for i, (run, record) in enumerate(zip(runs, records)):
+      finished = record.diverged_at is not None or int(steps_done[i]) >= self.config.steps
+      if run.name in recorded or not finished:
+        continue
       row = run_row(run, record, int(steps_done[i]), strategy, program.eval_split)
-      if return_states:
-        row["state"] = jax.tree.map(lambda x, i=i: x[i], host_state) if batched else host_state
-      rows.append(row)
-    return rows
+      if out.shard is not None:
+        row["shard"] = out.shard
+      directory = records_lib.run_dir(out.workdir, run.name)
+      records_lib.write_final_state(
+        directory, jax.tree.map(lambda x, i=i: x[i], host) if batched else host
+      )
+      records_lib.write_completion(directory, row)
 
-  def _record(self, run: Run, workdir: str, tensorboard: bool, program) -> loop_lib.RunRecord:
-    run_dir = os.path.join(workdir, "runs", run.name)
-    os.makedirs(run_dir, exist_ok=True)
+  def _record(self, run: Run, out: Output, program, passenger: bool) -> loop_lib.RunRecord:
+    select = f"{program.eval_split}_accuracy"
+    if passenger:  # recorded already: computed again, written nowhere
+      return loop_lib.RunRecord(self.run_experiment(run), None, select_metric=select)
+    directory = records_lib.run_dir(out.workdir, run.name)
+    shutil.rmtree(directory, ignore_errors=True)  # a run's files are never merged with old ones
+    os.makedirs(directory)
     write_atomic(
-      os.path.join(run_dir, "config.json"),
+      os.path.join(directory, "config.json"),
       run.config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
     )
-    return loop_lib.RunRecord(
-      self.run_experiment(run),
-      MetricWriter(run_dir, tensorboard=tensorboard),
-      select_metric=f"{program.eval_split}_accuracy",
-    )
+    writer = MetricWriter(directory, tensorboard=out.tensorboard)
+    return loop_lib.RunRecord(self.run_experiment(run), writer, select_metric=select)
+
+
+def _step_done(out: Output) -> bool:
+  """After every training step of a sweep: a fault point for the kill tests, then the stop."""
+  runlog.fault("sweep:step")
+  return out.stopped()
+
+
+class _Progress:
+  """The loop's progress callback: advances `report` by the configuration-steps done."""
+
+  def __init__(self, report, start: int, num: int, split: str):
+    self.report, self.done, self.num, self.split = report, start, num, split
+
+  def __call__(self, nxt: int, recs, rate: float) -> None:
+    live = [r for r in recs if not r.done]
+    self.report.advance((nxt - self.done) * self.num, _status_line(live, self.num, self.split))
+    self.done = nxt
+
+  def finish(self, steps: int) -> None:
+    if self.report is not None and self.done < steps:
+      self.report.advance((steps - self.done) * self.num)
+      self.done = steps
 
 
 def run_row(
@@ -240,62 +303,51 @@ def build_groups(runs: Sequence[Run], user: UserParts = BY_NAME) -> list[Group]:
 
 
 def run_vmap(
-  groups, workdir, chunk_size, tensorboard, report, return_states, warm=None, stop=None
-) -> list[dict]:
-  """Every group in chunks of stacked configurations. `warm`: {(group index, first run index of
-  the chunk): (state, steps)} from `auto`."""
+  groups: Sequence[Group],
+  chunks: Sequence[Sequence[int]],
+  out: Output,
+  recorded: Collection[str] = (),
+  warm: dict | None = None,
+) -> None:
+  """The `chunks` (lists of run indices, each within one group) stacked under vmap, skipping
+  chunks whose runs are all recorded. `warm`: {(group index, first run index of the chunk):
+  (state, steps)} from `auto`."""
   warm = warm or {}
-  rows = []
-  for g, group in enumerate(groups):
-    size = chunk_size or default_chunk_size(group)
-    chunks = split_evenly(group.runs, size)
-    for chunk in chunks:
-      rows += group.train(
-        chunk,
-        workdir,
-        batched=True,
-        strategy="vmap",
-        tensorboard=tensorboard,
-        report=report,
-        return_states=return_states,
-        warm=warm.get((g, chunk[0].index)),
-        stop=stop,
-      )
-      if stop is not None and stop():
-        return rows
-  return rows
+  where = {run.index: (g, run) for g, group in enumerate(groups) for run in group.runs}
+  for chunk in chunks:
+    g, first = where[chunk[0]]
+    runs = [where[i][1] for i in chunk]
+    if all(run.name in recorded for run in runs):
+      continue
+    groups[g].train(
+      runs,
+      out,
+      batched=True,
+      strategy="vmap",
+      recorded=recorded,
+      warm=warm.get((g, first.index)),
+    )
+    if out.stopped():
+      return
 
 
 def run_sequential(
-  groups,
-  workdir,
-  tensorboard,
-  report,
-  return_states,
+  groups: Sequence[Group],
+  out: Output,
+  recorded: Collection[str] = (),
   strategy: str = "sequential",
-  warm=None,
-  stop=None,
-) -> list[dict]:
-  """Every run one after another through its group's one compiled step. `warm`:
-  {(group index, run index): (state, steps)} from `auto`."""
+  warm: dict | None = None,
+) -> None:
+  """Every run not yet recorded, one after another through its group's one compiled step.
+  `warm`: {(group index, run index): (state, steps)} from `auto`."""
   warm = warm or {}
-  rows = []
   for g, group in enumerate(groups):
     for run in group.runs:
-      rows += group.train(
-        [run],
-        workdir,
-        batched=False,
-        strategy=strategy,
-        tensorboard=tensorboard,
-        report=report,
-        return_states=return_states,
-        warm=warm.get((g, run.index)),
-        stop=stop,
-      )
-      if stop is not None and stop():
-        return rows
-  return rows
+      if run.name in recorded:
+        continue
+      group.train([run], out, batched=False, strategy=strategy, warm=warm.get((g, run.index)))
+      if out.stopped():
+        return
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,45 +358,17 @@ def _tree_bytes(tree) -> int:
   return sum(int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
-def _itemsize(dtype: Any) -> int:
-  try:
-    return np.dtype(dtype).itemsize
-  except TypeError:  # extended dtypes (PRNG keys)
-    return int(getattr(dtype, "itemsize", 8))
-
-
-def _jaxpr_bytes(jaxpr: jex_core.Jaxpr) -> int:
-  """Σ of the sizes of every value a jaxpr computes (recursively): an upper bound of its live
-  memory, since XLA fuses and reuses buffers."""
-  total = 0
-  for eqn in jaxpr.eqns:
-    for v in eqn.outvars:
-      aval = v.aval
-      if hasattr(aval, "shape") and hasattr(aval, "dtype"):
-        total += int(np.prod(aval.shape)) * _itemsize(aval.dtype)
-    for sub in jex_core.jaxprs_in_params(eqn.params):
-      total += _jaxpr_bytes(sub)
-  return total
-
-
 def memory_budget_bytes() -> int:
   """Memory one vmapped chunk may use: `DEVICE_MEMORY_FRACTION` of the default device's free
-  memory when it reports it (GPU/TPU), else `HOST_MEMORY_FRACTION` of the free host memory."""
-  with contextlib.suppress(Exception):
-    stats = jax.devices()[0].memory_stats()
-    if stats and "bytes_limit" in stats:
-      free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-      return int(DEVICE_MEMORY_FRACTION * free)
-  free = None
-  with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
-    for line in f:
-      if line.startswith("MemAvailable:"):
-        free = int(line.split()[1]) * 1024
-  if free is None:
-    try:
-      free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-      free = 4 << 30
+  memory when it reports it (GPU/TPU), else `HOST_MEMORY_FRACTION` of the free host memory
+  (``os.sysconf``: pages not in use, the page cache not counted, so on the safe side)."""
+  stats = jax.devices()[0].memory_stats()
+  if stats and "bytes_limit" in stats:
+    return int(DEVICE_MEMORY_FRACTION * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
+  try:
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (AttributeError, OSError, ValueError):  # not POSIX (macOS has no SC_AVPHYS_PAGES)
+    free = 4 << 30
   return int(HOST_MEMORY_FRACTION * free)
 
 
@@ -363,10 +387,21 @@ def split_evenly(items: Sequence[Any], size: int) -> list[list[Any]]:
 def default_chunk_size(group: Group, budget_bytes: int | None = None) -> int:
   """Configurations per vmapped program that fit the memory budget.
 
-  Bytes per configuration: its TrainState three times (input, output, gradients/updates) plus
-  every value the step computes (Σ of the sizes in its jaxpr: an upper bound, XLA fuses and
-  reuses buffers). The budget is `memory_budget_bytes()` unless given. Never more than the
-  group's number of configurations, never less than 1.
+  Bytes: the shared batch source plus, per configuration, its share of what XLA's memory
+  analysis reports for the compiled step (`Group.memory_bytes`). The budget is
+  `memory_budget_bytes()` unless given. Never more than the group's number of configurations,
+  never less than 1.
   """
   budget = memory_budget_bytes() if budget_bytes is None else budget_bytes
-  return int(max(1, min(len(group.runs), budget // max(group.bytes_per_config(), 1))))
+  shared, per_config = group.memory_bytes()
+  return int(max(1, min(len(group.runs), (budget - shared) // per_config)))
+
+
+def plan_chunks(groups: Sequence[Group], chunk_size: int | None) -> list[list[int]]:
+  """The vmap chunks of a sweep (run indices): each group split evenly into chunks of at most
+  `chunk_size` configurations (default: `default_chunk_size`)."""
+  chunks = []
+  for group in groups:
+    size = chunk_size or default_chunk_size(group)
+    chunks += [[run.index for run in c] for c in split_evenly(group.runs, size)]
+  return chunks

@@ -1,52 +1,57 @@
 """Choosing a strategy by measuring it (``auto``), and worker processes (``processes``).
 
-CPU-only helpers kept apart from the sweep's core: the core (`wd_jax.engine.sweep.group`) trains a
-group by vmap or one run at a time through the one training loop; this module times those
+CPU-only helpers kept apart from the sweep's core: the core (`wd_jax.engine.sweep.group`) trains
+a group by vmap or one run at a time through the one training loop; this module times those
 strategies on the machine at hand and can spread the runs over processes pinned to cores.
 
-``auto`` compiles and times a few steps of ``vmap``, then of ``sequential`` (skipped when vmap has
-less left to run than a compilation costs), on the group with the most work, and extrapolates both
-to the whole sweep. The winner's compilation is reused, and so are its measured steps when they
-all come before the first logging step (the winner's runs continue from the measured state,
-bitwise as if it had not been measured); the loser's compilation and ~0.2 s of steps are the
-price of measuring. For ``processes`` it adds an optimistic estimate (this process's build +
-compile time, plus the measured CPU time of the work shared over the workers); only when that
-could win are the workers started in standby to time their own steps, and kept if they win. The
-choice and every measurement go to ``strategy.json`` and ``summary.md``. The choice is also
-recorded per sweep shape (`auto_cache_key`: jax/jaxlib versions, backend, device kind and
-count, usable cores, every group's program and size) in `auto_cache_path()`, like an autotuning
-cache: a later sweep of the same shape takes it without measuring (``remeasure=True`` measures
-again; ``WD_JAX_AUTO_CACHE=off`` disables the record). Every timing comes from `time_steps`, the
-one place a test replaces to steer the choice without reading the clock.
+``auto`` compiles and times a few steps of ``vmap``, then of ``sequential`` (skipped when vmap
+has less left to run than a compilation costs), on the group with the most work, and
+extrapolates both to the whole sweep. The winner's compilation is reused, and so are its
+measured steps when they all come before the first logging step (the winner's runs continue
+from the measured state, bitwise as if it had not been measured); the loser's compilation and
+~0.2 s of steps are the price of measuring. For ``processes`` it adds an optimistic estimate
+(this process's build + compile time, plus the measured CPU time of the work shared over the
+workers); only when that could win are the workers started to time their own steps, and kept
+if they win. The choice and every measurement go to ``strategy.json`` and ``summary.md``. The
+choice is also recorded per sweep shape (`auto_cache_key`: jax/jaxlib versions, backend, device
+kind and count, usable cores, every group's program and size) in `auto_cache_path()`, like an
+autotuning cache: a later sweep of the same shape takes it without measuring
+(``remeasure=True`` measures again; ``WD_JAX_AUTO_CACHE=off`` disables the record); concurrent
+sweeps serialise their writes on a `filelock.FileLock`. Every timing comes from `time_steps`,
+the one place a test replaces to steer the choice without reading the clock.
+
+Worker processes are `concurrent.futures.ProcessPoolExecutor` s (``spawn``), one per worker so
+that each has its own cores: the pool's initializer pins the worker
+(``os.sched_setaffinity``), sizes XLA:CPU's thread pool to its cores (``PJRT_NPROC``, and
+``--xla_cpu_multi_thread_eigen=false`` on one core) before JAX starts its backend, and watches
+two things on a thread: the sweep's stop message (the worker then stops after its current step,
+as the sweep does on SIGTERM) and the sweep process itself (``multiprocessing.parent_process``:
+a worker exits at once when the sweep dies, even by SIGKILL). Workers write their runs' files
+themselves; the sweep reads the finished rows from the runs' completion records.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
-import pickle
-import shutil
-import subprocess
-import sys
-import tempfile
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import filelock
 import jax
 import ml_collections
 
 from wd_jax.engine import loop as loop_lib
 from wd_jax.engine.runlog import write_atomic
 from wd_jax.engine.sweep.grid import Run, group_key
-from wd_jax.engine.sweep.group import (
-  Group,
-  build_groups,
-  default_chunk_size,
-  run_sequential,
-  split_evenly,
-)
+from wd_jax.engine.sweep.group import Group, Output, build_groups, run_sequential
 
 # auto: time each candidate for at least this long (and at least _MIN_TIMED_STEPS steps).
 _MEASURE_SECONDS = 0.2
@@ -84,300 +89,287 @@ def _reusable_steps(config: ml_collections.ConfigDict) -> int:
 # ----------------------------------------------------------------------------------------------
 # Worker processes.
 
-_WORKER_BOOT = (
-  "import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[2].split(',')}); "
-  "from wd_jax.engine.sweep import tuning; tuning.die_with_parent(int(sys.argv[3])); "
-  "sys.exit(tuning.worker_main(sys.argv[1]))"
-)
+_worker: dict[str, Any] = {}  # in a worker process: its stop flag, cores and built groups
 
 
-def die_with_parent(parent: int) -> None:
-  """A worker exits when the sweep process that started it dies, even by SIGKILL (Linux
-  ``PR_SET_PDEATHSIG``); if the parent is already gone, it exits at once."""
-  import ctypes
-  import signal as signal_lib
+def xla_env(num_cores: int) -> dict[str, str]:
+  """The environment that sizes XLA:CPU to `num_cores` cores of one device."""
+  flags = [
+    f
+    for f in os.environ.get("XLA_FLAGS", "").split()
+    if not f.startswith(("--xla_force_host_platform_device_count", "--xla_cpu_multi_thread_eigen"))
+  ]
+  if num_cores == 1:
+    flags.append("--xla_cpu_multi_thread_eigen=false")
+  return {
+    "XLA_FLAGS": " ".join(flags),
+    "PJRT_NPROC": str(num_cores),  # sizes XLA:CPU's intra-op thread pool
+    "OMP_NUM_THREADS": str(num_cores),
+    "JAX_PLATFORMS": "cpu",
+  }
 
-  with contextlib.suppress(OSError, AttributeError):
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal_lib.SIGKILL)  # PR_SET_PDEATHSIG = 1
-  if os.getppid() != parent:  # the parent died before prctl took effect
-    os._exit(1)
+
+def _init_worker(cores: Sequence[int], stop_messages: Any) -> None:
+  """The pool's initializer, in the worker before JAX starts its backend: pin, size, watch."""
+  os.sched_setaffinity(0, cores)
+  os.environ.update(xla_env(len(cores)))
+  jax.config.update("jax_platforms", "cpu")
+  stop = threading.Event()
+  for s in (signal.SIGTERM, signal.SIGINT):  # a terminal's Ctrl-C reaches the workers too
+    signal.signal(s, lambda *_: stop.set())
+  parent = multiprocessing.parent_process()
+  threading.Thread(target=_watch, args=(parent.sentinel, stop_messages, stop), daemon=True).start()
+  _worker.update(stop=stop, cores=sorted(cores), started=time.time())
+
+
+def _watch(parent_sentinel: Any, stop_messages: Any, stop: threading.Event) -> None:
+  """Exits the worker when the sweep process dies; sets `stop` when the sweep sends "stop"."""
+  waiting = [parent_sentinel, stop_messages]
+  while True:
+    ready = multiprocessing.connection.wait(waiting)
+    if parent_sentinel in ready:
+      os._exit(1)
+    with contextlib.suppress(EOFError, OSError):
+      stop_messages.recv()
+    stop.set()
+    waiting = [parent_sentinel]
+
+
+def _built(runs: Sequence[Run]) -> list[Group]:
+  """The worker's groups for `runs`, built once (a measurement's compilation is kept)."""
+  key = tuple(r.name for r in runs)
+  if _worker.get("key") != key:
+    t0 = time.time()
+    _worker.update(key=key, groups=build_groups(runs), build_sec=time.time() - t0)
+  return _worker["groups"]
+
+
+def _measure_in_worker(runs: Sequence[Run]) -> dict[str, Any]:
+  """A worker's measurement (for `auto`): its step's compile and step times."""
+  groups = _built(runs)
+  g = max(groups, key=lambda g: g.work)
+  state = g.init_states(g.runs[:1], batched=False)
+  first, step_sec, cpu_sec, n, _ = time_steps(
+    g.programs[False].step(), state, g.source(0), g.config.steps
+  )
+  return {
+    "compile_sec": first,
+    "step_sec": step_sec,
+    "cpu_sec_per_step": cpu_sec,
+    "timed_steps": n,
+    "work": sum(x.work for x in groups),
+  }
+
+
+def _train_in_worker(runs: Sequence[Run], out: Output, recorded: Sequence[str]) -> dict[str, Any]:
+  """A worker's share: its runs one after another, each recorded in its directory."""
+  t0 = time.time()
+  groups = _built(runs)
+  out.stop = _worker["stop"].is_set
+  run_sequential(groups, out, frozenset(recorded), "processes")
+  return {
+    "cores": _worker["cores"],
+    "devices": jax.local_device_count(),
+    "build_sec": _worker.get("build_sec"),
+    "train_sec": time.time() - t0,  # compilation included
+    "compiles": [g.compile_counts() for g in groups],
+    "stopped": out.stopped(),
+  }
 
 
 def _assign(runs: Sequence[Run], num_workers: int) -> list[list[Run]]:
-  """Runs dealt to workers by total steps (longest first), each worker's runs kept in order."""
+  """Runs dealt to workers by total steps (longest first), each worker's runs kept in order;
+  a worker may get none."""
   loads = [0] * num_workers
   shares: list[list[Run]] = [[] for _ in range(num_workers)]
   for run in sorted(runs, key=lambda r: (-r.config.steps, r.index)):
     w = loads.index(min(loads))
     shares[w].append(run)
     loads[w] += run.config.steps
-  return [sorted(s, key=lambda r: r.index) for s in shares if s]
-
-
-def _worker_env(cores: Sequence[int]) -> dict[str, str]:
-  env = dict(os.environ)
-  flags = [
-    f
-    for f in env.get("XLA_FLAGS", "").split()
-    if not f.startswith(("--xla_force_host_platform_device_count", "--xla_cpu_multi_thread_eigen"))
-  ]
-  if len(cores) == 1:
-    flags.append("--xla_cpu_multi_thread_eigen=false")
-  env["XLA_FLAGS"] = " ".join(flags)
-  env["PJRT_NPROC"] = str(len(cores))  # sizes XLA:CPU's intra-op thread pool
-  env["OMP_NUM_THREADS"] = str(len(cores))
-  env["JAX_PLATFORMS"] = "cpu"
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-  return env
+  return [sorted(s, key=lambda r: r.index) for s in shares]
 
 
 class Workers:
-  """`num_workers` worker processes, each pinned to its own cores, running shares of the runs."""
+  """`num_workers` worker processes, worker w pinned to cores[w::num_workers], each with its
+  share of `runs` (`_assign`); workers without runs are not started."""
 
-  def __init__(self, runs, workdir, num_workers, *, standby, tensorboard, return_states):
-    # Inside the workdir, so that even a SIGKILLed sweep leaves nothing behind elsewhere.
-    self.tmp = tempfile.mkdtemp(prefix=".workers-", dir=workdir)
+  def __init__(self, runs: Sequence[Run], num_workers: int):
     cores = sorted(os.sched_getaffinity(0))
-    shares = _assign(runs, num_workers)
-    self.procs, self.logs, self.shares = [], [], shares
+    ctx = multiprocessing.get_context("spawn")
     self.t0 = time.perf_counter()
-    for w, share in enumerate(shares):
-      mine = cores[w :: len(shares)] or [cores[w % len(cores)]]
-      spec = {
-        "runs": share,
-        "workdir": os.path.abspath(workdir),
-        "standby": standby,
-        "tensorboard": tensorboard,
-        "return_states": return_states,
-        "ready": os.path.join(self.tmp, f"ready-{w}.json"),
-        "out": os.path.join(self.tmp, f"out-{w}.pkl"),
-        "launched_at": time.time(),
-      }
-      spec_path = os.path.join(self.tmp, f"spec-{w}.pkl")
-      with open(spec_path, "wb") as f:
-        pickle.dump(spec, f)
-      log_path = os.path.join(self.tmp, f"worker-{w}.log")
-      log = open(log_path, "w")  # closed in close()
-      self.logs.append((log, log_path, spec))
-      self.procs.append(
-        subprocess.Popen(
-          [
-            sys.executable,
-            "-c",
-            _WORKER_BOOT,
-            spec_path,
-            ",".join(map(str, mine)),
-            str(os.getpid()),
-          ],
-          stdin=subprocess.PIPE,
-          stdout=log,
-          stderr=subprocess.STDOUT,
-          env=_worker_env(mine),
-          text=True,
+    self.slots = []  # (worker index, its runs, its pool, the end that sends it "stop")
+    for w, share in enumerate(_assign(runs, num_workers)):
+      if share:
+        mine = cores[w::num_workers] or [cores[w % len(cores)]]
+        receive, send = ctx.Pipe(duplex=False)
+        pool = concurrent.futures.ProcessPoolExecutor(
+          1, mp_context=ctx, initializer=_init_worker, initargs=(mine, receive)
         )
-      )
+        self.slots.append((w, share, pool, send))
 
-  def _failed(self, w: int) -> RuntimeError:
-    self.logs[w][0].flush()
-    with open(self.logs[w][1]) as f:
-      tail = f.read()[-3000:]
-    return RuntimeError(f"sweep worker {w} exited with {self.procs[w].returncode}:\n{tail}")
+  def _gather(self, futures: dict, stop: Callable[[], bool] | None) -> list[Any]:
+    """Each future's result once all are done; `stop()` true sends the workers "stop"."""
+    pending, stopped = set(futures), False
+    while pending:
+      _, pending = concurrent.futures.wait(pending, timeout=0.05)
+      if stop is not None and stop() and not stopped:
+        self.stop()
+        stopped = True
+    out = []
+    for future, w in futures.items():
+      try:
+        out.append(future.result())
+      except concurrent.futures.process.BrokenProcessPool as e:
+        raise RuntimeError(f"sweep worker {w} died (killed, or out of memory).") from e
+      except Exception as e:
+        raise RuntimeError(f"sweep worker {w} failed: {type(e).__name__}: {e}") from e
+    return out
 
-  def wait_ready(self) -> list[dict[str, Any]]:
-    """Each worker's measurement (standby mode), once all have built and timed their step."""
-    out: list[dict[str, Any] | None] = [None] * len(self.procs)
-    while any(o is None for o in out):
-      for w, (_, _, spec) in enumerate(self.logs):
-        if out[w] is None and os.path.exists(spec["ready"]):
-          with open(spec["ready"]) as f:
-            out[w] = json.load(f) | {"startup_sec": time.perf_counter() - self.t0}
-        elif out[w] is None and self.procs[w].poll() is not None:
-          raise self._failed(w)
-      time.sleep(0.02)
-    return out  # type: ignore[return-value]
+  def measure(self) -> list[dict[str, Any]]:
+    """Each worker's measurement, once all have built and timed their step."""
+    futures = {pool.submit(_measure_in_worker, share): w for w, share, pool, _ in self.slots}
+    startup = time.perf_counter() - self.t0
+    return [m | {"startup_sec": startup} for m in self._gather(futures, None)]
 
-  def send(self, word: str) -> None:
-    for p in self.procs:
-      with contextlib.suppress(BrokenPipeError, OSError):
-        p.stdin.write(word + "\n")
-        p.stdin.flush()
-        p.stdin.close()
+  def train(self, out: Output, recorded, stop, say) -> list[dict[str, Any]]:
+    """Every worker's share trained and recorded; returns each worker's info."""
+    mine = Output(out.workdir, out.tensorboard, shard=out.shard)  # no report, own stop
+    futures = {
+      pool.submit(_train_in_worker, share, mine, sorted(recorded)): w
+      for w, share, pool, _ in self.slots
+    }
+    infos = self._gather(futures, stop)
+    if say:
+      for (w, share, _, _), info in zip(self.slots, infos):
+        say(f"[processes] worker {w} done: {len(share)} runs on cores {info['cores']}")
+    return infos
 
-  def join(self, say, stop=None) -> tuple[list[dict], list[dict]]:
-    """Every worker's rows and info, once all have finished; with `stop()` true (a signal),
-    the workers are killed and the rows finished so far are not returned."""
-    rows, infos = [], []
-    for w, p in enumerate(self.procs):
-      while p.poll() is None:
-        if stop is not None and stop():
-          self.close()
-          return rows, infos
-        time.sleep(0.05)
-      if p.returncode != 0:
-        raise self._failed(w)
-      with open(self.logs[w][2]["out"], "rb") as f:
-        out = pickle.load(f)
-      rows += out["rows"]
-      infos.append(out["info"])
-      if say:
-        say(f"[processes] worker {w} done: {len(out['rows'])} runs on cores {out['info']['cores']}")
-    return rows, infos
+  def stop(self) -> None:
+    """Asks every worker to stop after its current step."""
+    for *_, send in self.slots:
+      with contextlib.suppress(OSError):
+        send.send("stop")
 
   def close(self) -> None:
-    for p in self.procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
-      if p.stdin and not p.stdin.closed:
-        with contextlib.suppress(OSError):
-          p.stdin.close()
-    for log, _, _ in self.logs:
-      log.close()
-    shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def worker_main(spec_path: str) -> int:
-  """A worker process: builds its groups, optionally times its step and waits for go/stop,
-  then trains its share sequentially and pickles its rows."""
-  started = time.time()
-  with open(spec_path, "rb") as f:
-    spec = pickle.load(f)
-  groups = build_groups(spec["runs"])
-  info: dict[str, Any] = {
-    "cores": sorted(os.sched_getaffinity(0)),
-    "import_sec": started - spec["launched_at"],  # interpreter, jax and wd_jax
-    "build_sec": time.time() - started,  # dataset and model
-  }
-  if spec["standby"]:
-    g = max(groups, key=lambda g: g.work)
-    state = g.init_states(g.runs[:1], batched=False)
-    step = g.programs[False].step()
-    first, step_sec, cpu_sec, n, _ = time_steps(step, state, g.source(0), g.config.steps)
-    write_atomic(
-      spec["ready"],
-      json.dumps(
-        {
-          "compile_sec": first,
-          "step_sec": step_sec,
-          "cpu_sec_per_step": cpu_sec,
-          "timed_steps": n,
-          "work": sum(x.work for x in groups),
-        }
-      ),
-    )
-    if sys.stdin.readline().strip() != "go":
-      return 0
-  t_run = time.time()
-  rows = run_sequential(
-    groups, spec["workdir"], spec["tensorboard"], None, spec["return_states"], "processes"
-  )
-  info["train_sec"] = time.time() - t_run  # compilation included
-  info["compiles"] = [g.compile_counts() for g in groups]
-  tmp = spec["out"] + ".tmp"
-  with open(tmp, "wb") as f:
-    pickle.dump({"rows": rows, "info": info}, f)
-  os.replace(tmp, spec["out"])
-  return 0
+    self.stop()
+    for *_, pool, send in self.slots:
+      pool.shutdown(wait=True, cancel_futures=True)
+      send.close()
 
 
 # ----------------------------------------------------------------------------------------------
 # auto.
 
 
-def _choose(
-  groups, chunk_size, num_workers, say, workdir, tensorboard, return_states, allow_processes=True
-) -> tuple[str, dict[str, Any], Any, dict[str, dict]]:
-  """Measures the candidates; returns (strategy, measurements, workers kept in standby, warm).
+class _Bench:
+  """`auto`'s measurements on the group with the most work, into `m`; `warm[strategy]` keeps
+  the measured state of a strategy whose timed steps all come before the first logging step."""
 
-  Predictions are of the time still to spend (the compilation a measurement did is reused by
-  the strategy chosen), for the whole sweep, extrapolated from the group with the most work.
-  The measured steps are real training steps when none of them has to log (`_reusable_steps`):
-  ``warm[strategy]`` then holds the measured state, which that strategy continues from.
-  """
-  gi = max(range(len(groups)), key=lambda i: groups[i].work)
-  g = groups[gi]
-  total_work = sum(x.work for x in groups)
-  m: dict[str, Any] = {"measured_on_group_with_configs": len(g.runs), "config_steps": total_work}
-  reusable = _reusable_steps(g.config)
-  # Never time more steps than one run trains; keep them if the loop need not have seen them.
-  limit = reusable if reusable >= _MIN_TIMED_STEPS + 1 else g.config.steps
-  warm: dict[str, dict] = {}
+  def __init__(self, groups: Sequence[Group], m: dict[str, Any]):
+    self.gi = max(range(len(groups)), key=lambda i: groups[i].work)
+    self.g, self.m, self.groups = groups[self.gi], m, groups
+    self.total_work = sum(x.work for x in groups)
+    self.reusable = _reusable_steps(self.g.config)
+    # Never time more steps than one run trains; keep them if the loop need not have seen them.
+    self.limit = self.reusable if self.reusable >= _MIN_TIMED_STEPS + 1 else self.g.config.steps
+    self.warm: dict[str, dict] = {}
+    m.update(measured_on_group_with_configs=len(self.g.runs), config_steps=self.total_work)
 
-  def keep(name, key, state, n) -> int:
-    if n + 1 <= reusable:
-      warm[name] = {key: (state, n + 1)}
+  def _keep(self, name: str, first_run: int, state: Any, n: int) -> int:
+    if n + 1 <= self.reusable:
+      self.warm[name] = {(self.gi, first_run): (state, n + 1)}
       return n + 1
     return 0
 
-  def measure_vmap() -> float:
-    size = chunk_size or default_chunk_size(g)
-    chunks = split_evenly(g.runs, size)
-    state = g.init_states(chunks[0], batched=True)
-    first, step, cpu, n, state = time_steps(g.programs[True].step(), state, g.source(0), limit)
-    kept = keep("vmap", (gi, chunks[0][0].index), state, n)
-    per_config = step / len(chunks[0])
-    extra_compiles = len({len(c) for c in chunks}) - 1 + len(groups) - 1
-    m["vmap"] = {
-      "chunk_size": len(chunks[0]),
+  def vmap(self, chunks: Sequence[Sequence[int]]) -> float:
+    """Times the group's first vmap chunk; returns CPU seconds per configuration-step."""
+    g = self.g
+    mine = [c for c in chunks if c[0] in {r.index for r in g.runs}]
+    runs = [r for r in g.runs if r.index in set(mine[0])]
+    state = g.init_states(runs, batched=True)
+    first, step, cpu, n, state = time_steps(g.programs[True].step(), state, g.source(0), self.limit)
+    kept = self._keep("vmap", runs[0].index, state, n)
+    per_config = step / len(runs)
+    extra_compiles = len({len(c) for c in mine}) - 1 + len(self.groups) - 1
+    self.m["vmap"] = {
+      "chunk_size": len(runs),
       "compile_sec": first,
       "step_sec": step,
       "step_sec_per_config": per_config,
       "timed_steps": n,
       "steps_kept": kept,
-      "predicted_sec": (total_work - kept * len(chunks[0])) * per_config + extra_compiles * first,
+      "predicted_sec": (self.total_work - kept * len(runs)) * per_config + extra_compiles * first,
     }
-    return cpu / len(chunks[0])
+    return cpu / len(runs)
 
-  def measure_sequential() -> float:
+  def sequential(self) -> float:
+    """Times one run of the group; returns CPU seconds per configuration-step."""
+    g = self.g
     state = g.init_states(g.runs[:1], batched=False)
-    first, step, cpu, n, state = time_steps(g.programs[False].step(), state, g.source(0), limit)
-    kept = keep("sequential", (gi, g.runs[0].index), state, n)
-    m["sequential"] = {
+    first, step, cpu, n, state = time_steps(
+      g.programs[False].step(), state, g.source(0), self.limit
+    )
+    kept = self._keep("sequential", g.runs[0].index, state, n)
+    self.m["sequential"] = {
       "compile_sec": first,
       "step_sec": step,
       "cpu_sec_per_step": cpu,
       "timed_steps": n,
       "steps_kept": kept,
-      "predicted_sec": (total_work - kept) * step + (len(groups) - 1) * first,
+      "predicted_sec": (self.total_work - kept) * step + (len(self.groups) - 1) * first,
     }
     return cpu
 
+
+def _choose(groups, chunks, num_workers, say, allow_processes) -> tuple[str, dict, Any, dict]:
+  """Measures the candidates; returns (strategy, measurements, workers kept, warm states).
+
+  Predictions are of the time still to spend (the compilation a measurement did is reused by
+  the strategy chosen), for the whole sweep, extrapolated from the group with the most work.
+  """
+  m: dict[str, Any] = {}
+  bench = _Bench(groups, m)
   if max(len(x.runs) for x in groups) > 1:
-    cpu_per_config_step = measure_vmap()
+    cpu_per_config_step = bench.vmap(chunks)
     # Measuring sequential costs a compilation (about vmap's; compiling it on another thread
     # meanwhile saved nothing here: XLA's compilations did not overlap): only worth it when vmap
     # has more than that left to run.
     if m["vmap"]["predicted_sec"] > m["vmap"]["compile_sec"]:
-      cpu_per_config_step = measure_sequential()
+      cpu_per_config_step = bench.sequential()
     else:
       m["sequential"] = {"skipped": "vmap has less left to run than sequential would compile"}
   else:
-    cpu_per_config_step = measure_sequential()
+    cpu_per_config_step = bench.sequential()
   measured = [s for s in ("vmap", "sequential") if "predicted_sec" in m.get(s, {})]
   best = min(measured, key=lambda s: m[s]["predicted_sec"])
-  best_sec = m[best]["predicted_sec"]
-  first = m[best]["compile_sec"]
-  workers = None
+  chosen, workers = best, None
   nw = min(num_workers or len(os.sched_getaffinity(0)), sum(len(x.runs) for x in groups))
   if allow_processes and nw >= 2 and jax.default_backend() == "cpu":
     # Workers build and compile what we did (after importing jax), then share the work, whose
     # CPU time is roughly conserved: an optimistic estimate, so losing candidates cost nothing.
-    optimistic = g.build_seconds + first + total_work * cpu_per_config_step / nw
+    optimistic = bench.g.build_seconds + m[best]["compile_sec"]
+    optimistic += bench.total_work * cpu_per_config_step / nw
     m["processes"] = {"num_workers": nw, "optimistic_sec": optimistic}
-    if optimistic < best_sec:
+    if optimistic < m[best]["predicted_sec"]:
       if say:
-        say(f"[auto] timing {nw} worker processes ({optimistic:.1f}s possible < {best_sec:.1f}s)")
-      workers = Workers(
-        [r for x in groups for r in x.runs],
-        workdir,
-        nw,
-        standby=True,
-        tensorboard=tensorboard,
-        return_states=return_states,
-      )
-  return best, m, workers, warm
+        say(f"[auto] timing {nw} worker processes ({optimistic:.1f}s possible)")
+      workers = Workers([r for x in groups for r in x.runs], nw)
+      chosen = _decide_processes(workers, m, best)
+      if chosen != "processes":
+        workers.close()
+        workers = None
+  return chosen, m, workers, bench.warm.get(chosen, {})  # frees the other strategy's states
+
+
+def _decide_processes(workers: Workers, m: dict[str, Any], best: str) -> str:
+  ready = workers.measure()
+  remaining = max(r["work"] * r["step_sec"] for r in ready)
+  m["processes"].update(
+    startup_sec=max(r["startup_sec"] for r in ready),
+    step_sec=[r["step_sec"] for r in ready],
+    predicted_sec=remaining,
+  )
+  return "processes" if remaining < m[best]["predicted_sec"] else best
 
 
 # A recorded choice per sweep shape, so that repeating a sweep does not pay for measuring again.
@@ -441,27 +433,14 @@ def _read_auto_cache(path: str | None) -> dict[str, Any]:
   return {k: v for k, v in table.items() if isinstance(k, str) and _valid_entry(v)}
 
 
-@contextlib.contextmanager
-def _locked(path: str):
-  """An exclusive ``flock`` on ``path + ".lock"`` for a read-modify-write of the record."""
-  import fcntl
-
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    yield
-  finally:
-    os.close(fd)  # closing releases the lock
-
-
 def _write_auto_cache(path: str | None, key: str, chosen: str, measurements) -> None:
-  """Adds one choice to the record; concurrent sweeps serialise on a file lock, so none of
-  their entries is lost."""
+  """Adds one choice to the record; concurrent sweeps serialise on a file lock
+  (`filelock.FileLock` on ``path + ".lock"``), so none of their entries is lost."""
   if not path:
     return
   try:
-    with _locked(path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with filelock.FileLock(path + ".lock"):
       table = _read_auto_cache(path)
       table.pop(key, None)
       table[key] = {"chosen": chosen, "measured_at": time.time(), "measurements": measurements}
@@ -471,63 +450,34 @@ def _write_auto_cache(path: str | None, key: str, chosen: str, measurements) -> 
     pass
 
 
-def _decide_processes(workers, m, best, say) -> str:
-  ready = workers.wait_ready()
-  remaining = max(r["work"] * r["step_sec"] for r in ready)
-  m["processes"].update(
-    startup_sec=max(r["startup_sec"] for r in ready),
-    step_sec=[r["step_sec"] for r in ready],
-    predicted_sec=remaining,
-  )
-  if remaining < m[best]["predicted_sec"]:
-    return "processes"
-  return best
-
-
 def choose(
-  groups,
-  workdir,
-  *,
-  chunk_size,
-  num_workers,
-  remeasure,
-  say,
-  tensorboard,
-  return_states,
-  allow_processes,
+  groups, chunks, *, chunk_size, num_workers, remeasure, say, allow_processes
 ) -> tuple[str, dict[str, Any], Any, dict]:
   """``auto``: the recorded choice for this sweep's shape, or a measured one.
 
-  Returns (strategy, info to record in strategy.json, worker processes kept in standby or
-  None, the chosen strategy's measured states to continue from).
+  `chunks` are the vmap chunks the sweep would run (`wd_jax.engine.sweep.group.plan_chunks`).
+  Returns (strategy, info to record in strategy.json, worker processes that measured and won,
+  or None, the chosen strategy's measured states to continue from).
   """
-  info: dict[str, Any] = {}
   cache_path = auto_cache_path()
+  info: dict[str, Any] = {"auto_cache": cache_path}
   key = auto_cache_key(groups, chunk_size, num_workers)
   recorded = None if remeasure else _read_auto_cache(cache_path).get(key)
-  info["auto_cache"] = cache_path
   if recorded is not None:
-    chosen = recorded["chosen"]
     info["recorded_choice"] = {
       "measured_at": recorded.get("measured_at"),
       "measurements": recorded.get("measurements"),
     }
     if say:
       say(
-        f"[auto] {chosen}, as recorded for this sweep's shape in {cache_path} (remeasure=True"
-        " measures again)"
+        f"[auto] {recorded['chosen']}, as recorded for this sweep's shape in {cache_path} "
+        "(remeasure=True measures again)"
       )
-    return chosen, info, None, {}
+    return recorded["chosen"], info, None, {}
   chosen, info["measurements"], workers, warm = _choose(
-    groups, chunk_size, num_workers, say, workdir, tensorboard, return_states, allow_processes
+    groups, chunks, num_workers, say, allow_processes
   )
-  if workers is not None:
-    chosen = _decide_processes(workers, info["measurements"], chosen, say)
-    if chosen != "processes":
-      workers.send("stop")
-      workers.close()
-      workers = None
   _write_auto_cache(cache_path, key, chosen, info["measurements"])
   if say:
     say(f"[auto] chose {chosen}: " + json.dumps(info["measurements"], default=str))
-  return chosen, info, workers, warm.get(chosen, {})  # frees the other strategy's states
+  return chosen, info, workers, warm
