@@ -431,6 +431,7 @@ def _write_once(path: str, text: str) -> str:
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
       f.write(text)
+    runlog.fault("write:config.json")
     with contextlib.suppress(FileExistsError):
       os.link(tmp, path)  # fails if another launch created it first
     os.unlink(tmp)
@@ -523,8 +524,6 @@ def _train(launch: _Launch, plan, recorded, workers, warm, stop) -> dict[str, An
           [r for r in launch.mine if r.name not in recorded], plan["num_workers"]
         )
         info["workers"] = workers.train(out, recorded, stop, launch.say)
-        if out.report is not None:
-          out.report.advance(work)
       elif chosen == "vmap":
         run_vmap(launch.groups, plan["chunks"], out, recorded, warm)
       else:

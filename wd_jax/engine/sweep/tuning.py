@@ -49,7 +49,9 @@ import jax
 import ml_collections
 
 from wd_jax.engine import loop as loop_lib
+from wd_jax.engine import runlog
 from wd_jax.engine.runlog import write_atomic
+from wd_jax.engine.sweep import records
 from wd_jax.engine.sweep.grid import Run, group_key
 from wd_jax.engine.sweep.group import Group, Output, build_groups, run_sequential
 
@@ -189,6 +191,24 @@ def _assign(runs: Sequence[Run], num_workers: int) -> list[list[Run]]:
   return [sorted(s, key=lambda r: r.index) for s in shares]
 
 
+class _Seen:
+  """Called while the workers train: each run they finished (its completion record exists)
+  advances the progress report; a fault point for the kill tests follows each."""
+
+  def __init__(self, runs: Sequence[Run], out: Output):
+    self.runs, self.out = list(runs), out
+
+  def __call__(self) -> None:
+    for run in list(self.runs):
+      if os.path.exists(
+        os.path.join(records.run_dir(self.out.workdir, run.name), records.COMPLETION)
+      ):
+        self.runs.remove(run)
+        if self.out.report is not None:
+          self.out.report.advance(run.config.steps)
+        runlog.fault("sweep:run_seen")
+
+
 class Workers:
   """`num_workers` worker processes, worker w pinned to cores[w::num_workers], each with its
   share of `runs` (`_assign`); workers without runs are not started."""
@@ -207,11 +227,15 @@ class Workers:
         )
         self.slots.append((w, share, pool, send))
 
-  def _gather(self, futures: dict, stop: Callable[[], bool] | None) -> list[Any]:
-    """Each future's result once all are done; `stop()` true sends the workers "stop"."""
-    pending, stopped = set(futures), False
+  def _gather(self, futures: dict, stop: Callable[[], bool] | None, poll=None) -> list[Any]:
+    """Each future's result once all are done; `stop()` true sends the workers "stop";
+    `poll()` is called about every half second meanwhile."""
+    pending, stopped, ticks = set(futures), False, 0
     while pending:
       _, pending = concurrent.futures.wait(pending, timeout=0.05)
+      ticks += 1
+      if poll is not None and (ticks % 10 == 0 or not pending):
+        poll()
       if stop is not None and stop() and not stopped:
         self.stop()
         stopped = True
@@ -220,7 +244,10 @@ class Workers:
       try:
         out.append(future.result())
       except concurrent.futures.process.BrokenProcessPool as e:
-        raise RuntimeError(f"sweep worker {w} died (killed, or out of memory).") from e
+        raise RuntimeError(
+          f"sweep worker {w} died (killed, out of memory, or started by a script that calls "
+          "run_sweep without `if __name__ == '__main__':`, which worker processes import)."
+        ) from e
       except Exception as e:
         raise RuntimeError(f"sweep worker {w} failed: {type(e).__name__}: {e}") from e
     return out
@@ -232,13 +259,14 @@ class Workers:
     return [m | {"startup_sec": startup} for m in self._gather(futures, None)]
 
   def train(self, out: Output, recorded, stop, say) -> list[dict[str, Any]]:
-    """Every worker's share trained and recorded; returns each worker's info."""
+    """Every worker's share trained and recorded; returns each worker's info. Meanwhile the
+    runs the workers finish advance `out.report`."""
     mine = Output(out.workdir, out.tensorboard, shard=out.shard)  # no report, own stop
     futures = {
       pool.submit(_train_in_worker, share, mine, sorted(recorded)): w
       for w, share, pool, _ in self.slots
     }
-    infos = self._gather(futures, stop)
+    infos = self._gather(futures, stop, _Seen([r for s in self.slots for r in s[1]], out))
     if say:
       for (w, share, _, _), info in zip(self.slots, infos):
         say(f"[processes] worker {w} done: {len(share)} runs on cores {info['cores']}")
