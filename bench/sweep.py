@@ -213,31 +213,8 @@ def _median(results: list[dict], key: str) -> float:
   return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  steps = _STEPS.value
-  if _RUN.value == "throughput":
-    _throughput(_MODEL.value)
-    return
-  if _RUN.value:
-    _run_one(_RUN.value, _MODEL.value, steps, _WORKDIR.value)
-    return
-  import jax
-
-  small_steps = _SMALL_STEPS.value or steps
-  rounds = _ROUNDS.value
-  root = _WORKDIR.value or tempfile.mkdtemp(prefix="bench_sweep_")
-  print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
-  print(
-    f"host: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} usable "
-    f"cores, jax {jax.__version__} ({jax.default_backend()}); load average at start {_load()}"
-  )
-  print(
-    f"grid: lr {LEARNING_RATES} × λ {WEIGHT_DECAYS} = 16 configurations, {steps} steps each; "
-    f"{rounds} round(s) of {len(VARIANTS)} variants, order rotated each round"
-  )
-  cache = os.path.join(root, "auto_cache.json")  # auto's record, fresh for this benchmark
+def _rounds(root: str, steps: int, rounds: int, cache: str) -> dict[str, list[dict]]:
+  """Every variant once per round, in rotated order; variant -> one result per round."""
   runs: dict[str, list[dict]] = {s: [] for s in VARIANTS}
   for r in range(rounds):
     order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
@@ -247,27 +224,21 @@ def main(argv):
       out = _launch_sweep(variant, "main", steps, os.path.join(root, f"r{r}_{variant}"), cache)
       runs[variant].append(out)
       print(f"  round {r}: {variant} {out['wall_sec']:.1f} s  (load {_load()})", flush=True)
-  separate = None
-  if not _SKIP_SEPARATE.value:
-    separate = _separate_launches(steps, os.path.join(root, "separate"))
-    print(f"  separate launches: {separate['wall_sec']:.1f} s  (load {_load()})", flush=True)
-  small = {
-    s: _launch_sweep(s, "small", small_steps, os.path.join(root, f"small_{s}"), cache)
-    for s in ("vmap", "sequential")
-  }
-  throughput = {m: _launch_throughput(m) for m in ("main", "small")}
-  print(f"  small model and step throughput done  (load {_load()})\n")
+  return runs
 
-  wall = {s: _median(runs[s], "wall_sec") for s in VARIANTS}
-  # Ratios within each round (same machine state), then their median.
+
+def _ratios(runs, rounds: int) -> tuple[dict[str, float], list[float]]:
+  """Each variant's median over rounds of its wall time ÷ the round's fastest fixed strategy."""
   best_of_round = [min(runs[s][r]["wall_sec"] for s in FIXED) for r in range(rounds)]
   ratio = {
     s: statistics.median(runs[s][r]["wall_sec"] / best_of_round[r] for r in range(rounds))
     for s in VARIANTS
   }
-  noise = statistics.median(
-    runs["vmap_again"][r]["wall_sec"] / runs["vmap"][r]["wall_sec"] for r in range(rounds)
-  )
+  return ratio, best_of_round
+
+
+def _print_table(runs, ratio, best_of_round, separate, rounds: int) -> None:
+  wall = {s: _median(runs[s], "wall_sec") for s in VARIANTS}
   sep = separate["wall_sec"] if separate else None
   agg = "median of rounds" if rounds > 1 else "one round"
   header = (
@@ -294,11 +265,17 @@ def main(argv):
       f"{'16 separate train.py launches':<36}{sep:>8.1f}{separate['cpu_sec']:>8.1f}{'':>13}"
       f"{'':>14}{sep / statistics.median(best_of_round):>17.3f}{1.0:>16.2f}x"
     )
+  noise = statistics.median(
+    runs["vmap_again"][r]["wall_sec"] / runs["vmap"][r]["wall_sec"] for r in range(rounds)
+  )
   print(f"noise floor: vmap again ÷ vmap, median over rounds {noise:.3f}")
   if rounds > 1:
     for s in VARIANTS:
       print(f"  {s} wall per round: " + ", ".join(f"{r['wall_sec']:.1f}" for r in runs[s]))
   print()
+
+
+def _print_auto_and_workers(runs) -> None:
   for r in runs["auto"]:
     m = r["measurements"]
     print(
@@ -324,21 +301,28 @@ def main(argv):
   )
   for w, info in enumerate(runs["processes"][0].get("workers") or []):
     print(
-      f"processes worker {w}: cores {info['cores']}, import {info['import_sec']:.1f} s, "
-      f"build {info['build_sec']:.1f} s, train (with compilation) {info['train_sec']:.1f} s"
+      f"processes worker {w}: cores {info['cores']}, start and imports {info['import_sec']:.1f} "
+      f"s, build {info['build_sec']:.1f} s, train (with compilation) {info['train_sec']:.1f} s"
     )
-  if separate:
-    acc = {s: runs[s][0]["test_accuracy"] for s in ("vmap", "sequential")}
-    for s in ("vmap", "sequential"):
-      diffs = {k: abs(acc[s][k] - v) for k, v in separate["test_accuracy"].items()}
-      worst = max(diffs, key=diffs.get)
-      low = [
-        abs(acc[s][k] - v) for k, v in separate["test_accuracy"].items() if k.startswith("0.001,")
-      ]
-      print(
-        f"|test accuracy ({s} sweep) - (separate run)|: max {diffs[worst]:.4f} (lr,λ = {worst}); "
-        f"max at lr 1e-3: {max(low):.4f}"
-      )
+
+
+def _print_accuracy(runs, separate) -> None:
+  if not separate:
+    return
+  acc = {s: runs[s][0]["test_accuracy"] for s in ("vmap", "sequential")}
+  for s in ("vmap", "sequential"):
+    diffs = {k: abs(acc[s][k] - v) for k, v in separate["test_accuracy"].items()}
+    worst = max(diffs, key=diffs.get)
+    low = [
+      abs(acc[s][k] - v) for k, v in separate["test_accuracy"].items() if k.startswith("0.001,")
+    ]
+    print(
+      f"|test accuracy ({s} sweep) - (separate run)|: max {diffs[worst]:.4f} (lr,λ = {worst}); "
+      f"max at lr 1e-3: {max(low):.4f}"
+    )
+
+
+def _print_small(small, throughput, small_steps: int) -> None:
   print()
   v, q = small["vmap"], small["sequential"]
   print(
@@ -357,14 +341,61 @@ def main(argv):
       f"{t['vmap'][1] * 1e6:6.0f} µs CPU | vmap speed-up {t['sequential'][0] / t['vmap'][0]:.2f}x "
       f"wall, {t['sequential'][1] / t['vmap'][1]:.2f}x CPU"
     )
+
+
+def _print_targets(runs, ratio, separate) -> None:
   line = "\ntargets: auto within 5% of the best: " + "; ".join(
     f"{v} {'yes' if ratio[v] <= 1.05 else 'NO'} ({ratio[v]:.3f})" for v in ("auto", "auto_recorded")
   )
-  if sep:
-    speed = sep / wall["auto"]
+  if separate:
+    speed = separate["wall_sec"] / _median(runs["auto"], "wall_sec")
     line += f"; auto ≥ 3x faster than separate launches: {'yes' if speed >= 3 else 'NO'} "
     line += f"({speed:.2f}x)"
   print(line)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  steps = _STEPS.value
+  if _RUN.value == "throughput":
+    _throughput(_MODEL.value)
+    return
+  if _RUN.value:
+    _run_one(_RUN.value, _MODEL.value, steps, _WORKDIR.value)
+    return
+  import jax
+
+  small_steps = _SMALL_STEPS.value or steps
+  rounds = _ROUNDS.value
+  root = _WORKDIR.value or tempfile.mkdtemp(prefix="bench_sweep_")
+  print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+  print(
+    f"host: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} usable "
+    f"cores, jax {jax.__version__} ({jax.default_backend()}); load average at start {_load()}"
+  )
+  print(
+    f"grid: lr {LEARNING_RATES} × λ {WEIGHT_DECAYS} = 16 configurations, {steps} steps each; "
+    f"{rounds} round(s) of {len(VARIANTS)} variants, order rotated each round"
+  )
+  cache = os.path.join(root, "auto_cache.json")  # auto's record, fresh for this benchmark
+  runs = _rounds(root, steps, rounds, cache)
+  separate = None
+  if not _SKIP_SEPARATE.value:
+    separate = _separate_launches(steps, os.path.join(root, "separate"))
+    print(f"  separate launches: {separate['wall_sec']:.1f} s  (load {_load()})", flush=True)
+  small = {
+    s: _launch_sweep(s, "small", small_steps, os.path.join(root, f"small_{s}"), cache)
+    for s in ("vmap", "sequential")
+  }
+  throughput = {m: _launch_throughput(m) for m in ("main", "small")}
+  print(f"  small model and step throughput done  (load {_load()})\n")
+  ratio, best_of_round = _ratios(runs, rounds)
+  _print_table(runs, ratio, best_of_round, separate, rounds)
+  _print_auto_and_workers(runs)
+  _print_accuracy(runs, separate)
+  _print_small(small, throughput, small_steps)
+  _print_targets(runs, ratio, separate)
   print(f"load average at end {_load()}; runs in {root}")
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:

@@ -485,9 +485,8 @@ def _choose_strategy(launch: _Launch, recorded, user: UserParts):
     info.update(plan.get("auto", {}))
     return plan, info, None, {}
   chosen, workers, warm, chunks = o["strategy"], None, {}, None
-  if chosen in ("vmap", "auto") and (
-    chosen == "vmap" or max(len(g.runs) for g in launch.groups) > 1
-  ):
+  stackable = max(len(g.runs) for g in launch.groups) > 1  # auto measures vmap then
+  if chosen == "vmap" or (chosen == "auto" and stackable):
     chunks = plan_chunks(launch.groups, o["chunk_size"])
   if chosen == "auto":
     chosen, auto_info, workers, warm = tuning.choose(
@@ -512,8 +511,7 @@ def _train(launch: _Launch, plan, recorded, workers, warm, stop) -> dict[str, An
   strategy.json records of it."""
   o, chosen = launch.options, plan["strategy"]
   out = Output(launch.workdir, o["tensorboard"], stop=stop, shard=launch.shard.label)
-  todo = [g for g in launch.groups if any(r.name not in recorded for r in g.runs)]
-  work = sum(r.config.steps for g in todo for r in g.runs if r.name not in recorded)
+  work = sum(r.config.steps for r in launch.mine if r.name not in recorded)
   show = launch.say is not None or progress.active()
   t_run, info = time.perf_counter(), {"chosen": chosen}
   task = progress.task(f"sweep {launch.dest}", work) if show else contextlib.nullcontext()

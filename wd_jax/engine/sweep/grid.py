@@ -171,27 +171,7 @@ def expand_grid(
       `wd_jax.engine.config.validate`.
   """
   config_lib.validate(base_config, **user.checks)
-  if isinstance(grid_or_list, Mapping):
-    if not grid_or_list:
-      raise ValueError("sweep grid is empty: give at least one field and its values.")
-    for field, values in grid_or_list.items():
-      if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise ValueError(f"sweep grid field {field!r}: values must be a list, got {values!r}.")
-      if not values:
-        raise ValueError(f"sweep grid field {field!r}: the list of values is empty.")
-    fields = list(grid_or_list)
-    combos = [dict(zip(fields, vs)) for vs in itertools.product(*grid_or_list.values())]
-  elif isinstance(grid_or_list, Sequence) and not isinstance(grid_or_list, (str, bytes)):
-    if not grid_or_list:
-      raise ValueError("sweep list of configurations is empty.")
-    for i, item in enumerate(grid_or_list):
-      if not isinstance(item, Mapping):
-        raise ValueError(f"sweep configuration {i} must be a dict field -> value, got {item!r}.")
-    combos = [dict(item) for item in grid_or_list]
-  else:
-    raise ValueError(
-      f"sweep grid must be a dict field -> list or a list of dicts, got {grid_or_list!r}."
-    )
+  combos = _combinations(grid_or_list)
   paths = {f: _field_path(base_config, f) for combo in combos for f in combo}
   width = len(str(len(combos) - 1))
   runs = []
@@ -203,17 +183,45 @@ def expand_grid(
       _set_field(config, field, paths[field], value)
       overrides[field] = value
     try:
-      config_lib.validate(config, **user.checks)
-      if config.get("parallel", "none") != "none":
-        raise ValueError(
-          "a sweep trains every configuration on one device: config.parallel must be 'none', "
-          f"got {config.parallel!r}."
-        )
+      _check_config(config, user)
     except (TypeError, ValueError) as e:
       fields = ", ".join(repr(f) for f in overrides) or "none"
       raise ValueError(f"sweep configuration {index} (fields {fields}; {overrides}): {e}") from e
     runs.append(Run(index, f"{index:0{width}d}-{_short_name(overrides, paths)}", overrides, config))
   return runs
+
+
+def _combinations(grid_or_list: Any) -> list[dict[str, Any]]:
+  """The grid's Cartesian product (the last field varying fastest), or the list's dicts."""
+  if isinstance(grid_or_list, Mapping):
+    if not grid_or_list:
+      raise ValueError("sweep grid is empty: give at least one field and its values.")
+    for field, values in grid_or_list.items():
+      if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"sweep grid field {field!r}: values must be a list, got {values!r}.")
+      if not values:
+        raise ValueError(f"sweep grid field {field!r}: the list of values is empty.")
+    fields = list(grid_or_list)
+    return [dict(zip(fields, vs)) for vs in itertools.product(*grid_or_list.values())]
+  if isinstance(grid_or_list, Sequence) and not isinstance(grid_or_list, (str, bytes)):
+    if not grid_or_list:
+      raise ValueError("sweep list of configurations is empty.")
+    for i, item in enumerate(grid_or_list):
+      if not isinstance(item, Mapping):
+        raise ValueError(f"sweep configuration {i} must be a dict field -> value, got {item!r}.")
+    return [dict(item) for item in grid_or_list]
+  raise ValueError(
+    f"sweep grid must be a dict field -> list or a list of dicts, got {grid_or_list!r}."
+  )
+
+
+def _check_config(config: ml_collections.ConfigDict, user: UserParts) -> None:
+  config_lib.validate(config, **user.checks)
+  if config.get("parallel", "none") != "none":
+    raise ValueError(
+      "a sweep trains every configuration on one device: config.parallel must be 'none', "
+      f"got {config.parallel!r}."
+    )
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:

@@ -42,6 +42,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import filelock
@@ -111,8 +112,9 @@ def xla_env(num_cores: int) -> dict[str, str]:
   }
 
 
-def _init_worker(cores: Sequence[int], stop_messages: Any) -> None:
-  """The pool's initializer, in the worker before JAX starts its backend: pin, size, watch."""
+def _init_worker(cores: Sequence[int], stop_messages: Any, launched: float) -> None:
+  """The pool's initializer, in the worker before JAX starts its backend: pin, size, watch.
+  `launched`: when the sweep created the worker's pool (time.time())."""
   os.sched_setaffinity(0, cores)
   os.environ.update(xla_env(len(cores)))
   jax.config.update("jax_platforms", "cpu")
@@ -121,7 +123,7 @@ def _init_worker(cores: Sequence[int], stop_messages: Any) -> None:
     signal.signal(s, lambda *_: stop.set())
   parent = multiprocessing.parent_process()
   threading.Thread(target=_watch, args=(parent.sentinel, stop_messages, stop), daemon=True).start()
-  _worker.update(stop=stop, cores=sorted(cores), started=time.time())
+  _worker.update(stop=stop, cores=sorted(cores), import_sec=time.time() - launched)
 
 
 def _watch(parent_sentinel: Any, stop_messages: Any, stop: threading.Event) -> None:
@@ -172,7 +174,8 @@ def _train_in_worker(runs: Sequence[Run], out: Output, recorded: Sequence[str]) 
   return {
     "cores": _worker["cores"],
     "devices": jax.local_device_count(),
-    "build_sec": _worker.get("build_sec"),
+    "import_sec": _worker["import_sec"],  # start, interpreter, jax and wd_jax
+    "build_sec": _worker.get("build_sec"),  # dataset and model
     "train_sec": time.time() - t0,  # compilation included
     "compiles": [g.compile_counts() for g in groups],
     "stopped": out.stopped(),
@@ -223,7 +226,7 @@ class Workers:
         mine = cores[w::num_workers] or [cores[w % len(cores)]]
         receive, send = ctx.Pipe(duplex=False)
         pool = concurrent.futures.ProcessPoolExecutor(
-          1, mp_context=ctx, initializer=_init_worker, initargs=(mine, receive)
+          1, mp_context=ctx, initializer=_init_worker, initargs=(mine, receive, time.time())
         )
         self.slots.append((w, share, pool, send))
 
@@ -243,7 +246,7 @@ class Workers:
     for future, w in futures.items():
       try:
         out.append(future.result())
-      except concurrent.futures.process.BrokenProcessPool as e:
+      except BrokenProcessPool as e:
         raise RuntimeError(
           f"sweep worker {w} died (killed, out of memory, or started by a script that calls "
           "run_sweep without `if __name__ == '__main__':`, which worker processes import)."
