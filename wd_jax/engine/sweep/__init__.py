@@ -220,7 +220,7 @@ def run_sweep(
 
   Example:
     >>> import numpy as np
-    >>> from wd_jax import config, data, sweep
+    >>> from wd_jax.engine import config, data, sweep
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(256, 8)).astype(np.float32)
     >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
@@ -309,7 +309,7 @@ def merge(
 
   Example:
     >>> import numpy as np
-    >>> from wd_jax import config, data, sweep
+    >>> from wd_jax.engine import config, data, sweep
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(256, 8)).astype(np.float32)
     >>> y = (x[:, 0] > 0).astype(np.int32)
