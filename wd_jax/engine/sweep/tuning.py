@@ -258,8 +258,9 @@ class Workers:
   def measure(self) -> list[dict[str, Any]]:
     """Each worker's measurement, once all have built and timed their step."""
     futures = {pool.submit(_measure_in_worker, share): w for w, share, pool, _ in self.slots}
-    startup = time.perf_counter() - self.t0
-    return [m | {"startup_sec": startup} for m in self._gather(futures, None)]
+    measured = self._gather(futures, None)
+    ready = time.perf_counter() - self.t0  # start, imports, build, compilation and timing
+    return [m | {"startup_sec": ready} for m in measured]
 
   def train(self, out: Output, recorded, stop, say) -> list[dict[str, Any]]:
     """Every worker's share trained and recorded; returns each worker's info. Meanwhile the
