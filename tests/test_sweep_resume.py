@@ -170,9 +170,12 @@ def test_kill_9_mid_sweep_then_resume_gives_the_uninterrupted_sweep(
   _assert_same_sweep(str(wd), reference(strategy))
 
 
-@pytest.mark.parametrize("strategy", ["vmap", "sequential", "auto"])
-def test_sigterm_writes_the_runs_done_and_resume_finishes_the_sweep(
-  tmp_path, monkeypatch, reference, strategy
+@pytest.mark.parametrize(
+  "strategy, signum",
+  [("vmap", signal.SIGTERM), ("sequential", signal.SIGINT), ("auto", signal.SIGTERM)],
+)
+def test_sigterm_or_sigint_writes_the_runs_done_and_resume_finishes_the_sweep(
+  tmp_path, monkeypatch, reference, strategy, signum
 ):
   """The signal arrives once the first run is recorded; training stops after the current step
   and the runs finished by then are the tables' rows (a vmap chunk finishes together)."""
@@ -190,7 +193,7 @@ def test_sigterm_writes_the_runs_done_and_resume_finishes_the_sweep(
 
   def then_signal(directory, row):
     write(directory, row)
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signum)
 
   monkeypatch.setattr(records, "write_completion", then_signal)
   wd = str(tmp_path / "sweep")
@@ -199,16 +202,16 @@ def test_sigterm_writes_the_runs_done_and_resume_finishes_the_sweep(
     options["chunk_size"] = 2
   with pytest.raises(runlog.Interrupted) as stopped:
     sweep.run_sweep(_config(), GRID, wd, verbose=False, **options)
-  assert stopped.value.signal == signal.SIGTERM
-  assert runlog.exit_code(stopped.value.signal) == 143
+  assert stopped.value.signal == signum
+  assert runlog.exit_code(stopped.value.signal) == {signal.SIGTERM: 143, signal.SIGINT: 130}[signum]
   expected = 1 if strategy == "sequential" else 2  # one run, or one chunk of two
   info = _status(wd)
   assert info["status"] == "preempted" and info["runs_done"] == expected
-  assert info["signal"] == signal.SIGTERM and info["configurations"] == 6
+  assert info["signal"] == signum and info["configurations"] == 6
   with open(os.path.join(wd, "results.csv")) as f:
     assert len(f.read().splitlines()) == 1 + expected
   with open(os.path.join(wd, "summary.md")) as f:
-    assert f"**preempted** (interrupted by signal 15): {expected} of 6 runs" in f.read()
+    assert f"**preempted** (interrupted by signal {int(signum)}): {expected} of 6 runs" in f.read()
   monkeypatch.setattr(records, "write_completion", write)
   sweep.run_sweep(_config(), GRID, wd, verbose=False, resume=True, **options)
   assert _status(wd)["status"] == "completed"
