@@ -246,7 +246,8 @@ def run_sweep(
   part = Shard.parse(shard)
   user = UserParts(model, data, optimizer)
   _check_options(strategy, chunk_size, num_workers, user, select, part)
-  launch = _expand(base_config, grid_or_list, workdir, part, user, verbose)
+  launch = _expand(base_config, grid_or_list, workdir, part, user)
+  launch.say = _stderr if verbose else None
   launch.options.update(
     user=user,
     strategy=strategy,
@@ -254,6 +255,8 @@ def run_sweep(
     num_workers=num_workers,
     remeasure=remeasure,
     tensorboard=tensorboard,
+    select=select,
+    return_states=return_states,
   )
   launch.record.update(strategy=strategy, chunk_size=chunk_size, num_workers=num_workers)
   if select is not None and launch.split != "val":
@@ -266,7 +269,7 @@ def run_sweep(
     info.update(_train(launch, plan, recorded, workers, warm, stop))
     done = records.finished_rows(workdir, [run.name for run in launch.mine])
     rows = [done[run.name] for run in launch.mine if run.name in done]
-    return _finish(launch, rows, info, stop.requested, select, return_states)
+    return _finish(launch, rows, info, stop.requested)
 
 
 def merge(
@@ -339,7 +342,8 @@ def merge(
     launch.split = "val" if "val_loss" in rows[0] else "test"
     if select is not None and launch.split != "val":
       raise ValueError("select needs a validation split to select on; this sweep has none.")
-    return _finish(launch, rows, _merged_info(launch), None, select, return_states)
+    launch.options.update(select=select, return_states=return_states)
+    return _finish(launch, rows, _merged_info(launch), None)
 
 
 def _recorded_launch(workdir: str, user: UserParts, verbose: bool) -> _Launch:
@@ -359,8 +363,9 @@ def _recorded_launch(workdir: str, user: UserParts, verbose: bool) -> _Launch:
   runs = expand_grid(base, record["grid"], user)
   if [r.name for r in runs] != [c["name"] for c in record["configurations"]]:
     raise ValueError(f"the grid of {path} does not expand to the configurations it lists.")
-  say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else None
-  launch = _Launch(base, record, runs, runs, [], "test", workdir, Shard(), say)
+  launch = _Launch(
+    base, record, runs, runs, [], "test", workdir, Shard(), _stderr if verbose else None
+  )
   launch.options["user"] = user
   return launch
 
@@ -404,7 +409,11 @@ def _check_options(strategy, chunk_size, num_workers, user: UserParts, select, p
     raise ValueError("select runs when the shards are merged: pass it to sweep.merge, not a shard.")
 
 
-def _expand(base_config, grid_or_list, workdir, part: Shard, user: UserParts, verbose) -> _Launch:
+def _stderr(text: str) -> None:
+  print(text, file=sys.stderr, flush=True)
+
+
+def _expand(base_config, grid_or_list, workdir, part: Shard, user: UserParts) -> _Launch:
   """The sweep's configurations, validated, and the groups of this launch's part of them."""
   runs = expand_grid(base_config, grid_or_list, user)
   mine = [run for run in runs if part.owns(run)]
@@ -419,8 +428,7 @@ def _expand(base_config, grid_or_list, workdir, part: Shard, user: UserParts, ve
     "user_parts": [k for k in ("model", "data", "optimizer") if getattr(user, k) is not None],
     "shards": part.count,
   }
-  say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else None
-  return _Launch(base_config, record, runs, mine, groups, split, workdir, part, say)
+  return _Launch(base_config, record, runs, mine, groups, split, workdir, part, None)
 
 
 def _write_once(path: str, text: str) -> str:
@@ -535,7 +543,7 @@ def _train(launch: _Launch, plan, recorded, workers, warm, stop) -> dict[str, An
   return info
 
 
-def _finish(launch: _Launch, rows, info, signum, select, return_states) -> list[dict]:
+def _finish(launch: _Launch, rows, info, signum) -> list[dict]:
   """Selection and the one test read (a complete, unsharded sweep), the tables, and the
   preemption report."""
   complete = len(rows) == len(launch.mine)
@@ -549,6 +557,7 @@ def _finish(launch: _Launch, rows, info, signum, select, return_states) -> list[
   if launch.shard.count > 1:
     info["done"] = [row["name"] for row in rows]
   elif complete and launch.split == "val":
+    select = launch.options.get("select")
     info["test_read_for"] = _read_test_once(launch.workdir, rows, select, groups)
   info["wall_time_sec"] = time.perf_counter() - launch.t_start
   write_outputs(launch.dest, launch.base_config, rows, info, launch.split)
@@ -566,7 +575,7 @@ def _finish(launch: _Launch, rows, info, signum, select, return_states) -> list[
       f"sweep done in {info['wall_time_sec']:.1f}s ({info['chosen']}); best on validation: "
       f"{best['name'] if best else 'none'}"
     )
-  if return_states:
+  if launch.options.get("return_states"):
     for row in rows:
       row["state"] = groups.final_state(row["name"])
   return rows
