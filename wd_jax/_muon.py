@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wd_jax import validation
+
 CONVENTIONS = ("optax", "torch")
 DEFAULT_NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic; optax's and torch's default
 
@@ -127,13 +129,8 @@ def muon_base(
 
 
 def check_ns_steps(ns_steps: Any) -> int:
-  if isinstance(ns_steps, bool) or not isinstance(ns_steps, (int,)):
-    raise ValueError(
-      f"ns_steps must be a Python int >= 1 (under optax.inject_hyperparams pass "
-      f"static_args=('ns_steps',)), got {ns_steps!r}."
-    )
-  if ns_steps < 1 or ns_steps >= 100:
-    raise ValueError(f"ns_steps must be in [1, 100), got {ns_steps!r}.")
+  hint = " (under optax.inject_hyperparams pass static_args=('ns_steps',))"
+  validation.check_int("ns_steps", ns_steps, lower=1, upper=99, hint=hint)
   return ns_steps
 
 

@@ -1,4 +1,4 @@
-"""What the optimizer recipes share: argument checks, Adam's direction, the decay wrapper."""
+"""What the optimizer recipes share: Adam's direction and its checks, and the decay wrapper."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from wd_jax.decoupled import with_weight_decay
 ScalarOrSchedule = float | optax.Schedule
 
 
-def _check_adam(learning_rate, b1, b2, eps, eps_root=0.0, nesterov=False, amsgrad=False) -> None:
-  validation.check_learning_rate(learning_rate)
+def check_adam(b1, b2, eps, eps_root=0.0, nesterov=False, amsgrad=False) -> None:
+  """Adam's constants, as optax's ``scale_by_adam`` / ``scale_by_amsgrad`` take them."""
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
   validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
@@ -20,7 +20,8 @@ def _check_adam(learning_rate, b1, b2, eps, eps_root=0.0, nesterov=False, amsgra
     raise ValueError("nesterov=True and amsgrad=True cannot be combined (as in optax), got both.")
 
 
-def _adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad):
+def adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad):
+  """m̂/(√(v̂ + ε_root) + ε): optax's ``scale_by_adam``, or ``scale_by_amsgrad``."""
   if amsgrad:
     return optax.scale_by_amsgrad(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
   return optax.scale_by_adam(
@@ -28,7 +29,8 @@ def _adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad):
   )
 
 
-def _decay(base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, ref):
+def decayed(base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, ref):
+  """`with_weight_decay` around a recipe's base optimizer, with the recipe's decay options."""
   return with_weight_decay(
     base,
     weight_decay,

@@ -7,8 +7,8 @@ or flips the decay, so `with_weight_decay(optimizer, λ, ...)` wraps the complet
 θ ← θ + Δ − c_t·λ_t·m·a⊙(θ − θ₀), with c_t from the coupling (`decay_factor`), a = 1 or the
 cautious agreement 1[Δ⊙(θ − θ₀) ≤ 0], θ₀ = 0 or an L2-SP reference. `decoupled_weight_decay`
 builds the same wrapper when called on an optimizer and refuses, at init, to be a chain element.
-Recipes whose reference applies the decay inside the direction (LAMB's trust ratio,
-schedule-free's gradient point) use `_add_decay_to_direction`.
+LAMB, whose reference applies the decay inside its direction before the trust ratio, marks
+that decay with `DecayDirectionState`.
 """
 
 from __future__ import annotations
@@ -16,24 +16,11 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
-import chex
-import jax.numpy as jnp
 import optax
 
-from wd_jax import validation
+from wd_jax import _decay, validation
+from wd_jax._decay import COUPLINGS
 from wd_jax.masks import Mask
-from wd_jax.transforms import (
-  COUPLINGS,
-  _advance,
-  _check_mask_at_init,
-  _check_reference,
-  _count,
-  _decay_coefficient,
-  _init_reference,
-  _map_decayed,
-  _require_params,
-  _schedule_state,
-)
 
 
 class DecoupledWeightDecayState(NamedTuple):
@@ -64,35 +51,8 @@ def _check_lr_args(coupling, learning_rate, peak_learning_rate, needs_lr: bool) 
       raise ValueError(f"learning_rate is required for coupling={coupling!r}, got None.")
   else:
     validation.check_learning_rate(learning_rate)
-  if peak_learning_rate is not None:
-    validation.check_number(
-      "peak_learning_rate",
-      peak_learning_rate,
-      lower=0.0,
-      lower_inclusive=False,
-      allow_schedule=False,
-    )
-  elif coupling in ("schedule", "corrected"):
-    if validation.is_schedule(learning_rate):
-      raise ValueError(
-        f"peak_learning_rate is required when learning_rate is a schedule and "
-        f"coupling={coupling!r} (η_t = α_t/α_peak), got None."
-      )
-    if not validation.is_host_number(learning_rate):
-      # optax.inject_hyperparams rebuilds the optimizer every step with that step's lr as a
-      # JAX array: taken as its own peak, "schedule" would silently become "constant".
-      raise ValueError(
-        f"peak_learning_rate is required for coupling={coupling!r} when learning_rate is a "
-        f"JAX array (as optax.inject_hyperparams passes it, with the current step's value), "
-        f"got learning_rate={learning_rate!r} and peak_learning_rate=None. A Python float "
-        "learning rate is its own peak; otherwise pass peak_learning_rate."
-      )
-
-
-def _cautious_agree(u: chex.Array, d: chex.Array) -> chex.Array:
-  """1[u_paper ⊙ d ≥ 0] for a final update Δ = −η·u_paper: Re(Δ · conj(d)) ≤ 0."""
-  prod = u * jnp.conj(d) if jnp.iscomplexobj(u) or jnp.iscomplexobj(d) else u * d
-  return jnp.real(prod) <= 0
+  if learning_rate is not None or peak_learning_rate is not None:
+    _decay.check_peak(coupling, learning_rate, peak_learning_rate)
 
 
 def with_weight_decay(
@@ -184,36 +144,40 @@ def with_weight_decay(
   _check_lr_args(coupling, learning_rate, peak_learning_rate, needs_lr=coupling != "constant")
   if not isinstance(cautious, bool):
     raise ValueError(f"cautious must be a bool, got {cautious!r}.")
-  _check_reference(reference)
+  _decay.check_reference(reference)
   base = optax.with_extra_args_support(base_optimizer)
   scheduled = validation.is_schedule(weight_decay) or (
     coupling != "constant" and validation.is_schedule(learning_rate)
   )
-  peak = peak_learning_rate
 
   def init_fn(params):
-    _check_mask_at_init(params, mask)
+    _decay.check_mask_at_init(params, mask)
     return DecoupledWeightDecayState(
-      base.init(params), _schedule_state(scheduled), _init_reference(reference, params)
+      base.init(params),
+      _decay.schedule_state(scheduled),
+      _decay.init_reference(reference, params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    _require_params(params, "with_weight_decay")
+    _decay.require_params(params, "with_weight_decay")
     updates, base_state = base.update(updates, state.base_state, params, **extra_args)
     if not validation.is_static_zero(weight_decay):
-      count = _count(state.schedule_state)
-      lam = validation.evaluate(weight_decay, count)
-
-      def decay(k, u, d, p):
-        coef = _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p)
-        term = (coef * d).astype(u.dtype)
-        if cautious:
-          term = jnp.where(_cautious_agree(u, d), term, jnp.zeros_like(term))
-        return u - term
-
-      updates = _map_decayed(decay, mask, updates, params, state.reference)
+      count = _decay.count_of(state.schedule_state)
+      updates = _decay.add_decay(
+        updates,
+        params,
+        state.reference,
+        lam=validation.evaluate(weight_decay, count),
+        mask=mask,
+        sign=-1,
+        cautious=cautious,
+        coupling=coupling,
+        learning_rate=learning_rate,
+        peak=peak_learning_rate,
+        count=count,
+      )
     new_state = DecoupledWeightDecayState(
-      base_state, _advance(state.schedule_state), state.reference
+      base_state, _decay.advance(state.schedule_state), state.reference
     )
     return updates, new_state
 
@@ -334,39 +298,15 @@ def decoupled_weight_decay(
 
 
 class DecayDirectionState(NamedTuple):
-  """State of the decay LAMB adds to its direction before the trust ratio."""
+  """State of the decay LAMB adds to its direction before the trust ratio (decoupled: never
+  in a moment buffer).
+
+  Attributes:
+    schedule_state: ``optax.ScaleByScheduleState(count)`` when λ is a schedule, else
+      ``optax.EmptyState()``.
+    reference: θ₀ (shaped like the params) for decay toward a reference point, else
+      ``optax.EmptyState()``.
+  """
 
   schedule_state: Any  # ScaleByScheduleState(count) when λ is a schedule, else EmptyState.
   reference: Any  # θ₀ (params-shaped) for decay toward a reference point, else EmptyState.
-
-
-def _add_decay_to_direction(
-  weight_decay: Any, *, mask: Mask, cautious: bool, reference: Any
-) -> optax.GradientTransformation:
-  """d ← d + λ_t·m·a⊙(θ − θ₀) on a *descent direction* d (before the lr scaling's sign flip).
-
-  Private: only LAMB's native form uses it, directly before ``scale_by_trust_ratio``, as
-  ``optax.lamb`` places ``add_decayed_weights``; a = 1[Re(d ⊙ conj(θ − θ₀)) ≥ 0] when
-  `cautious` (d has the sign of the paper's u there).
-  """
-  scheduled = validation.is_schedule(weight_decay)
-
-  def init_fn(params):
-    _check_mask_at_init(params, mask)
-    return DecayDirectionState(_schedule_state(scheduled), _init_reference(reference, params))
-
-  def update_fn(updates, state, params=None):
-    _require_params(params, "lamb")
-    if not validation.is_static_zero(weight_decay):
-      lam = validation.evaluate(weight_decay, _count(state.schedule_state))
-
-      def add(k, u, d, p):
-        term = (_decay_coefficient("constant", None, None, lam, k, None, p) * d).astype(u.dtype)
-        if cautious:  # u is a descent direction here: agreement is u·d ≥ 0
-          term = jnp.where(_cautious_agree(-u, d), term, jnp.zeros_like(term))
-        return u + term
-
-      updates = _map_decayed(add, mask, updates, params, state.reference)
-    return updates, DecayDirectionState(_advance(state.schedule_state), state.reference)
-
-  return optax.GradientTransformation(init_fn, update_fn)

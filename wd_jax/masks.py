@@ -24,36 +24,24 @@ from typing import Any
 import jax
 import numpy as np
 
+from wd_jax import validation
+
 Mask = Any  # None | pytree (or prefix pytree) of bool/float | Callable[[params], pytree]
 
 
-def _key_name(key: Any) -> str:
-  if isinstance(key, jax.tree_util.DictKey):
-    return str(key.key)
-  if isinstance(key, jax.tree_util.GetAttrKey):
-    return key.name
-  if isinstance(key, jax.tree_util.SequenceKey):
-    return str(key.idx)
-  if isinstance(key, jax.tree_util.FlattenedIndexKey):
-    return str(key.key)
-  return str(key)
-
-
-def _path_names(path: Sequence[Any]) -> tuple[str, ...]:
-  """The names of a key path; the trailing ``value`` of an NNX ``Variable`` is dropped."""
-  names = tuple(_key_name(k) for k in path)
+def path_names(path: Sequence[Any]) -> tuple[str, ...]:
+  """The names of a key path (`jax.tree_util.keystr` of each key), without the trailing
+  ``value`` of an NNX ``Variable``, so that a ``State`` of ``nnx.Param`` nodes and the bare
+  arrays inside it share paths."""
+  names = tuple(jax.tree_util.keystr((k,), simple=True) for k in path)
   if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and names[-1] == "value":
     names = names[:-1]
   return names
 
 
 def path_to_str(path: Sequence[Any]) -> str:
-  """``(DictKey('l1'), DictKey('kernel'), GetAttrKey('value'))`` -> ``"l1/kernel"``.
-
-  The trailing ``value`` attribute of an NNX ``Variable`` is dropped so that a
-  ``State`` of ``nnx.Param`` nodes and the bare arrays inside it share paths.
-  """
-  return "/".join(_path_names(path))
+  """``(DictKey('l1'), DictKey('kernel'), GetAttrKey('value'))`` -> ``"l1/kernel"``."""
+  return "/".join(path_names(path))
 
 
 def param_paths(params: Any) -> list[str]:
@@ -86,7 +74,7 @@ def _as_multiplier(name: str, value: Any) -> float:
 
 def _resolve(params: Any, mask: Mask, name: str) -> list[tuple[float, str]]:
   """(multiplier, what set it) per leaf of `params`, in `jax.tree.leaves` order."""
-  paths = [_path_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  paths = [path_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   if mask is None:
     return [(1.0, "no mask: every leaf")] * len(paths)
   assign = getattr(mask, "_assign", None)
@@ -99,7 +87,7 @@ def _resolve(params: Any, mask: Mask, name: str) -> list[tuple[float, str]]:
   else:
     tree, explain, label = mask, None, None
   flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_mask_leaf)[0]
-  entries = {_path_names(p): v for p, v in flat}
+  entries = {path_names(p): v for p, v in flat}
   used: set[tuple[str, ...]] = set()
   found, missing = [], []
   for path in paths:
@@ -347,8 +335,7 @@ class FanInMask(_ExplainedMask):
       if n is None or m == 0.0:
         out.append((m, why))
         continue
-      if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"fan_in of {path!r} must be an int >= 1 or None, got {n!r}.")
+      validation.check_int(f"fan_in of {path!r}", n, lower=1, hint=" or None")
       scale = (int(n) / self.base_fan_in) ** self.exponent
       out.append((m * scale, f"{why} × (fan_in {int(n)}/{self.base_fan_in})^{self.exponent:g}"))
     return out
@@ -395,14 +382,10 @@ def fan_in_mask(
     Wang & Aitchison, "How to set AdamW's weight decay as you scale model and dataset
     size", 2024. Yang et al., "Tensor Programs V" (μP), 2022.
   """
-  if isinstance(base_fan_in, bool) or not isinstance(base_fan_in, (int, np.integer)):
-    raise ValueError(f"base_fan_in must be an int >= 1, got {base_fan_in!r}.")
-  if base_fan_in < 1:
-    raise ValueError(f"base_fan_in must be an int >= 1, got {base_fan_in!r}.")
-  if isinstance(exponent, bool) or not isinstance(exponent, (int, float)):
+  validation.check_int("base_fan_in", base_fan_in, lower=1)
+  if isinstance(exponent, bool):
     raise ValueError(f"exponent must be a finite number, got {exponent!r}.")
-  if not math.isfinite(exponent):
-    raise ValueError(f"exponent must be a finite number, got {exponent!r}.")
+  validation.check_number("exponent", exponent, allow_schedule=False)
   return FanInMask(int(base_fan_in), float(exponent), mask, fan_in)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import optax
 
 from wd_jax import validation
-from wd_jax._recipe import ScalarOrSchedule, _adam_direction, _check_adam, _decay
+from wd_jax._recipe import ScalarOrSchedule, adam_direction, check_adam, decayed
 from wd_jax.masks import Mask
 from wd_jax.moments import scale_by_adam_l2, scale_by_adam_stable
 from wd_jax.other_optimizers import adafactor, adan, lamb, lion, muon, schedule_free_adamw
@@ -90,12 +90,13 @@ def adam_l2(
     regularization", ICLR 2019. Bjorck, Weinberger & Gomes, "Understanding decoupled and
     early weight decay", AAAI 2021 (L2 in the first moment).
   """
-  _check_adam(learning_rate, b1, b2, eps, eps_root, nesterov, amsgrad)
+  validation.check_learning_rate(learning_rate)
+  check_adam(b1, b2, eps, eps_root, nesterov, amsgrad)
   lr = optax.scale_by_learning_rate(learning_rate)
   if l2_in_first_moment and l2_in_second_moment and not track_moments:
     return optax.chain(
       add_l2(weight_decay, mask=mask, reference=reference),
-      _adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
+      adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
       lr,
     )
   return optax.chain(
@@ -175,12 +176,13 @@ def adamw(
     training", 2025 (``"corrected"``). Chen et al., "Cautious weight decay",
     arXiv:2510.12402, 2025.
   """
-  _check_adam(learning_rate, b1, b2, eps, eps_root, nesterov, amsgrad)
+  validation.check_learning_rate(learning_rate)
+  check_adam(b1, b2, eps, eps_root, nesterov, amsgrad)
   base = optax.chain(
-    _adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
+    adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
     optax.scale_by_learning_rate(learning_rate),
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
@@ -367,7 +369,7 @@ def sgdw(
   base = optax.chain(
     _momentum(momentum, nesterov, accumulator_dtype), optax.scale_by_learning_rate(learning_rate)
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
@@ -417,7 +419,7 @@ def adams(
     Xie, Xu, Zhang, Sato & Sugiyama, "On the overlooked pitfalls of weight decay and how to
     mitigate them: a gradient-norm perspective", NeurIPS 2023.
   """
-  _check_adam(learning_rate, b1, b2, eps, eps_root, nesterov, amsgrad)
+  validation.check_learning_rate(learning_rate)  # the rest: scale_by_adam_stable
   return optax.chain(
     scale_by_adam_stable(
       weight_decay,

@@ -12,11 +12,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wd_jax import _muon, validation
-from wd_jax._recipe import ScalarOrSchedule, _check_adam, _decay
-from wd_jax.decoupled import _add_decay_to_direction
+from wd_jax import _decay, _muon, validation
+from wd_jax._recipe import ScalarOrSchedule, check_adam, decayed
+from wd_jax.decoupled import DecayDirectionState
 from wd_jax.masks import Mask
-from wd_jax.transforms import _check_reference
+
+# Integers that set shapes or loop counts cannot be traced.
+_STATIC = " (under optax.inject_hyperparams pass it in static_args)"
 
 
 def lion(
@@ -75,7 +77,7 @@ def lion(
     optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
     optax.scale_by_learning_rate(learning_rate),
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
@@ -139,7 +141,7 @@ def adan(
     optax.scale_by_adan(b1=b1, b2=b2, b3=b3, eps=eps, eps_root=eps_root),
     optax.scale_by_learning_rate(learning_rate),
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
@@ -208,7 +210,8 @@ def lamb(
     You et al., "Large batch optimization for deep learning: training BERT in 76 minutes",
     ICLR 2020 (LAMB). ``optax.lamb``.
   """
-  _check_adam(learning_rate, b1, b2, eps, eps_root)
+  validation.check_learning_rate(learning_rate)
+  check_adam(b1, b2, eps, eps_root)
   adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
   if decay_in_trust_ratio:
     if coupling != "lr":
@@ -216,20 +219,26 @@ def lamb(
         f"coupling must be 'lr' when decay_in_trust_ratio=True (the decay is scaled by α_t "
         f"and the trust ratio), got coupling={coupling!r}; use decay_in_trust_ratio=False."
       )
-    validation.check_weight_decay(weight_decay)
     if not isinstance(cautious, bool):
       raise ValueError(f"cautious must be a bool, got {cautious!r}.")
-    _check_reference(reference)
+    direction_decay = _decay.decay_in_chain(
+      weight_decay,
+      mask=mask,
+      reference=reference,
+      state=DecayDirectionState,
+      name="lamb",
+      cautious=cautious,
+    )
     return optax.chain(
       adam,
-      _add_decay_to_direction(weight_decay, mask=mask, cautious=cautious, reference=reference),
+      direction_decay,
       optax.scale_by_trust_ratio(),
       optax.scale_by_learning_rate(learning_rate),
     )
   base = optax.chain(
     adam, optax.scale_by_trust_ratio(), optax.scale_by_learning_rate(learning_rate)
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
@@ -341,17 +350,9 @@ def muon(
     adam_eps=adam_eps,
     adam_eps_root=adam_eps_root,
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
-
-
-def _check_int(name: str, value: Any, lower: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < lower:
-    raise ValueError(
-      f"{name} must be a Python int >= {lower} (under optax.inject_hyperparams pass it in "
-      f"static_args), got {value!r}."
-    )
 
 
 def _decay_rate_pow(step: Any, exponent: Any) -> Any:
@@ -445,7 +446,7 @@ def adafactor(
   validation.check_number("param_scale_eps", param_scale_eps, lower=0.0, allow_schedule=False)
   if min_dim_size_to_factor is None:
     min_dim_size_to_factor = 0
-  _check_int("min_dim_size_to_factor", min_dim_size_to_factor, 0)
+  validation.check_int("min_dim_size_to_factor", min_dim_size_to_factor, lower=0, hint=_STATIC)
   if dtype_momentum is None:
     dtype_momentum = jnp.float32
   if clipping_threshold is not None:
@@ -480,7 +481,7 @@ def adafactor(
   if momentum is not None:
     chain.append(optax.ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
   chain.append(optax.scale(-1))
-  return _decay(
+  return decayed(
     optax.chain(*chain),
     weight_decay,
     learning_rate,
@@ -561,7 +562,7 @@ def schedule_free_adamw(
   validation.check_number("weight_lr_power", weight_lr_power, allow_schedule=False)
   lr = learning_rate
   if warmup_steps is not None:
-    _check_int("warmup_steps", warmup_steps, 1)
+    validation.check_int("warmup_steps", warmup_steps, lower=1, hint=_STATIC)
     if peak_learning_rate is None and validation.is_host_number(learning_rate):
       peak_learning_rate = learning_rate
     lr = optax.warmup_constant_schedule(0.0, learning_rate, warmup_steps)
@@ -569,7 +570,7 @@ def schedule_free_adamw(
     optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),
     optax.scale_by_learning_rate(lr),
   )
-  inner = _decay(base, weight_decay, lr, coupling, peak_learning_rate, mask, cautious, reference)
+  inner = decayed(base, weight_decay, lr, coupling, peak_learning_rate, mask, cautious, reference)
   return _schedule_free(inner, lr, b1, weight_lr_power, state_dtype)
 
 

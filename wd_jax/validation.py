@@ -116,6 +116,11 @@ def check_learning_rate(value: Any, name: str = "learning_rate") -> None:
   check_number(name, value, lower=0.0, lower_inclusive=False)
 
 
+def check_peak_learning_rate(value: Any, name: str = "peak_learning_rate") -> None:
+  """α_peak: a number > 0 (a coupling divides by it), never a schedule."""
+  check_number(name, value, lower=0.0, lower_inclusive=False, allow_schedule=False)
+
+
 def check_beta(name: str, value: Any) -> None:
   check_number(name, value, lower=0.0, upper=1.0, upper_inclusive=False, allow_schedule=False)
 
