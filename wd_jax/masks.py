@@ -49,6 +49,30 @@ def param_paths(params: Any) -> list[str]:
   return [path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
+# optax.inject_hyperparams calls every callable hyperparameter as a schedule of the step count.
+_INJECTED = (
+  "optax.inject_hyperparams calls a mask callable with the step count, as a schedule: pass "
+  "static_args=('mask',) (the recipe's mask argument, e.g. 'weight_decay_mask')"
+)
+
+
+def check_mask(mask: Mask, name: str = "mask") -> None:
+  """Raises `ValueError` for a bare bool or JAX array: what a mask callable gives when
+  `optax.inject_hyperparams` calls it as a schedule (and no mask a user means)."""
+  if isinstance(mask, (bool, np.bool_, jax.Array)):
+    raise ValueError(
+      f"{name} must be None, a pytree (or a prefix of one) of bools or multipliers >= 0, or a "
+      f"callable of the params, got {mask!r}. None decays every leaf. If the mask went "
+      f"through optax.inject_hyperparams: {_INJECTED}."
+    )
+
+
+def _refuse_step_count(params: Any, name: str) -> None:
+  if isinstance(params, (jax.Array, np.integer)) and np.ndim(params) == 0:
+    if np.issubdtype(params.dtype, np.integer):
+      raise ValueError(f"{name} was called with a step count, not the params: {_INJECTED}.")
+
+
 def _is_mask_leaf(x: Any) -> bool:
   return isinstance(x, (bool, int, float, np.bool_, np.number))
 
@@ -74,6 +98,7 @@ def _as_multiplier(name: str, value: Any) -> float:
 
 def _resolve(params: Any, mask: Mask, name: str) -> list[tuple[float, str]]:
   """(multiplier, what set it) per leaf of `params`, in `jax.tree.leaves` order."""
+  check_mask(mask, name)
   paths = [path_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   if mask is None:
     return [(1.0, "no mask: every leaf")] * len(paths)
@@ -153,6 +178,7 @@ def default_mask(params: Any) -> Any:
     He et al., "Bag of tricks for image classification with convolutional neural
     networks", CVPR 2019 (§3.1, "no bias decay").
   """
+  _refuse_step_count(params, "default_mask")
   return jax.tree.map(lambda x: np.ndim(x) >= 2, params)
 
 
@@ -169,6 +195,7 @@ class _ExplainedMask:
     raise NotImplementedError
 
   def __call__(self, params: Any) -> Any:
+    _refuse_step_count(params, self.__name__)
     mults = iter([m for m, _ in self._assign(params)])
     return jax.tree.map(lambda _: next(mults), params)
 

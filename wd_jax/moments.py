@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from wd_jax import _decay, validation
-from wd_jax._recipe import adam_direction, check_adam
+from wd_jax._recipe import adam_direction, amsgrad_kind, check_adam
 from wd_jax.decoupled import DecayDirectionState, DecoupledWeightDecayState
 from wd_jax.masks import Mask, leaf_multipliers
 from wd_jax.transforms import AddL1State, AddL2State
@@ -30,8 +30,8 @@ class AdamL2State(NamedTuple):
     count: the step count, shape ``()``, int32.
     mu: the first moment (with λθ when ``l2_in_first_moment``), dtype ``mu_dtype``.
     nu: the second moment (with λθ when ``l2_in_second_moment``).
-    nu_max: the running max of the debiased second moment (amsgrad), else
-      ``optax.EmptyState()``.
+    nu_max: the running max of v̂ (``amsgrad=True``/``"optax"``) or of v (``"torch"``),
+      else ``optax.EmptyState()``.
     reference: θ₀ for L2 toward a reference point, else ``optax.EmptyState()``.
 
   Example:
@@ -43,7 +43,7 @@ class AdamL2State(NamedTuple):
   count: chex.Array  # shape=(), dtype=jnp.int32.
   mu: optax.Updates  # First moment (with λθ when l2_in_first_moment), dtype mu_dtype.
   nu: optax.Updates  # Second moment (with λθ when l2_in_second_moment).
-  nu_max: Any  # Running max of the debiased second moment (amsgrad), else EmptyState.
+  nu_max: Any  # Running max of v̂ (amsgrad "optax") or of v ("torch"), else EmptyState.
   reference: Any  # θ₀ for L2 toward a reference point, else EmptyState.
 
 
@@ -55,8 +55,8 @@ class TrackedAdamL2State(NamedTuple):
     mu_loss: the EMA of the loss gradient g, dtype ``mu_dtype``.
     mu_l2: the EMA of the L2 gradient λθ (zeros when it is not in m), dtype ``mu_dtype``.
     nu: the second moment.
-    nu_max: the running max of the debiased second moment (amsgrad), else
-      ``optax.EmptyState()``.
+    nu_max: the running max of v̂ (``amsgrad=True``/``"optax"``) or of v (``"torch"``),
+      else ``optax.EmptyState()``.
     reference: θ₀ for L2 toward a reference point, else ``optax.EmptyState()``.
 
   Example:
@@ -71,7 +71,7 @@ class TrackedAdamL2State(NamedTuple):
   mu_loss: optax.Updates  # EMA of the loss gradient g, dtype mu_dtype.
   mu_l2: optax.Updates  # EMA of the L2 gradient λθ (zeros when not in m), dtype mu_dtype.
   nu: optax.Updates  # Second moment.
-  nu_max: Any  # Running max of the debiased second moment (amsgrad), else EmptyState.
+  nu_max: Any  # Running max of v̂ (amsgrad "optax") or of v ("torch"), else EmptyState.
   reference: Any  # θ₀ for L2 toward a reference point, else EmptyState.
 
 
@@ -84,7 +84,7 @@ class _AdamL2Settings(NamedTuple):
   eps_root: Any
   mu_dtype: Any
   nesterov: bool
-  amsgrad: bool
+  amsgrad: str | None  # None, "optax" (max of v̂) or "torch" (max of v, then debiased)
   in_m: bool  # r enters the first moment
   in_v: bool  # r enters the second moment
   track: bool  # m is kept as m_loss + m_l2
@@ -136,8 +136,11 @@ def _adam_l2_leaf(s: _AdamL2Settings, count, g, r, *moments):
   if r is not None and not s.in_m:
     m_hat = m_hat + r
   v_hat = optax.tree.bias_correction(new_nu, s.b2, count)
-  if s.amsgrad:
+  if s.amsgrad == "optax":  # the running max of v̂
     v_hat = nu_max = jnp.maximum(nu_max, v_hat)
+  elif s.amsgrad == "torch":  # the running max of v, then debiased
+    nu_max = jnp.maximum(nu_max, new_nu)
+    v_hat = optax.tree.bias_correction(nu_max, s.b2, count)
   den = jnp.sqrt(v_hat + s.eps_root) + s.eps
   if r is not None and not s.in_v:
     # Where the loss's √v̂ is smaller than λθ (down to v̂ = 0: an embedding row no batch
@@ -156,7 +159,7 @@ def scale_by_adam_l2(
   eps_root: float = 0.0,
   mu_dtype: Any = None,
   nesterov: bool = False,
-  amsgrad: bool = False,
+  amsgrad: bool | str = False,
   l2_in_first_moment: bool = True,
   l2_in_second_moment: bool = True,
   track_moments: bool = False,
@@ -179,7 +182,7 @@ def scale_by_adam_l2(
     \quad (\text{not in } v\text{: see below})
 
   (nesterov: m̂_t = β1 m_t/(1−β1^{t+1}) + (1−β1)(g + r·[in m])/(1−β1^t); amsgrad:
-  v̂_t ← max(v̂_{t−1}, v̂_t)).
+  v̂_t ← max(v̂_{t−1}, v̂_t), or torch's max_{s≤t} v_s/(1−β2^t)).
 
   The "not in v" arms divide by ``max(√v̂, |r|) + ε`` instead of √v̂ + ε. Where the loss's
   √v̂ is at least λθ's size, that is the loss's own preconditioner — the arm's meaning. Where it
@@ -201,7 +204,8 @@ def scale_by_adam_l2(
     b1, b2, eps, eps_root: Adam's constants (as in `optax.scale_by_adam`).
     mu_dtype: dtype of the first-moment buffer(s); None keeps the params' dtype.
     nesterov: Nesterov momentum (Dozat 2016), as `optax.scale_by_adam(nesterov=True)`.
-    amsgrad: divide by the running max of v̂ (as `optax.scale_by_amsgrad`).
+    amsgrad: ``True``/``"optax"``: divide by the running max of v̂ (``optax.scale_by_amsgrad``);
+      ``"torch"``: by the running max of v, debiased at the current step (torch's).
     l2_in_first_moment: feed r into m (else add it to the debiased m at this step only).
     l2_in_second_moment: feed r into v.
     track_moments: keep m as m_loss + m_l2 (`first_moment_split`, `l2_share`); one extra
@@ -241,7 +245,7 @@ def scale_by_adam_l2(
     eps_root=eps_root,
     mu_dtype=mu_dtype,
     nesterov=nesterov,
-    amsgrad=amsgrad,
+    amsgrad=amsgrad_kind(amsgrad),
     in_m=l2_in_first_moment,
     in_v=l2_in_second_moment,
     track=track_moments,
@@ -252,7 +256,7 @@ def scale_by_adam_l2(
     _decay.check_mask_at_init(params, mask)
     mus = [optax.tree.zeros_like(params, dtype=mu_dtype) for _ in range(1 + track_moments)]
     nu = optax.tree.zeros_like(params)
-    nu_max = optax.tree.zeros_like(params) if amsgrad else optax.EmptyState()
+    nu_max = optax.tree.zeros_like(params) if settings.amsgrad else optax.EmptyState()
     ref = _decay.init_reference(reference, params)
     return state_type(jnp.zeros([], jnp.int32), *mus, nu, nu_max, ref)
 
@@ -271,7 +275,7 @@ def scale_by_adam_l2(
     new = [treedef.unflatten(list(b)) for b in zip(*(leaf for _, leaf in out))] or [
       treedef.unflatten([]) for _ in buffers
     ]
-    if not amsgrad:
+    if not settings.amsgrad:
       new[-1] = state.nu_max
     return treedef.unflatten([u for u, _ in out]), state_type(count, *new, state.reference)
 
@@ -305,7 +309,7 @@ def scale_by_adam_stable(
   eps_root: float = 0.0,
   mu_dtype: Any = None,
   nesterov: bool = False,
-  amsgrad: bool = False,
+  amsgrad: bool | str = False,
   mask: Mask = None,
 ) -> optax.GradientTransformation:
   r"""Adam scaling plus stable weight decay (SWD; Xie et al. NeurIPS 2023, "AdamS").
@@ -325,7 +329,8 @@ def scale_by_adam_stable(
   Args:
     weight_decay: λ ≥ 0 or a schedule.
     b1, b2, eps, eps_root, mu_dtype, nesterov: as `optax.scale_by_adam`.
-    amsgrad: use `optax.scale_by_amsgrad` (v̄ is then the mean of its running max).
+    amsgrad: ``True``/``"optax"`` or ``"torch"``, as `scale_by_adam_l2` (v̄ is then the mean
+      of the debiased running max, the denominator used).
     mask: which leaves to decay, and by how much.
 
   Returns:
@@ -360,12 +365,12 @@ def scale_by_adam_stable(
     steps, adam_state = adam.update(updates, state.adam, params)
     lam = validation.evaluate(weight_decay, _decay.count_of(state.schedule_state))
     new_state = StableWeightDecayState(adam_state, _decay.advance(state.schedule_state))
-    if amsgrad:
+    kind = amsgrad_kind(amsgrad)
+    if kind == "optax":
       v_hats = jax.tree.leaves(adam_state.nu_max)  # already debiased, as used
-    else:
-      v_hats = [
-        x / (1 - b2**adam_state.count).astype(x.dtype) for x in jax.tree.leaves(adam_state.nu)
-      ]
+    else:  # v, or torch's running max of v, debiased
+      raw = adam_state.nu_max if kind == "torch" else adam_state.nu
+      v_hats = [x / (1 - b2**adam_state.count).astype(x.dtype) for x in jax.tree.leaves(raw)]
     size = sum(x.size for x in v_hats)
     if size == 0 or validation.is_static_zero(lam):  # nothing to decay (an empty tree has no v̄)
       return steps, new_state
