@@ -1,15 +1,9 @@
 """What every decay transform shares: the coupling table, the decay kernel and its state.
 
-One decay step, written once for every transform of the optax layer:
-
-.. math::
-
-  u \\leftarrow u \\pm c_t\\, \\lambda_t\\, k\\, a \\odot (\\theta - \\theta_0)
-
-with c_t the coupling factor (`COUPLING_TABLE`), k the leaf's mask multiplier, a the cautious
-agreement (or 1) and θ₀ = 0 or an L2-SP reference. `add_l2` adds it to a gradient, LAMB adds it
-to its direction before the trust ratio, `with_weight_decay` subtracts it from a final update,
-and the timescale arithmetic reads c_t from the same table.
+One decay step, u ± c_t·λ_t·k·a⊙(θ − θ₀) (c_t the coupling factor, k the mask multiplier, a the
+cautious agreement or 1, θ₀ = 0 or an L2-SP reference), written once: `add_l2` and LAMB add it
+to a descent direction, `with_weight_decay` subtracts it from a final update, and the
+timescale arithmetic reads c_t from the same table.
 """
 
 from __future__ import annotations
@@ -29,21 +23,13 @@ from wd_jax.masks import Mask, leaf_multipliers, path_names
 
 @dataclasses.dataclass(frozen=True)
 class Coupling:
-  """What one value of every ``coupling`` argument multiplies λ by.
+  """What one value of every ``coupling`` argument multiplies λ by."""
 
-  Attributes:
-    name: the ``coupling`` value.
-    factor: c_t as a function of (α_t, α_peak); α_peak is unused where `needs_peak` is False.
-    multiplied_by: c_t as the docs write it ("nothing" for 1).
-    matches: the implementations whose decay this is.
-    needs_peak: whether c_t divides by α_peak.
-  """
-
-  name: str
-  factor: Callable[[Any, Any], Any]
-  multiplied_by: str
-  matches: str
-  needs_peak: bool = False
+  name: str  # the ``coupling`` value
+  factor: Callable[[Any, Any], Any]  # c_t of (α_t, α_peak)
+  multiplied_by: str  # c_t as the docs write it ("nothing" for 1)
+  matches: str  # the implementations whose decay this is
+  needs_peak: bool = False  # c_t divides by α_peak
 
   @property
   def needs_learning_rate(self) -> bool:
@@ -297,24 +283,28 @@ def add_decay(
   `sign` is +1 where u is a descent direction (a gradient, LAMB's direction) and −1 where u is a
   final update (θ ← θ + u). a = 1[sign·u and θ − θ₀ agree] when `cautious`, else 1.
   """
-  mults = leaf_multipliers(params, mask)
-  leaves, treedef = jax.tree.flatten(updates)
-  ps = treedef.flatten_up_to(params)
-  refs = (
-    [None] * len(leaves)
-    if isinstance(reference, optax.EmptyState)
-    else treedef.flatten_up_to(reference)
-  )
+  leaves, treedef, rows = decayed_leaves(updates, params, reference, mask)
 
-  def decay(k, u, p, r):
-    d = p if r is None else p - r
+  def decay(u, k, p, d):
     term = (coefficient(coupling, learning_rate, peak, lam, k, count, p) * d).astype(u.dtype)
     if cautious:
       term = jnp.where(agrees(sign * u, d), term, jnp.zeros_like(term))
     return u + term if sign > 0 else u - term
 
-  out = [u if k == 0.0 else decay(k, u, p, r) for u, p, r, k in zip(leaves, ps, refs, mults)]
-  return treedef.unflatten(out)
+  return treedef.unflatten([u if k == 0.0 else decay(u, k, *r) for u, (k, *r) in zip(leaves, rows)])
+
+
+def decayed_leaves(updates: Any, params: Any, reference: Any, mask: Mask):
+  """(update leaves, their treedef, (k, θ, θ − θ₀) per leaf; θ − θ₀ None where k = 0)."""
+  leaves, treedef = jax.tree.flatten(updates)
+  ps = treedef.flatten_up_to(params)
+  empty = isinstance(reference, optax.EmptyState)
+  refs = [None] * len(leaves) if empty else treedef.flatten_up_to(reference)
+  rows = [
+    (k, p, None if k == 0.0 else p if r is None else p - r)
+    for p, r, k in zip(ps, refs, leaf_multipliers(params, mask))
+  ]
+  return leaves, treedef, rows
 
 
 def decay_in_chain(

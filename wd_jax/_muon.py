@@ -98,20 +98,50 @@ def _orthogonalize_clamped(ns_coeffs, ns_steps: int, eps: Any) -> optax.Gradient
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
+# optax.contrib.muon's options that torch's Muon has no counterpart of, at their defaults.
+_OPTAX_ONLY = {
+  "adaptive": False,
+  "preconditioning": "frobenius",
+  "muon_weight_dimension_numbers": None,
+}
+
+
+def muon_base(convention, learning_rate, ns_coeffs, ns_steps, beta, eps, mu_dtype, **options):
+  """The complete Muon optimizer without weight decay: ``optax.contrib.muon`` with its decay at
+  0 (``"optax"``, every option passed on), or `torch_base` (``"torch"``)."""
+  adam_eps = options.pop("adam_eps")
+  if convention == "optax":
+    if adam_eps is not None:
+      raise ValueError(f"adam_eps is the torch convention's (optax's uses eps), got {adam_eps!r}.")
+    return optax.contrib.muon(
+      learning_rate, ns_coeffs, ns_steps, beta, eps, mu_dtype=mu_dtype, **options
+    )
+  optax_only = {k: options.pop(k) for k in _OPTAX_ONLY}
+  if optax_only != _OPTAX_ONLY:
+    raise ValueError(
+      f"convention='torch' steps 2-D parameters, Frobenius-normalised: the options only "
+      f"optax's has keep their defaults {_OPTAX_ONLY}, got {optax_only}."
+    )
+  adam_eps = eps if adam_eps is None else adam_eps
+  return torch_base(
+    learning_rate, ns_coeffs, ns_steps, beta, eps, mu_dtype, adam_eps=adam_eps, **options
+  )
+
+
 def torch_base(
-  learning_rate: Any,
-  adam_learning_rate: Any,
-  *,
-  beta,
-  nesterov,
+  learning_rate,
   ns_coeffs,
   ns_steps,
+  beta,
   eps,
   mu_dtype,
+  *,
+  adam_eps,
+  nesterov,
   consistent_rms,
+  adam_learning_rate,
   adam_b1,
   adam_b2,
-  adam_eps,
   adam_eps_root,
 ):
   """torch's Muon without weight decay (2-D leaves), torch's AdamW without decay (the others)."""

@@ -264,24 +264,24 @@ class RegexMask(_ExplainedMask):
         else:
           out.append((base[i][0], f"default ({base[i][1]})"))
     if not self.allow_unused_rules:
-      unused = []
-      for j, (pattern, _, _) in enumerate(self.rules):
-        if j in first_hits:
-          continue
-        if j in any_hits:
-          unused.append(
-            f"{pattern!r} matches only paths an earlier rule sets (e.g. {any_hits[j]!r})"
-          )
-        else:
-          unused.append(f"{pattern!r} matches no parameter path")
-      if unused:
-        shown = ", ".join(repr(p) for p in paths[:8]) + (" ..." if len(paths) > 8 else "")
-        raise ValueError(
-          "regex_mask rule sets no multiplier: " + "; ".join(unused) + f". Parameter paths: "
-          f"[{shown}]. Fix the pattern (it must re.fullmatch the whole path), or pass "
-          "allow_unused_rules=True."
-        )
+      self._refuse_unused(paths, first_hits, any_hits)
     return out
+
+  def _refuse_unused(self, paths, first_hits, any_hits) -> None:
+    """Raises for a rule that sets no multiplier: it matches no path, or only shadowed ones."""
+    unused = []
+    for j, (pattern, _, _) in enumerate(self.rules):
+      if j in any_hits and j not in first_hits:
+        unused.append(f"{pattern!r} matches only paths an earlier rule sets (e.g. {any_hits[j]!r})")
+      elif j not in any_hits:
+        unused.append(f"{pattern!r} matches no parameter path")
+    if unused:
+      shown = ", ".join(repr(p) for p in paths[:8]) + (" ..." if len(paths) > 8 else "")
+      raise ValueError(
+        "regex_mask rule sets no multiplier: " + "; ".join(unused) + f". Parameter paths: "
+        f"[{shown}]. Fix the pattern (it must re.fullmatch the whole path), or pass "
+        "allow_unused_rules=True."
+      )
 
   def __repr__(self) -> str:
     rules = {p: m for p, _, m in self.rules}

@@ -19,7 +19,7 @@ import optax
 from wd_jax import _decay, validation
 from wd_jax._recipe import adam_direction, amsgrad_kind, check_adam
 from wd_jax.decoupled import DecayDirectionState, DecoupledWeightDecayState
-from wd_jax.masks import Mask, leaf_multipliers
+from wd_jax.masks import Mask
 from wd_jax.transforms import AddL1State, AddL2State
 
 
@@ -90,24 +90,17 @@ class _AdamL2Settings(NamedTuple):
   track: bool  # m is kept as m_loss + m_l2
 
 
-def _l2_terms(lam, mask, grads, treedef, params, reference) -> list[Any]:
-  """r = λ_t k (θ − θ₀) per leaf, in the gradient's dtype; None where nothing is decayed."""
+def _l2_terms(lam, mask, updates, params, reference) -> tuple[list, Any, list]:
+  """(gradient leaves, treedef, r = λ_t k (θ − θ₀) per leaf in its dtype; None if undecayed)."""
+  grads, treedef, rows = _decay.decayed_leaves(updates, params, reference, mask)
   if validation.is_static_zero(lam):
-    return [None] * len(grads)
-  ps = treedef.flatten_up_to(params)
-  refs = (
-    [None] * len(grads)
-    if isinstance(reference, optax.EmptyState)
-    else treedef.flatten_up_to(reference)
-  )
-  out = []
-  for g, p, r, k in zip(grads, ps, refs, leaf_multipliers(params, mask)):
-    if k == 0.0:
-      out.append(None)
-      continue
-    coef = _decay.coefficient("constant", None, None, lam, k, None, p)
-    out.append((coef * (p if r is None else p - r)).astype(g.dtype))
-  return out
+    return grads, treedef, [None] * len(grads)
+  coef = functools.partial(_decay.coefficient, "constant", None, None, lam)
+  rs = [
+    None if k == 0.0 else (coef(k, None, p) * d).astype(g.dtype)
+    for g, (k, p, d) in zip(grads, rows)
+  ]
+  return grads, treedef, rs
 
 
 def _first_moment(s: _AdamL2Settings, g, r, stored):
@@ -263,9 +256,8 @@ def scale_by_adam_l2(
   def update_fn(updates, state, params=None):
     _decay.require_params(params, "scale_by_adam_l2")
     count = optax.safe_increment(state.count)
-    grads, treedef = jax.tree.flatten(updates)
     lam = validation.evaluate(weight_decay, state.count)
-    rs = _l2_terms(lam, mask, grads, treedef, params, state.reference)
+    grads, treedef, rs = _l2_terms(lam, mask, updates, params, state.reference)
     buffers = [
       [None] * len(grads) if isinstance(b, optax.EmptyState) else treedef.flatten_up_to(b)
       for b in state[1:-1]

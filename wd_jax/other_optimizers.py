@@ -307,10 +307,10 @@ def muon(
       Python int, also under `optax.inject_hyperparams` (``static_args=('ns_steps',)``).
     weight_decay: λ ≥ 0 of the Muon leaves (default 0, as ``optax.contrib.muon``).
     weight_decay_mask: which Muon leaves to decay, and by how much (any wd_jax mask).
-    nesterov, adaptive, preconditioning, adam_b1, adam_b2, adam_eps_root, adam_learning_rate,
-      muon_weight_dimension_numbers, consistent_rms: as ``optax.contrib.muon`` (the torch
-      convention takes the defaults of `adaptive`, `preconditioning` and the dimension
-      numbers: torch's Muon steps 2-D parameters, Frobenius-normalised).
+    nesterov, consistent_rms: as ``optax.contrib.muon``.
+    adaptive, preconditioning, muon_weight_dimension_numbers: as ``optax.contrib.muon``; the
+      torch convention keeps their defaults (torch's Muon: 2-D, Frobenius-normalised).
+    adam_b1, adam_b2, adam_eps_root, adam_learning_rate: as ``optax.contrib.muon``.
     adam_weight_decay: λ ≥ 0 of the Adam leaves (default 0).
     convention: ``"optax"`` or ``"torch"`` (above).
     adam_eps: the Adam leaves' ε with ``convention="torch"`` (None: `eps`, as optax).
@@ -350,50 +350,25 @@ def muon(
   validation.check_learning_rate(adam_learning_rate, "adam_learning_rate")
   check_adam(adam_b1, adam_b2, eps if adam_eps is None else adam_eps, adam_eps_root)
   dims = muon_weight_dimension_numbers
-  if convention == "optax":
-    if adam_eps is not None:
-      raise ValueError(
-        f"adam_eps is torch's convention's; optax's Adam leaves use eps, got {adam_eps!r}."
-      )
-    base = optax.contrib.muon(
-      learning_rate,
-      ns_coeffs,
-      ns_steps,
-      beta,
-      eps,
-      mu_dtype=mu_dtype,
-      nesterov=nesterov,
-      adaptive=adaptive,
-      preconditioning=preconditioning,
-      adam_b1=adam_b1,
-      adam_b2=adam_b2,
-      adam_eps_root=adam_eps_root,
-      adam_learning_rate=adam_learning_rate,
-      muon_weight_dimension_numbers=dims,
-      consistent_rms=consistent_rms,
-    )
-  else:
-    if adaptive or preconditioning != "frobenius" or dims is not None:
-      raise ValueError(
-        "convention='torch' steps 2-D parameters, Frobenius-normalised: adaptive, "
-        "preconditioning and muon_weight_dimension_numbers keep their defaults, got "
-        f"{adaptive!r}, {preconditioning!r}, {dims!r}."
-      )
-    base = _muon.torch_base(
-      learning_rate,
-      adam_learning_rate,
-      beta=beta,
-      nesterov=nesterov,
-      ns_coeffs=ns_coeffs,
-      ns_steps=ns_steps,
-      eps=eps,
-      mu_dtype=mu_dtype,
-      consistent_rms=consistent_rms,
-      adam_b1=adam_b1,
-      adam_b2=adam_b2,
-      adam_eps=eps if adam_eps is None else adam_eps,
-      adam_eps_root=adam_eps_root,
-    )
+  base = _muon.muon_base(
+    convention,
+    learning_rate,
+    ns_coeffs,
+    ns_steps,
+    beta,
+    eps,
+    mu_dtype,
+    nesterov=nesterov,
+    adaptive=adaptive,
+    preconditioning=preconditioning,
+    adam_b1=adam_b1,
+    adam_b2=adam_b2,
+    adam_eps=adam_eps,
+    adam_eps_root=adam_eps_root,
+    adam_learning_rate=adam_learning_rate,
+    muon_weight_dimension_numbers=dims,
+    consistent_rms=consistent_rms,
+  )
   opt = decayed(
     base,
     weight_decay,
@@ -492,14 +467,15 @@ def adafactor(
     min_dim_size_to_factor: factor a leaf only if its second-largest dimension is at least
       this (optax's rule; the torch convention factors every matrix). A Python int, also
       under `optax.inject_hyperparams` (there: in ``static_args``).
-    decay_rate, decay_offset, multiply_by_parameter_scale, clipping_threshold, momentum,
-      dtype_momentum, eps, factored: as `optax.adafactor`.
+    decay_rate, decay_offset, multiply_by_parameter_scale: as `optax.adafactor`.
+    clipping_threshold, momentum, dtype_momentum, eps, factored: as `optax.adafactor`.
     weight_decay_rate: λ ≥ 0 (None, optax's default: no decay).
     weight_decay_mask: which leaves to decay, and by how much (any wd_jax mask).
     convention: ``"optax"`` or ``"torch"`` (above).
     param_scale_eps: ε₂ of max(RMS(θ), ε₂) (optax's and torch's 1e-3).
     coupling: None (the convention's: ``"constant"`` for optax, ``"lr"`` for torch) or any
-      coupling; peak_learning_rate, cautious, reference: see `with_weight_decay`.
+      coupling (see `with_weight_decay`).
+    peak_learning_rate, cautious, reference: see `with_weight_decay`.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around the chain above

@@ -22,20 +22,12 @@ import jax.numpy as jnp
 import optax
 
 from wd_jax import _decay, validation
-from wd_jax._decay import COUPLINGS, decay_factor, find_states
-from wd_jax.masks import Mask, leaf_multipliers, map_decay
 
-__all__ = [
-  "COUPLINGS",
-  "AddL1State",
-  "AddL2State",
-  "ProxL1State",
-  "add_l1",
-  "add_l2",
-  "decay_factor",
-  "find_states",
-  "prox_l1",
-]
+# Re-exported: where the engine and users have imported them from.
+from wd_jax._decay import COUPLINGS as COUPLINGS
+from wd_jax._decay import decay_factor as decay_factor
+from wd_jax._decay import find_states as find_states
+from wd_jax.masks import Mask, leaf_multipliers, map_decay
 
 
 class AddL2State(NamedTuple):
