@@ -98,7 +98,7 @@ def test_warmup_from_zero_through_inject_hyperparams(name):
     optax.inject_hyperparams(f, static_args=STATIC.get(name, ()))(learning_rate=WARMUP_FROM_0)
     for f in (getattr(wd_jax, name), _optax_namesake(name))
   )
-  _assert_same(_updates(ours), _updates(theirs))
+  _assert_same(_updates(ours, steps=14), _updates(theirs, steps=14))  # α = 0 first and last
 
 
 class _Net(nnx.Module):
