@@ -1,12 +1,16 @@
 """The scripts' command line: overrides of any field, grids, cadence, extending a run, one-line
-usage errors with exit code 2, and no third-party INFO logs unless asked."""
+usage errors with exit code 2, and no third-party INFO logs unless asked; the `wd-jax` command
+(studies found in the folder, shipped configs by name, the config's fields in --help)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+
+from wd_jax.engine import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(ROOT, "experiments", "configs", "mnist1d_mlp.py")
@@ -82,3 +86,97 @@ def test_a_bad_value_is_one_line_and_exit_code_2(tmp_path, flag, message):
   lines = [line for line in out.stderr.splitlines() if line.strip()]
   assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
   assert "Traceback" not in out.stderr and not wd.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# The `wd-jax` command (experiments/cli.py; tests/test_install.py runs it installed).
+
+
+def _wd_jax(*args, cwd=ROOT):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  cmd = [sys.executable, "-m", "experiments.cli", *args]
+  return subprocess.run(
+    cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=300, check=False
+  )
+
+
+def test_a_study_is_a_script_with_a_config_of_its_name_and_needs_no_registration(tmp_path):
+  # A copy of the command beside a new script with its own config, and a script without one.
+  shutil.copy(os.path.join(ROOT, "experiments", "cli.py"), tmp_path / "cli.py")
+  (tmp_path / "configs").mkdir()
+  (tmp_path / "new_study.py").write_text('"""Does a new study show up? It does."""\n')
+  (tmp_path / "configs" / "new_study.py").write_text('"""Its config."""\n')
+  (tmp_path / "helper.py").write_text('"""Not a study: no config of its name."""\n')
+  out = subprocess.run(
+    [sys.executable, str(tmp_path / "cli.py"), "study", "--list"],
+    capture_output=True,
+    text=True,
+    timeout=60,
+    check=True,
+  )
+  assert out.stdout.split() == ["new_study", "Does", "a", "new", "study", "show", "up?"]
+
+
+def test_the_studies_listed_are_the_scripts_with_a_config_of_their_name():
+  out = _wd_jax("study", "--list")
+  assert out.returncode == 0, out.stderr
+  listed = [line.split()[0] for line in out.stdout.splitlines()]
+  configs = set(os.listdir(os.path.join(ROOT, "experiments", "configs")))
+  scripts = sorted(f for f in os.listdir(os.path.join(ROOT, "experiments")) if f in configs)
+  assert listed == [f[:-3] for f in scripts if not f.startswith("_")]
+  assert "l2_pollution" in listed and "train" not in listed and "sweep" not in listed
+
+
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (["study", "ridg"], "no study 'ridg'; did you mean ridge?"),
+    (["trian"], "no command 'trian'; did you mean train?"),
+    (["train", "--config=mnist1d_mpl"], "shipped config 'mnist1d_mpl'; did you mean mnist1d_mlp?"),
+    (["train", "--config=nope.py"], "flag --config=nope.py: no config file 'nope.py'"),
+    (["train", "--config=mnist1d_mlp:smok"], "variant must be 'default' or 'smoke', got 'smok'"),
+  ],
+)
+def test_a_bad_command_study_or_config_is_one_line_and_exit_code_2(tmp_path, args, message):
+  wd = tmp_path / "never"
+  out = _wd_jax(*args, f"--workdir={wd}")
+  assert out.returncode == 2, out.stderr[-2000:]
+  lines = [line for line in out.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
+  assert not wd.exists()
+
+
+def test_a_shipped_config_is_named_and_print_config_shows_it_with_the_overrides():
+  out = _wd_jax(
+    "train",
+    "--config=mnist1d_mlp:smoke",
+    "--config.steps=7",
+    "--config.model.name=cnn1d",
+    "--print_config",
+  )  # no --workdir: nothing runs
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert "steps = 7" in lines and "model.name = 'cnn1d'" in lines
+  assert "optimizer.weight_decay = 0.01" in lines  # mnist1d_mlp's own value, not the base's
+
+
+@pytest.mark.parametrize("script", ["train.py", "sweep.py"])
+def test_the_checkout_scripts_help_lists_the_config_fields_with_their_defaults(script):
+  config = SMOKE if script == "train.py" else SWEEP
+  out = _script(script, "--help", f"--config={config}")  # --help first: the order is free
+  assert out.returncode == 1, out.stderr[-2000:]  # absl's --help exit code, kept for the scripts
+  assert f"Fields of {config} and their defaults" in " ".join(out.stdout.split())
+  assert ("    steps = 40" if script == "train.py" else "    base.steps = 40") in out.stdout
+  assert "--[no]print_config:" in out.stdout
+
+
+@pytest.mark.parametrize("study", ["ridge", "l2_pollution"])
+def test_a_study_help_lists_its_own_configs_fields_and_exits_0(study):
+  out = _wd_jax("study", study, "--help")
+  assert out.returncode == 0, out.stderr[-2000:]
+  path = os.path.join(ROOT, "experiments", "configs", f"{study}.py")
+  assert f"Fields of {path} and their defaults" in " ".join(out.stdout.split())
+  fields = cli.config_lines(cli.load_config(path), width=72)
+  assert len(fields) > 10
+  for line in fields:  # each a line of the help (absl wraps the long ones)
+    assert len(line) > 70 or f"    {line}\n" in out.stdout, line

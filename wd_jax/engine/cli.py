@@ -13,9 +13,13 @@ exit code  cause
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from absl import flags
 
 from wd_jax.engine.checkpoint import DamagedCheckpoint
 from wd_jax.engine.runlog import Interrupted, RunIOError, exit_code
@@ -63,12 +67,112 @@ def define_config(name: str = "config", help: str = "Config file (path[:variant]
   """``--config`` for a script: any field may be overridden, including new optimizer keyword
   arguments (``--config.optimizer.kwargs.coupling=schedule``) and tuples or lists for grids
   (``--config.weight_decays='(1e-3,1e-2)'``); unknown fields are then refused by the config's
-  own validation, naming them."""
+  own validation, naming them.
+
+  A file that is missing or refuses its variant is a one-line usage error (exit code 2). With
+  ``--help`` on the command line, the help of ``--config`` lists the fields of the config it
+  names and their defaults. ``--print_config`` (``--print_<name>``) prints the resolved config,
+  one ``field = value`` line each with every override applied, and exits 0 before anything runs.
+  Both flags are key flags of the script, so its ``--help`` shows them.
+  """
   from ml_collections import config_flags
 
-  return config_flags.DEFINE_config_file(
+  if HELP_FLAGS.intersection(sys.argv[1:]):
+    help = f"{help}\n{_fields_help(name, sys.argv[1:])}"
+  holder = config_flags.DEFINE_config_file(
     name, None, help, lock_config=False, accept_new_attributes=True
   )
+  flags.FLAGS[name].parser = _ConfigFileParser()  # ml_collections' loader, with one-line errors
+  printer = flags.DEFINE_bool(
+    f"print_{name}",
+    False,
+    f"Print the resolved --{name} (one 'field = value' line each, overrides applied) and exit 0; "
+    "nothing runs and no --workdir is needed.",
+  )
+
+  def print_and_exit(on: bool) -> bool:
+    if on and holder.value is not None:  # (no --config: its required-flag error follows)
+      print("\n".join(config_lines(holder.value)), flush=True)
+      raise SystemExit(0)
+    return True
+
+  # absl validates once every flag (every override) is parsed, in the order the validators were
+  # registered: this one runs before the required-flag checks the script defines after it.
+  flags.register_validator(printer.name, print_and_exit)
+  for flag in (holder.name, printer.name):  # absl's --help lists the key flags of sys.argv[0]
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[flag])
+  return holder
+
+
+# absl's help flags: with one on the command line, --config's help lists the config's fields.
+HELP_FLAGS = frozenset(
+  dash + name for dash in ("-", "--") for name in ("h", "?", "help", "helpshort", "helpfull")
+)
+
+
+def load_config(value: str) -> Any:
+  """``get_config(variant)`` of the config file `value` names as ``path[:variant]`` (the file's
+  default variant without one), as ml_collections' ``--config`` loads it."""
+  path, *variant = value.split(":", 1)
+  if not os.path.isfile(path):
+    raise ValueError(f"no config file {path!r}")
+  spec = importlib.util.spec_from_file_location("config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*variant)
+
+
+def config_lines(config: Any, width: int | None = None, prefix: str = "") -> list[str]:
+  """``field = value`` for every field of `config`, nested ones dotted (``optimizer.name``), in
+  the order `ConfigDict.items` gives; each value's repr cut to `width` characters if given."""
+  import ml_collections
+
+  out = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict) and len(value):
+      out += config_lines(value, width, f"{prefix}{key}.")
+      continue
+    text = "{}" if isinstance(value, ml_collections.ConfigDict) else repr(value)
+    if width is not None and len(text) > width:
+      text = text[: width - 1] + "…"
+    out.append(f"{prefix}{key} = {text}")
+  return out
+
+
+class _ConfigFileParser(flags.ArgumentParser):
+  """``--config=path[:variant]`` to its config. absl turns the ValueError or TypeError of a
+  missing file or a refused variant into one line naming the flag (a usage error)."""
+
+  def parse(self, argument: str) -> Any:
+    try:
+      return load_config(argument)
+    except OSError as e:  # an unreadable file
+      raise ValueError(str(e)) from None
+
+  def flag_type(self) -> str:
+    return "config file"
+
+
+def _flag_value(name: str, args: list[str]) -> str | None:
+  """The last value given to ``--name`` in `args` (``--name=V``, ``-name=V`` or ``--name V``)."""
+  value = None
+  for i, arg in enumerate(args):
+    flag, eq, rest = arg.partition("=")
+    if flag in (f"-{name}", f"--{name}"):
+      value = rest if eq else (args[i + 1] if i + 1 < len(args) else None)
+  return value
+
+
+def _fields_help(name: str, args: list[str]) -> str:
+  value = _flag_value(name, args)
+  if value is None:
+    return f"Give --{name} with --help to list its fields and their defaults."
+  try:
+    config = load_config(value)
+  except Exception as e:  # help still prints; running reports the error with its exit code
+    return f"--{name}={value} does not load: {e}"
+  fields = "\n".join(config_lines(config, width=72))
+  return f"Fields of {value} and their defaults (override any: --{name}.FIELD=VALUE):\n{fields}"
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
