@@ -95,7 +95,6 @@ LR, WD = 1e-3, 1e-4
 LAYERS = (40, 256, 256, 10)
 BASELINE = "optax.adamw"
 _OPCODE = re.compile(r"(?:^|\s)([a-z][\w.-]*)\(")
-_matrices = lambda p: jax.tree.map(lambda x: x.ndim == 2, p)
 
 
 def variants(optional: bool) -> dict[str, tuple[Callable[[], optax.GradientTransformation], str]]:
@@ -120,24 +119,22 @@ def variants(optional: bool) -> dict[str, tuple[Callable[[], optax.GradientTrans
       lambda: optax.contrib.schedule_free_adamw(LR, weight_decay=WD),
       "optax.contrib.schedule_free_adamw",
     ),
-    "wd_jax.adamw": (lambda: wd_jax.adamw(LR, WD), BASELINE),
+    "wd_jax.adamw": (lambda: wd_jax.adamw(LR, weight_decay=WD), BASELINE),
     "wd_jax.with_weight_decay(optax.adam)": (
       lambda: wd_jax.with_weight_decay(optax.adam(LR), WD, learning_rate=LR),
       BASELINE,
     ),
-    "wd_jax.nadamw": (lambda: wd_jax.nadamw(LR, WD), "optax.nadamw"),
-    "wd_jax.lion": (lambda: wd_jax.lion(LR, WD), "optax.lion"),
-    "wd_jax.lamb": (lambda: wd_jax.lamb(LR, WD), "optax.lamb"),
-    "wd_jax.adan": (lambda: wd_jax.adan(LR, WD), "optax.adan"),
-    "wd_jax.muon": (lambda: wd_jax.muon(LR, WD, mask=_matrices), "optax.contrib.muon"),
-    "wd_jax.adafactor (optax settings)": (
-      lambda: wd_jax.adafactor(
-        LR, WD, relative_step=False, min_dim_size_to_factor=128, coupling="constant"
-      ),
+    "wd_jax.nadamw": (lambda: wd_jax.nadamw(LR, weight_decay=WD), "optax.nadamw"),
+    "wd_jax.lion": (lambda: wd_jax.lion(LR, weight_decay=WD), "optax.lion"),
+    "wd_jax.lamb": (lambda: wd_jax.lamb(LR, weight_decay=WD), "optax.lamb"),
+    "wd_jax.adan": (lambda: wd_jax.adan(LR, weight_decay=WD), "optax.adan"),
+    "wd_jax.muon": (lambda: wd_jax.muon(LR, weight_decay=WD), "optax.contrib.muon"),
+    "wd_jax.adafactor": (
+      lambda: wd_jax.adafactor(LR, weight_decay_rate=WD),
       "optax.adafactor",
     ),
     "wd_jax.schedule_free_adamw": (
-      lambda: wd_jax.schedule_free_adamw(LR, WD),
+      lambda: wd_jax.schedule_free_adamw(LR, weight_decay=WD),
       "optax.contrib.schedule_free_adamw",
     ),
     "wd_jax.adam_l2": (lambda: wd_jax.adam_l2(LR, WD), BASELINE),
@@ -148,7 +145,7 @@ def variants(optional: bool) -> dict[str, tuple[Callable[[], optax.GradientTrans
   }
   if optional:
     out["wd_jax.adamw(mask=default_mask)"] = (
-      lambda: wd_jax.adamw(LR, WD, mask=wd_jax.default_mask),
+      lambda: wd_jax.adamw(LR, weight_decay=WD, mask=wd_jax.default_mask),
       BASELINE,
     )
     out["wd_jax.adams"] = (lambda: wd_jax.adams(LR, WD), BASELINE)

@@ -57,7 +57,7 @@ decoupled = wd_jax.decoupled_weight_decay(WD, learning_rate=LR)(optax.adam(LR))
 # The same two optimizers as ready-made recipes; `track_moments=True` keeps the exact split of
 # m into the loss's part and the L2 part, which the diagnostics read.
 adam_l2 = wd_jax.adam_l2(LR, L2, track_moments=True)
-adamw = wd_jax.adamw(LR, WD)
+adamw = wd_jax.adamw(LR, weight_decay=WD)
 
 params = {"w": jnp.array([1.0, -2.0])}
 g = {"w": jnp.array([0.5, 0.5])}
@@ -148,9 +148,9 @@ print(f"τ = {tau:g} steps: Adam + L2 λ = {lam_l2:.3g}, AdamW λ = {lam_w:.3g}"
 # %%
 opts = {
   "Adam + L2": wd_jax.adam_l2(LR, lam_l2, mask=mask, track_moments=True),
-  "AdamW": wd_jax.adamw(LR, lam_w, mask=mask),
+  "AdamW": wd_jax.adamw(LR, weight_decay=lam_w, mask=mask),
 }
-adamw_no_decay = wd_jax.adamw(LR, 0.0, mask=mask)
+adamw_no_decay = wd_jax.adamw(LR, weight_decay=0.0, mask=mask)
 
 
 def make_step(name):

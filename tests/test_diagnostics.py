@@ -102,7 +102,7 @@ def test_adamw_equilibrium_matches_simulation():
   # αλ = 5e-4: the random-walk model is first order in αλ (at αλ = 5e-3 the norm ratio is ~0.98).
   a, lam, c = 0.001, 0.5, 4096
   w_eq = D.predicted_equilibrium_norm("adamw", a, lam, c)
-  norm, angle = _simulate(wd_jax.adamw(a, lam), w0=w_eq, steps=20_000, tail=5_000)
+  norm, angle = _simulate(wd_jax.adamw(a, weight_decay=lam), w0=w_eq, steps=20_000, tail=5_000)
   np.testing.assert_allclose(norm / w_eq, 1.0, atol=0.01)
   np.testing.assert_allclose(angle / D.predicted_angular_update("adamw", a, lam), 1.0, atol=0.01)
 
@@ -142,7 +142,7 @@ def test_step_diagnostics_keys_and_values():
   np.testing.assert_allclose(out["update_norm"], optax.tree.norm(u), rtol=1e-6)
   np.testing.assert_allclose(out["l2_share"], wd_jax.l2_share(state), rtol=1e-6)
   no_track = D.step_diagnostics(
-    params, new, grads, wd_jax.adamw(0.1, 0.3).init(params), per_leaf=False
+    params, new, grads, wd_jax.adamw(0.1, weight_decay=0.3).init(params), per_leaf=False
   )
   assert "l2_share" not in no_track and "param_norm/w" not in no_track
 
@@ -178,15 +178,17 @@ def test_pollution_is_one_and_zero_without_l2_and_needs_a_tracked_state():
   np.testing.assert_allclose([q["m_cos"], q["step_cos"]], [1.0, 1.0], rtol=1e-6)
   np.testing.assert_allclose([q["m_ratio"], q["step_ratio"]], [0.0, 0.0], atol=1e-7)
   with pytest.raises(ValueError, match="track_moments"):
-    D.pollution(wd_jax.adamw(0.1, 0.1).init(p))
+    D.pollution(wd_jax.adamw(0.1, weight_decay=0.1).init(p))
 
 
 def test_step_deviation_of_adamw_is_its_decay_step_against_its_adam_step():
   # With a float λ the decoupled decay is u − u₀ = −α λ θ exactly (one step, zero state).
   p, g = {"w": jnp.array([2.0, -1.0])}, {"w": jnp.array([1.0, 0.5])}
   lr, lam = 0.1, 0.3
-  u, _ = wd_jax.adamw(lr, lam).update(g, wd_jax.adamw(lr, lam).init(p), p)
-  u0, _ = wd_jax.adamw(lr, 0.0).update(g, wd_jax.adamw(lr, 0.0).init(p), p)
+  u, _ = wd_jax.adamw(lr, weight_decay=lam).update(g, wd_jax.adamw(lr, weight_decay=lam).init(p), p)
+  u0, _ = wd_jax.adamw(lr, weight_decay=0.0).update(
+    g, wd_jax.adamw(lr, weight_decay=0.0).init(p), p
+  )
   d = D.step_deviation(u, u0)
   decay = lr * lam * np.array([2.0, -1.0])
   np.testing.assert_allclose(

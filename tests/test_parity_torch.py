@@ -105,7 +105,7 @@ CASES = {
     False,
   ),
   "adamw": (
-    lambda lr, wd, mask: wd_jax.adamw(lr, wd, coupling="lr", mask=mask),
+    lambda lr, wd, mask: wd_jax.adamw(lr, weight_decay=wd, coupling="lr", mask=mask),
     lambda groups, lr: torch.optim.AdamW(groups, lr=lr),
     1e-2,
     0.1,
@@ -147,11 +147,32 @@ CASES = {
     True,
   ),
   "adamw_masked": (
-    lambda lr, wd, mask: wd_jax.adamw(lr, wd, coupling="lr", mask=mask),
+    lambda lr, wd, mask: wd_jax.adamw(lr, weight_decay=wd, coupling="lr", mask=mask),
     lambda groups, lr: torch.optim.AdamW(groups, lr=lr),
     1e-2,
     0.1,
     True,
+  ),
+  "adam_l2_amsgrad": (
+    lambda lr, wd, mask: wd_jax.adam_l2(lr, wd, mask=mask, amsgrad="torch"),
+    lambda groups, lr: torch.optim.Adam(groups, lr=lr, amsgrad=True),
+    1e-2,
+    0.1,
+    False,
+  ),
+  "adam_l2_tracked_amsgrad": (
+    lambda lr, wd, mask: wd_jax.adam_l2(lr, wd, mask=mask, amsgrad="torch", track_moments=True),
+    lambda groups, lr: torch.optim.Adam(groups, lr=lr, amsgrad=True),
+    1e-2,
+    0.1,
+    False,
+  ),
+  "adamw_amsgrad": (
+    lambda lr, wd, mask: wd_jax.adamw(lr, weight_decay=wd, mask=mask, amsgrad="torch"),
+    lambda groups, lr: torch.optim.AdamW(groups, lr=lr, amsgrad=True),
+    1e-2,
+    0.1,
+    False,
   ),
   "sgd_momentum_masked": (
     lambda lr, wd, mask: wd_jax.sgd_l2(lr, wd, momentum=0.9, mask=mask),
@@ -214,6 +235,27 @@ def test_matches_torch(name, lr_kind):
   assert _max_abs_diff(ours, run_torch(0.0, False)) > MIN_DECAY_EFFECT
   if masked:  # ... and the mask mattered: decaying the biases too gives other biases.
     assert _max_abs_diff(ours, run_torch(wd, False), ("b1", "b2")) > MIN_DECAY_EFFECT
+
+
+def test_optax_amsgrad_is_not_torchs():
+  """amsgrad=True keeps optax's rule (the max of the debiased v̂); torch's (the max of the raw
+  v, debiased at the current step) is amsgrad="torch": the two runs end apart."""
+  params, xs, ys = _problem()
+  lrs = [1e-2] * (STEPS + 1)
+  theirs = _run_torch(
+    lambda groups, lr: torch.optim.AdamW(groups, lr=lr, amsgrad=True),
+    params,
+    xs,
+    ys,
+    peak=1e-2,
+    lrs=lrs,
+    wd=0.1,
+    masked=False,
+  )
+  optax_rule = _run_jax(wd_jax.adamw(1e-2, weight_decay=0.1, amsgrad=True), params, xs, ys)
+  apart = _max_abs_diff(optax_rule, theirs)
+  print(f"max |optax's AMSGrad - torch's| = {apart:.3e} after {STEPS} steps")
+  assert apart > 1e-2
 
 
 def test_torch_and_jax_gradients_agree():
@@ -299,35 +341,35 @@ def _run_torch_recipe(kind, params, xs, ys, *, peak, lrs, wd, **muon_kwargs):
   }
 
 
+# torch's Muon takes ε = 1e-7, its AdamW (the other leaves) 1e-8.
+_TORCH_MUON = {"convention": "torch", "eps": 1e-7, "adam_eps": 1e-8}
 TORCH_RECIPES = {
   # name: (wd_jax recipe (lr, λ), torch optimizer kind, its extra Muon kwargs, peak lr, λ)
   "muon": (
-    lambda lr, wd: wd_jax.muon(lr, wd, convention="torch", mask=wd_jax.default_mask),
+    lambda lr, wd: wd_jax.muon(lr, weight_decay=wd, **_TORCH_MUON),
     "muon",
     {},
     2e-2,
     0.1,
   ),
   "muon_match_rms_adamw": (
-    lambda lr, wd: wd_jax.muon(
-      lr, wd, convention="torch", consistent_rms=0.2, mask=wd_jax.default_mask
-    ),
+    lambda lr, wd: wd_jax.muon(lr, weight_decay=wd, consistent_rms=0.2, **_TORCH_MUON),
     "muon",
     {"adjust_lr_fn": "match_rms_adamw"},
     2e-3,
     0.1,
   ),
   "muon_no_nesterov": (
-    lambda lr, wd: wd_jax.muon(
-      lr, wd, convention="torch", nesterov=False, mask=wd_jax.default_mask
-    ),
+    lambda lr, wd: wd_jax.muon(lr, weight_decay=wd, nesterov=False, **_TORCH_MUON),
     "muon",
     {"nesterov": False},
     2e-2,
     0.1,
   ),
   "adafactor": (
-    lambda lr, wd: wd_jax.adafactor(lr, wd, mask=wd_jax.default_mask),
+    lambda lr, wd: wd_jax.adafactor(
+      lr, weight_decay_rate=wd, weight_decay_mask=wd_jax.default_mask, convention="torch"
+    ),
     "adafactor",
     {},
     0.5,

@@ -1,4 +1,4 @@
-"""The README's bring-your-own snippet runs as written."""
+"""The README's snippets run as written."""
 
 import os
 import re
@@ -23,3 +23,12 @@ def test_bring_your_own_snippet_runs(tmp_path, monkeypatch, capsys):
   assert len(namespace["rows"]) == 4 and not any(r["diverged"] for r in namespace["rows"])
   assert os.path.exists(tmp_path / "runs" / "mine" / "metrics.jsonl")
   assert os.path.exists(tmp_path / "runs" / "mine-sweep" / "results.csv")
+
+
+def test_optax_snippet_runs_as_written(capsys):
+  namespace: dict = {}
+  exec(compile(_snippet("Use it in your optax code"), "README.md", "exec"), namespace)
+  out = capsys.readouterr().out
+  assert "head/bias" in out and "rule '.*bias'" in out  # describe_mask's table
+  assert "timescale τ" in out  # describe_timescale's report
+  assert namespace["lam_l2"] > 0 and set(namespace["turn"]) >= {"step_cos", "m_ratio"}

@@ -70,18 +70,20 @@ KITCHEN_SINK = {
 }
 
 
-def _stages(make, params, grads):
-  """What each stage gives, or the exception it raised: eager, and jit∘vmap∘inject_hyperparams."""
+def _stages(make, params, grads, lam="weight_decay", static=()):
+  """What each stage gives, or the exception it raised: eager, and jit∘vmap∘inject_hyperparams.
+  `lam` is the recipe's name for λ (optax's: ``weight_decay_rate`` for Adafactor); `static`
+  the integers that set shapes (Adafactor's factoring, as for optax.adafactor)."""
   out = {}
   try:
-    opt = make(learning_rate=LR, weight_decay=WD)
+    opt = make(learning_rate=LR, **{lam: WD})
     s0 = opt.init(params)
     u, s1 = opt.update(grads, s0, params)
     out["eager"] = (u, s0, s1)
   except Exception as e:
     out["eager"] = e
   try:
-    inj = optax.inject_hyperparams(make)(learning_rate=LR, weight_decay=WD)
+    inj = optax.inject_hyperparams(make, static)(learning_rate=LR, **{lam: WD})
     stack = lambda t: jax.tree.map(lambda x: jnp.stack([x, 0.5 * x]), t)
     ps, gs = stack(params), stack(grads)
     sv = jax.vmap(inj.init)(ps)
@@ -100,7 +102,10 @@ def _check_like_adamw(name, spec):
   params, grads = _materialize(spec), _materialize(spec, 0.1)
   ref = _stages(optax.adamw, params, grads)  # inject_hyperparams injects all its defaults
   assert not isinstance(ref["eager"], Exception), ref["eager"]  # every drawn tree suits adamw
-  ours = _stages(RECIPES[name], params, grads)
+  if name == "adafactor":
+    ours = _stages(RECIPES[name], params, grads, "weight_decay_rate", ("min_dim_size_to_factor",))
+  else:
+    ours = _stages(RECIPES[name], params, grads)
   for stage, got in ours.items():
     if isinstance(ref[stage], Exception):
       continue  # adamw cannot do this stage on this tree either (vmap of an empty tree)

@@ -71,7 +71,7 @@ class AlgebraTest(parameterized.TestCase):
       lambda: wd_jax.sgd_l2(0.1, 0.05, momentum=0.9),
       lambda: wd_jax.sgdw(0.1, 0.05, momentum=0.9),
     ),
-    ("adam", lambda: wd_jax.adam_l2(0.01, 0.05), lambda: wd_jax.adamw(0.01, 0.05)),
+    ("adam", lambda: wd_jax.adam_l2(0.01, 0.05), lambda: wd_jax.adamw(0.01, weight_decay=0.05)),
   )
   def test_coupled_and_decoupled_differ(self, coupled, decoupled):
     self.assertGreater(_max_diff(_run(coupled()), _run(decoupled())), 1e-3)
@@ -89,7 +89,11 @@ class AlgebraTest(parameterized.TestCase):
       lambda: optax.adam(0.01),
     ),
     *[
-      (f"adamw_{c}", lambda wd, c=c: wd_jax.adamw(0.01, wd, coupling=c), lambda: optax.adam(0.01))
+      (
+        f"adamw_{c}",
+        lambda wd, c=c: wd_jax.adamw(0.01, weight_decay=wd, coupling=c),
+        lambda: optax.adam(0.01),
+      )
       for c in wd_jax.COUPLINGS
     ],
     ("adams", lambda wd: wd_jax.adams(0.01, wd), lambda: optax.adam(0.01)),
@@ -224,7 +228,7 @@ class MaskTest(parameterized.TestCase):
     self.enter_context(jax.enable_x64(True))
 
   @parameterized.parameters(
-    lambda m: wd_jax.adamw(0.01, 0.5, mask=m),
+    lambda m: wd_jax.adamw(0.01, weight_decay=0.5, mask=m),
     lambda m: wd_jax.adam_l2(0.01, 0.5, mask=m),
     lambda m: wd_jax.adam_l2(0.01, 0.5, mask=m, track_moments=True),
     lambda m: wd_jax.sgdw(0.1, 0.5, momentum=0.9, mask=m),
@@ -271,7 +275,7 @@ class MaskTest(parameterized.TestCase):
     self.assertIn("decayed: 56 of 66 parameters", text)
 
   def test_mismatched_mask_raises_at_init(self):
-    opt = wd_jax.adamw(0.01, 0.1, mask={"w1": True, "b1": False})
+    opt = wd_jax.adamw(0.01, weight_decay=0.1, mask={"w1": True, "b1": False})
     with self.assertRaisesRegex(ValueError, r"mask does not match.*head/kernel"):
       opt.init(_params())
 
@@ -298,7 +302,9 @@ class NNXMaskTest(parameterized.TestCase):
     model = _Net(nnx.Rngs(0))
     before = nnx.state(model, nnx.Param)
     before = jax.tree.map(jnp.copy, before)
-    opt = nnx.Optimizer(model, wd_jax.adamw(0.1, 0.5, mask=mask_of_model(model)), wrt=nnx.Param)
+    opt = nnx.Optimizer(
+      model, wd_jax.adamw(0.1, weight_decay=0.5, mask=mask_of_model(model)), wrt=nnx.Param
+    )
     x = jnp.ones((3, 4))
 
     @nnx.jit
@@ -396,10 +402,12 @@ class BadInputTest(parameterized.TestCase):
 
   @settings(max_examples=25, deadline=None)
   @given(
-    lr=st.one_of(st.floats(max_value=0.0, allow_nan=False), st.just(math.nan), st.just(math.inf)),
+    lr=st.one_of(
+      st.floats(max_value=-1e-12, allow_nan=False), st.just(math.nan), st.just(math.inf)
+    ),
     name=st.sampled_from(sorted(wd_jax.OPTIMIZERS)),
   )
-  def test_bad_learning_rate(self, lr, name):
+  def test_bad_learning_rate(self, lr, name):  # 0 is a learning rate (a warmup's first)
     with pytest.raises(ValueError, match=r"learning_rate"):
       wd_jax.get_optimizer(name, learning_rate=lr, weight_decay=0.1)
 
@@ -419,7 +427,7 @@ class BadInputTest(parameterized.TestCase):
   @given(eps=st.floats(max_value=-1e-12, allow_nan=False))
   def test_bad_eps(self, eps):
     with pytest.raises(ValueError, match=r"eps.*" + repr(eps)[:6]):
-      wd_jax.adamw(0.1, 0.1, eps=eps)
+      wd_jax.adamw(0.1, weight_decay=0.1, eps=eps)
 
   @settings(max_examples=10, deadline=None)
   @given(m=st.one_of(st.floats(max_value=-1e-9, allow_nan=False), st.floats(min_value=1.0)))
@@ -429,15 +437,15 @@ class BadInputTest(parameterized.TestCase):
 
   def test_bad_names(self):
     with pytest.raises(ValueError, match=r"coupling.*'lr-ish'"):
-      wd_jax.adamw(0.1, 0.1, coupling="lr-ish")
+      wd_jax.adamw(0.1, weight_decay=0.1, coupling="lr-ish")
     with pytest.raises(ValueError, match=r"name.*'adamx'"):
       wd_jax.get_optimizer("adamx", learning_rate=0.1, weight_decay=0.1)
 
   def test_schedule_coupling_needs_peak(self):
     with pytest.raises(ValueError, match="peak_learning_rate"):
-      wd_jax.adamw(optax.cosine_decay_schedule(0.1, 10), 0.1, coupling="schedule")
-    with pytest.raises(ValueError, match=r"learning_rate is required.*'lr'"):
-      wd_jax.decoupled_weight_decay(0.1)
+      wd_jax.adamw(optax.cosine_decay_schedule(0.1, 10), weight_decay=0.1, coupling="schedule")
+    with pytest.raises(ValueError, match=r"learning_rate is required for coupling='lr'"):
+      wd_jax.decoupled_weight_decay(0.1)(optax.sgd(0.1))
 
   def test_bad_schedule_steps(self):
     with pytest.raises(ValueError, match="until_step"):

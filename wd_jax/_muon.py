@@ -1,11 +1,11 @@
-"""Muon's base step in the two conventions in use: optax's ``contrib.muon`` and torch's ``Muon``.
+"""Muon's base step in the two conventions in use, and which leaves each branch decays.
 
-Both orthogonalise a momentum of the gradient of each 2-D parameter with the same quintic
-Newton–Schulz iteration and scale it by √max(1, fan_out/fan_in); they differ in the
-momentum (optax: a debiased EMA, Nesterov mixing debiased terms; torch: an EMA without
-debiasing, Nesterov as ``g.lerp(buf, μ)``) and in the normalisation before the iteration
-(optax: x/(‖x‖_F + ε), torch: x/max(‖x‖_F, ε)). Leaves of other ranks take an Adam step,
-as in ``optax.contrib.muon`` (torch leaves them to a separate optimizer).
+``convention="optax"`` is ``optax.contrib.muon`` itself, built without decay. ``"torch"``
+follows ``torch.optim.Muon``: the same quintic Newton–Schulz iteration of a momentum of each
+2-D gradient, scaled by √max(1, fan_out/fan_in), but with an EMA without debiasing (Nesterov as
+``g.lerp(buf, μ)``) and the normalisation x/max(‖x‖_F, ε) instead of optax's x/(‖x‖_F + ε).
+Leaves of other ranks take an Adam step, as in ``optax.contrib.muon`` (torch leaves them to a
+separate optimizer).
 """
 
 from __future__ import annotations
@@ -17,17 +17,37 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wd_jax import validation
+from wd_jax.masks import Mask, leaf_multipliers
+
 CONVENTIONS = ("optax", "torch")
-DEFAULT_NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic; optax's and torch's default
+DEFAULT_NS_COEFFS = (3.4445, -4.775, 2.0315)  # Jordan's quintic; optax's and torch's default
 
 
-def _labels(params: Any) -> Any:
-  return jax.tree.map(lambda x: "muon" if jnp.ndim(x) == 2 else "adam", params)
+def muon_leaves(params: Any, dimension_numbers: Any = None) -> list[bool]:
+  """Per leaf (in `jax.tree.leaves` order): does the Muon branch step it? As optax's labels:
+  2-D leaves, or those `dimension_numbers` (a tree, a prefix or a callable) gives numbers."""
+  if dimension_numbers is None:
+    return [jnp.ndim(x) == 2 for x in jax.tree.leaves(params)]
+  dims = dimension_numbers(params) if callable(dimension_numbers) else dimension_numbers
+  is_dims = lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers)
+  on = jax.tree.map(
+    lambda d, sub: jax.tree.map(lambda _: d is not None, sub), dims, params, is_leaf=is_dims
+  )
+  return jax.tree.leaves(on)
 
 
-def _dimension_numbers(updates: Any) -> Any:
-  # Every leaf the muon branch sees is 2-D (reduction axis 0, output axis 1), as optax's default.
-  return jax.tree.map(lambda _: optax.contrib.MuonDimensionNumbers(), updates)
+def branch_mask(mask: Mask, dimension_numbers: Any, muon: bool) -> Any:
+  """The decay multipliers of one branch: `mask`'s on the Muon leaves (`muon`), or 1 on the
+  Adam leaves; 0 on the other branch's."""
+
+  def branch(params):
+    on = muon_leaves(params, dimension_numbers)
+    ks = leaf_multipliers(params, mask) if muon else [1.0] * len(on)
+    return jax.tree.structure(params).unflatten([k * (o == muon) for k, o in zip(ks, on)])
+
+  branch.__name__ = "muon leaves" if muon else "adam leaves"
+  return branch
 
 
 def _scale_by_shape(consistent_rms: Any) -> optax.GradientTransformation:
@@ -63,9 +83,12 @@ def _orthogonalize_clamped(ns_coeffs, ns_steps: int, eps: Any) -> optax.Gradient
     if transposed:
       x = x.T
     x = x / jnp.maximum(jnp.linalg.norm(x), jnp.asarray(jnp.real(eps), jnp.real(x).dtype))
-    for _ in range(ns_steps):
+
+    def newton_schulz(_, x):
       gram = x @ x.T.conj()
-      x = a * x + (b * gram + c * (gram @ gram)) @ x
+      return a * x + (b * gram + c * (gram @ gram)) @ x
+
+    x = jax.lax.fori_loop(0, ns_steps, newton_schulz, x)
     return x.T if transposed else x
 
   def update_fn(updates, state, params=None):
@@ -75,75 +98,100 @@ def _orthogonalize_clamped(ns_coeffs, ns_steps: int, eps: Any) -> optax.Gradient
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
-def muon_base(
-  learning_rate: Any,
-  *,
-  convention: str,
-  beta: Any,
-  nesterov: bool,
-  ns_coeffs: Any,
-  ns_steps: int,
-  eps: Any,
-  mu_dtype: Any,
-  consistent_rms: Any,
-  adam_learning_rate: Any,
-  adam_b1: Any,
-  adam_b2: Any,
-  adam_eps: Any,
-  adam_eps_root: Any,
-) -> optax.GradientTransformation:
-  """The complete Muon optimizer without weight decay (2-D leaves Muon, the others Adam)."""
+# optax.contrib.muon's options that torch's Muon has no counterpart of, at their defaults.
+_OPTAX_ONLY = {
+  "adaptive": False,
+  "preconditioning": "frobenius",
+  "muon_weight_dimension_numbers": None,
+}
+
+
+def muon_base(convention, learning_rate, ns_coeffs, ns_steps, beta, eps, mu_dtype, **options):
+  """The complete Muon optimizer without weight decay: ``optax.contrib.muon`` with its decay at
+  0 (``"optax"``, every option passed on), or `torch_base` (``"torch"``)."""
+  adam_eps = options.pop("adam_eps")
   if convention == "optax":
-    orth = optax.contrib.scale_by_muon(
-      ns_coeffs=ns_coeffs,
-      ns_steps=ns_steps,
-      beta=beta,
-      eps=eps,
-      mu_dtype=mu_dtype,
-      nesterov=nesterov,
-      weight_dimension_numbers=_dimension_numbers,
+    if adam_eps is not None:
+      raise ValueError(f"adam_eps is the torch convention's (optax's uses eps), got {adam_eps!r}.")
+    return optax.contrib.muon(
+      learning_rate, ns_coeffs, ns_steps, beta, eps, mu_dtype=mu_dtype, **options
     )
-  else:
-    # torch's EMA buffer is (1−μ) times optax.trace's sum, with Nesterov too; the factor is
-    # kept so that the clamp max(‖x‖, ε) sees the same norm as torch.
-    orth = optax.chain(
-      optax.trace(decay=beta, nesterov=nesterov, accumulator_dtype=mu_dtype),
-      optax.scale(1 - beta),
-      _orthogonalize_clamped(ns_coeffs, ns_steps, eps),
+  optax_only = {k: options.pop(k) for k in _OPTAX_ONLY}
+  if optax_only != _OPTAX_ONLY:
+    raise ValueError(
+      f"convention='torch' steps 2-D parameters, Frobenius-normalised: the options only "
+      f"optax's has keep their defaults {_OPTAX_ONLY}, got {optax_only}."
     )
+  adam_eps = eps if adam_eps is None else adam_eps
+  return torch_base(
+    learning_rate, ns_coeffs, ns_steps, beta, eps, mu_dtype, adam_eps=adam_eps, **options
+  )
+
+
+def torch_base(
+  learning_rate,
+  ns_coeffs,
+  ns_steps,
+  beta,
+  eps,
+  mu_dtype,
+  *,
+  adam_eps,
+  nesterov,
+  consistent_rms,
+  adam_learning_rate,
+  adam_b1,
+  adam_b2,
+  adam_eps_root,
+):
+  """torch's Muon without weight decay (2-D leaves), torch's AdamW without decay (the others)."""
+  # torch's EMA buffer is (1−μ) times optax.trace's sum, with Nesterov too; the factor is kept
+  # so that the clamp max(‖x‖, ε) sees the same norm as torch.
   muon_branch = optax.chain(
-    orth, _scale_by_shape(consistent_rms), optax.scale_by_learning_rate(learning_rate)
+    optax.trace(decay=beta, nesterov=nesterov, accumulator_dtype=mu_dtype),
+    optax.scale(1 - beta),
+    _orthogonalize_clamped(ns_coeffs, ns_steps, eps),
+    _scale_by_shape(consistent_rms),
+    optax.scale_by_learning_rate(learning_rate),
   )
   adam_branch = optax.adam(
-    adam_learning_rate,
-    b1=adam_b1,
-    b2=adam_b2,
-    eps=adam_eps,
-    eps_root=adam_eps_root,
-    mu_dtype=mu_dtype,
-    nesterov=nesterov and convention == "optax",  # optax's Adam branch follows `nesterov`
+    adam_learning_rate, adam_b1, adam_b2, adam_eps, adam_eps_root, mu_dtype=mu_dtype
   )
-  return optax.partition({"muon": muon_branch, "adam": adam_branch}, _labels)
+  labels = lambda params: jax.tree.map(lambda x: "muon" if jnp.ndim(x) == 2 else "adam", params)
+  return optax.partition({"muon": muon_branch, "adam": adam_branch}, labels)
 
 
-def check_ns_steps(ns_steps: Any) -> int:
-  if isinstance(ns_steps, bool) or not isinstance(ns_steps, (int,)):
-    raise ValueError(
-      f"ns_steps must be a Python int >= 1 (under optax.inject_hyperparams pass "
-      f"static_args=('ns_steps',)), got {ns_steps!r}."
-    )
-  if ns_steps < 1 or ns_steps >= 100:
-    raise ValueError(f"ns_steps must be in [1, 100), got {ns_steps!r}.")
-  return ns_steps
+def check_ns_steps(ns_steps: Any) -> None:
+  """An int in [1, 99]; an integer JAX scalar too (`optax.inject_hyperparams` injects it, and
+  the iteration is a `fori_loop`), checked where it is concrete."""
+  if isinstance(ns_steps, jax.Array) and jnp.issubdtype(ns_steps.dtype, jnp.integer):
+    if ns_steps.ndim == 0 and isinstance(ns_steps, jax.core.Tracer):
+      return
+    ns_steps = int(ns_steps) if ns_steps.ndim == 0 else ns_steps
+  validation.check_int("ns_steps", ns_steps, lower=1, upper=99)
 
 
-def check_ns_coeffs(ns_coeffs: Any) -> tuple[float, float, float]:
+def _triple(x: Any) -> tuple[float, float, float] | None:
   try:
-    a, b, c = (float(x) for x in ns_coeffs)
+    t = tuple(float(v) for v in x)
   except (TypeError, ValueError):
-    raise ValueError(
-      f"ns_coeffs must be three finite numbers (a, b, c), got {ns_coeffs!r}."
-    ) from None
-  if not all(math.isfinite(x) for x in (a, b, c)):
+    return None
+  return t if len(t) == 3 and all(map(math.isfinite, t)) else None
+
+
+def check_ns_coeffs(ns_coeffs: Any, convention: str) -> Any:
+  """Three finite numbers (a, b, c); for optax's convention also rows of them (one per
+  iteration) or the name of one of optax's presets (optax checks the name)."""
+  if convention == "optax":
+    if isinstance(ns_coeffs, str):
+      return ns_coeffs
+    try:
+      rows = [_triple(r) for r in ns_coeffs]
+    except TypeError:
+      rows = [None]
+    if rows and all(rows) and _triple(ns_coeffs) is None:
+      return tuple(rows)
+  triple = _triple(ns_coeffs)
+  if triple is None:
     raise ValueError(f"ns_coeffs must be three finite numbers (a, b, c), got {ns_coeffs!r}.")
-  return a, b, c
+  return triple

@@ -7,33 +7,24 @@ or flips the decay, so `with_weight_decay(optimizer, λ, ...)` wraps the complet
 θ ← θ + Δ − c_t·λ_t·m·a⊙(θ − θ₀), with c_t from the coupling (`decay_factor`), a = 1 or the
 cautious agreement 1[Δ⊙(θ − θ₀) ≤ 0], θ₀ = 0 or an L2-SP reference. `decoupled_weight_decay`
 builds the same wrapper when called on an optimizer and refuses, at init, to be a chain element.
-Recipes whose reference applies the decay inside the direction (LAMB's trust ratio,
-schedule-free's gradient point) use `_add_decay_to_direction`.
+LAMB, whose reference applies the decay inside its direction before the trust ratio, marks
+that decay with `DecayDirectionState`.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
-import chex
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from wd_jax import validation
-from wd_jax.masks import Mask
-from wd_jax.transforms import (
-  COUPLINGS,
-  _advance,
-  _check_mask_at_init,
-  _check_reference,
-  _count,
-  _decay_coefficient,
-  _init_reference,
-  _map_decayed,
-  _require_params,
-  _schedule_state,
-)
+from wd_jax import _decay, validation
+from wd_jax._decay import COUPLINGS
+from wd_jax.masks import Mask, check_mask
 
 
 class DecoupledWeightDecayState(NamedTuple):
@@ -58,41 +49,100 @@ class DecoupledWeightDecayState(NamedTuple):
   reference: Any  # θ₀ (params-shaped) for decay toward a reference point, else EmptyState.
 
 
-def _check_lr_args(coupling, learning_rate, peak_learning_rate, needs_lr: bool) -> None:
+# ---------------------------------------------------------------------------------------------
+# What the base optimizer already does, read from a zero-gradient step on a small tree.
+
+# A 2-D and a 1-D leaf (Muon decays its matrices, its Adam branch the other leaves), values of
+# both signs: a decay, an update of −s·θ, cannot be mistaken for anything else.
+_PROBE = {
+  "matrix": np.array([[0.5, -1.0, 1.5], [2.0, -0.25, 0.75]], np.float32),
+  "vector": np.array([1.25, -0.5, 2.5], np.float32),
+}
+
+
+def _small_like(params: Any) -> Any:
+  """The params' tree with each leaf cut to at most 2 along every axis (same ndim and dtype),
+  as numpy arrays (also when the params are traced)."""
+
+  def leaf(x):
+    shape = tuple(min(d, 2) for d in jnp.shape(x))
+    values = 0.25 + 0.5 * np.arange(math.prod(shape)) * (-1.0) ** np.arange(math.prod(shape))
+    return values.reshape(shape).astype(jnp.result_type(x))
+
+  return jax.tree.map(leaf, params)
+
+
+def _shrink(updates: Any, params: Any) -> float | None:
+  """s > 0 where a leaf's update is −s·θ (the step decays that leaf), else None."""
+  for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+    u, p = (np.asarray(jnp.asarray(x, jnp.complex64), np.complex128).ravel() for x in (u, p))
+    if not np.any(u) or not np.any(p):
+      continue
+    s = -np.real(np.vdot(p, u)) / np.real(np.vdot(p, p))
+    if s > 0 and np.allclose(u, -s * p, rtol=1e-3, atol=1e-3 * s * np.abs(p).max()):
+      return float(s)
+  return None
+
+
+def _probe(base: Any, params: Any) -> tuple[Any, tuple[int, float] | None]:
+  """(the base's state at init, or None where it cannot run on `params`; (step, s) where a
+  zero-gradient step t = 0 or 1 is −s·θ, else None). Evaluated eagerly, also under `jit`."""
+  try:
+    with jax.ensure_compile_time_eval():
+      params = jax.tree.map(jnp.asarray, params)
+      state = opt_state = base.init(params)
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      for step in range(2):  # a warmup from 0 has α_0 = 0: its decay shows at step 1
+        updates, opt_state = base.update(zeros, opt_state, params)
+        shrink = _shrink(updates, params)
+        if shrink is not None:
+          return state, (step, shrink)
+  except Exception:  # a base bound to other trees, or to traced values: no verdict here
+    return None, None
+  return state, None
+
+
+def _refuse_decaying_base(found, learning_rate) -> None:
+  if found is None:
+    return
+  step, shrink = found
+  alpha = validation.concrete_float(validation.evaluate(learning_rate, step))
+  lam = f": weight_decay={shrink / alpha:.3g} if its step-{step} lr is {alpha:.3g}" if alpha else ""
+  raise ValueError(
+    f"base_optimizer already decays the weights: on a zero gradient its step {step} update is "
+    f"-{shrink:.3g}·θ (learning_rate × weight_decay in optax's optimizers{lam}; optax.adamw, "
+    "nadamw and lion decay by default). Build it without decay (e.g. optax.adamw(..., "
+    "weight_decay=0.0)), or pass allow_base_decay=True to add this decay to its own."
+  )
+
+
+_INJECTED = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
+
+
+def _injected_learning_rates(base_state: Any) -> list[Any]:
+  """The learning rates `optax.inject_hyperparams` states inside the base's state hold."""
+  found = _decay.find_states(base_state, _INJECTED)
+  return [s.hyperparams["learning_rate"] for s in found if "learning_rate" in s.hyperparams]
+
+
+def _check_injected(base_state, learning_rate, coupling) -> None:
+  """A learning rate to couple to: given, or one `inject_hyperparams` state's (not both apart)."""
+  injected = _injected_learning_rates(base_state)
   if learning_rate is None:
-    if needs_lr:
-      raise ValueError(f"learning_rate is required for coupling={coupling!r}, got None.")
-  else:
-    validation.check_learning_rate(learning_rate)
-  if peak_learning_rate is not None:
-    validation.check_number(
-      "peak_learning_rate",
-      peak_learning_rate,
-      lower=0.0,
-      lower_inclusive=False,
-      allow_schedule=False,
+    if _decay.COUPLING_TABLE[coupling].needs_learning_rate and len(injected) != 1:
+      raise ValueError(
+        f"learning_rate is required for coupling={coupling!r} (base_optimizer's state holds "
+        f"{len(injected)} optax.inject_hyperparams learning rates, not one to read), got None."
+      )
+    return
+  given = validation.concrete_float(validation.evaluate(learning_rate, 0))
+  held = validation.concrete_float(injected[0]) if len(injected) == 1 else None
+  if given is not None and held is not None and not math.isclose(given, held, rel_tol=1e-2):
+    raise ValueError(
+      f"learning_rate={learning_rate!r} ({given:.6g} at step 0) disagrees with the learning "
+      f"rate base_optimizer's optax.inject_hyperparams state holds ({held:.6g}); the decay "
+      "reads that one: pass learning_rate=None, or the same learning rate to both."
     )
-  elif coupling in ("schedule", "corrected"):
-    if validation.is_schedule(learning_rate):
-      raise ValueError(
-        f"peak_learning_rate is required when learning_rate is a schedule and "
-        f"coupling={coupling!r} (η_t = α_t/α_peak), got None."
-      )
-    if not validation.is_host_number(learning_rate):
-      # optax.inject_hyperparams rebuilds the optimizer every step with that step's lr as a
-      # JAX array: taken as its own peak, "schedule" would silently become "constant".
-      raise ValueError(
-        f"peak_learning_rate is required for coupling={coupling!r} when learning_rate is a "
-        f"JAX array (as optax.inject_hyperparams passes it, with the current step's value), "
-        f"got learning_rate={learning_rate!r} and peak_learning_rate=None. A Python float "
-        "learning rate is its own peak; otherwise pass peak_learning_rate."
-      )
-
-
-def _cautious_agree(u: chex.Array, d: chex.Array) -> chex.Array:
-  """1[u_paper ⊙ d ≥ 0] for a final update Δ = −η·u_paper: Re(Δ · conj(d)) ≤ 0."""
-  prod = u * jnp.conj(d) if jnp.iscomplexobj(u) or jnp.iscomplexobj(d) else u * d
-  return jnp.real(prod) <= 0
 
 
 def with_weight_decay(
@@ -105,6 +155,7 @@ def with_weight_decay(
   mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
+  allow_base_decay: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Decoupled weight decay added to a complete optax optimizer: its placement cannot be wrong.
 
@@ -119,13 +170,15 @@ def with_weight_decay(
   the coupling factor c_t that multiplies λ (`decay_factor`):
 
   ======================  ==================  =========================================
-  coupling                c_t multiplying λ   matches
+  coupling                λ multiplied by     matches
   ======================  ==================  =========================================
   ``"lr"``                α_t                 torch ``AdamW``, ``optax.adamw``
-  ``"schedule"``          α_t / α_peak        Loshchilov & Hutter 2019, Composer, big_vision
-  ``"constant"``          1                   optax ``adafactor``, init2winit (no lr)
-  ``"corrected"``         α_t² / α_peak       AdamC (Defazio et al. 2025), timm ``adamc``
+  ``"schedule"``          α_t/α_peak          Loshchilov & Hutter 2019, Composer, big_vision
+  ``"constant"``          nothing             ``optax.adafactor``, init2winit
+  ``"corrected"``         α_t²/α_peak         AdamC (Defazio et al. 2025), timm ``adamc``
   ======================  ==================  =========================================
+
+  (`wd_jax.decay_factor` computes c_t; the rows are its table, checked against this text.)
 
   Cautious weight decay (Chen et al. 2025) writes the base step as θ ← θ − η u and decays
   only where u and θ agree in sign: θ ← θ − η(u + λ · 1[u ⊙ θ ≥ 0] ⊙ θ). The wrapper reads
@@ -137,20 +190,38 @@ def with_weight_decay(
   update through: `optax.MultiSteps`, `optax.apply_if_finite`, `optax.inject_hyperparams`);
   wrapping part of a chain and scaling afterwards would rescale the decay again.
 
+  A base that already decays would decay the weights twice (``optax.adamw`` and
+  ``optax.lion`` do by default), so it is refused unless `allow_base_decay`. What is
+  detected: a zero-gradient step 0 or 1 (a warmup from 0 shows its decay at step 1) whose
+  update is −s·θ on some leaf, on a small probe tree ({2×3 matrix, 3-vector}: Muon decays
+  matrices, its Adam branch the rest) at construction, or, when the base cannot run on that
+  tree (a mask or labels bound to the params' structure), at `init` on the params' structure
+  cut to 2 along each axis; both run eagerly, also under `jit` and `vmap`. Not detected: a
+  decay that is 0 in the first two steps (a λ schedule starting at 0, a decay toward
+  θ₀ = the params at init), a base that needs extra arguments to update, and one whose
+  hyperparameters are traced where the probe runs.
+
+  When `base_optimizer` keeps its learning rate in an `optax.inject_hyperparams` state, the
+  decay reads α_t there at every step (the value the base used, also after a sweep sets it),
+  so `learning_rate` may be left out; given too, it must agree with it at init.
+
   Args:
-    base_optimizer: a complete optax optimizer (e.g. ``optax.adam(lr)``, ``optax.lion(lr)``).
+    base_optimizer: a complete optax optimizer (e.g. ``optax.adam(lr)``, ``optax.lion(lr,
+      weight_decay=0.0)``).
     weight_decay: λ ≥ 0, or a schedule of the step count.
-    learning_rate: α (float or schedule); required unless ``coupling="constant"``. It is the
-      learning rate of `base_optimizer`; only the coupling reads it.
+    learning_rate: α ≥ 0 (float or schedule), the learning rate of `base_optimizer`; only the
+      coupling reads it. Required unless ``coupling="constant"`` or the base's
+      `optax.inject_hyperparams` state holds it.
     coupling: one of ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
-    peak_learning_rate: α_peak for ``"schedule"``/``"corrected"``; required when
-      `learning_rate` is a schedule or a JAX array (inside `optax.inject_hyperparams` the
-      learning rate is the current step's value, which cannot be its own peak); a Python
-      float learning rate is its own peak.
+    peak_learning_rate: α_peak > 0 for ``"schedule"``/``"corrected"``; required when the
+      learning rate is a schedule, a JAX array or read from the base's state (each is the
+      current step's value, which cannot be its own peak); a Python float learning rate
+      (> 0) is its own peak.
     mask: which leaves to decay, and by how much (see `wd_jax.masks`).
     cautious: decay only coordinates where the update and θ − θ₀ agree in sign.
     reference: None (decay toward 0), ``"init"`` (θ₀ = the params given to `init`; one
       parameter-sized buffer in the state), or a pytree θ₀ shaped like the params (L2-SP).
+    allow_base_decay: accept a base that decays the weights itself (both decays then act).
 
   Returns:
     An `optax.GradientTransformationExtraArgs` whose state is a `DecoupledWeightDecayState`
@@ -158,8 +229,11 @@ def with_weight_decay(
     `update` needs the params.
 
   Raises:
-    ValueError: at construction, naming the argument: a base that is not an optax
-      transformation, a negative λ, an unknown coupling, a missing learning rate or peak.
+    ValueError: at construction (or `init`, where only the params show it), naming the
+      argument: a base that is not an optax transformation or that already decays (its
+      shrink per step and λ given), a negative λ, an unknown coupling, a missing learning
+      rate or peak, two learning rates that disagree, a mask that went through
+      `optax.inject_hyperparams` as a schedule.
 
   Example:
     >>> opt = wd_jax.with_weight_decay(optax.adam(0.1), 0.5, learning_rate=0.1)
@@ -167,7 +241,10 @@ def with_weight_decay(
     >>> u, _ = opt.update(jnp.zeros(2), opt.init(p), p)  # zero gradient: Adam's step is 0
     >>> print(p + u)  # θ (1 − α λ)
     [ 1.9  -0.95]
-    >>> lion = wd_jax.with_weight_decay(optax.lion(1e-4), 1.0, learning_rate=1e-4, cautious=True)
+    >>> lion = optax.lion(1e-4, weight_decay=0.0)  # optax.lion decays by 1e-3 by default
+    >>> opt = wd_jax.with_weight_decay(lion, 1.0, learning_rate=1e-4, cautious=True)
+    >>> base = optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
+    >>> opt = wd_jax.with_weight_decay(base, 0.5)  # α_t read from the base's state
 
   References:
     Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019.
@@ -181,39 +258,57 @@ def with_weight_decay(
     )
   validation.check_weight_decay(weight_decay)
   validation.check_choice("coupling", coupling, COUPLINGS)
-  _check_lr_args(coupling, learning_rate, peak_learning_rate, needs_lr=coupling != "constant")
+  if learning_rate is not None:
+    validation.check_learning_rate(learning_rate)
+  _decay.check_peak(coupling, learning_rate, peak_learning_rate)
   if not isinstance(cautious, bool):
     raise ValueError(f"cautious must be a bool, got {cautious!r}.")
-  _check_reference(reference)
+  check_mask(mask)
+  _decay.check_reference(reference)
   base = optax.with_extra_args_support(base_optimizer)
+  probed = None
+  if not allow_base_decay:
+    probed, found = _probe(base, _PROBE)
+    _refuse_decaying_base(found, learning_rate)
+  if probed is not None:
+    _check_injected(probed, learning_rate, coupling)
   scheduled = validation.is_schedule(weight_decay) or (
     coupling != "constant" and validation.is_schedule(learning_rate)
   )
-  peak = peak_learning_rate
+  # α_peak: given, or a Python float learning rate (_decay.check_peak refused the others).
+  peak = learning_rate if peak_learning_rate is None else peak_learning_rate
 
   def init_fn(params):
-    _check_mask_at_init(params, mask)
+    _decay.check_mask_at_init(params, mask)
+    if probed is None and not allow_base_decay and jax.tree.leaves(params):
+      _refuse_decaying_base(_probe(base, _small_like(params))[1], learning_rate)
+    base_state = base.init(params)
+    _check_injected(base_state, learning_rate, coupling)
     return DecoupledWeightDecayState(
-      base.init(params), _schedule_state(scheduled), _init_reference(reference, params)
+      base_state, _decay.schedule_state(scheduled), _decay.init_reference(reference, params)
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    _require_params(params, "with_weight_decay")
+    _decay.require_params(params, "with_weight_decay")
     updates, base_state = base.update(updates, state.base_state, params, **extra_args)
     if not validation.is_static_zero(weight_decay):
-      count = _count(state.schedule_state)
-      lam = validation.evaluate(weight_decay, count)
-
-      def decay(k, u, d, p):
-        coef = _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p)
-        term = (coef * d).astype(u.dtype)
-        if cautious:
-          term = jnp.where(_cautious_agree(u, d), term, jnp.zeros_like(term))
-        return u - term
-
-      updates = _map_decayed(decay, mask, updates, params, state.reference)
+      count = _decay.count_of(state.schedule_state)
+      injected = _injected_learning_rates(base_state)  # the α_t the base has just used
+      updates = _decay.add_decay(
+        updates,
+        params,
+        state.reference,
+        lam=validation.evaluate(weight_decay, count),
+        mask=mask,
+        sign=-1,
+        cautious=cautious,
+        coupling=coupling,
+        learning_rate=injected[0] if len(injected) == 1 else learning_rate,
+        peak=peak,
+        count=count,
+      )
     new_state = DecoupledWeightDecayState(
-      base_state, _advance(state.schedule_state), state.reference
+      base_state, _decay.advance(state.schedule_state), state.reference
     )
     return updates, new_state
 
@@ -250,6 +345,7 @@ def decoupled_weight_decay(
   mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
+  allow_base_decay: bool = False,
 ) -> DecoupledWeightDecay:
   r"""Decoupled weight decay, applied by calling the result on the complete optimizer.
 
@@ -272,11 +368,13 @@ def decoupled_weight_decay(
   Args:
     weight_decay: λ ≥ 0, or a schedule of the step count.
     coupling: one of ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
-    learning_rate: α (float or schedule); required unless ``coupling="constant"``.
+    learning_rate: α ≥ 0 (float or schedule); required unless ``coupling="constant"`` or
+      the optimizer keeps it in an `optax.inject_hyperparams` state (see `with_weight_decay`).
     peak_learning_rate: α_peak for ``"schedule"``/``"corrected"`` (see `with_weight_decay`).
     mask: which leaves to decay, and by how much (see `wd_jax.masks`).
     cautious: decay only where the update and θ agree in sign (Chen et al. 2025).
     reference: None, ``"init"`` or a pytree θ₀: decay toward θ₀ (L2-SP).
+    allow_base_decay: accept an optimizer that decays the weights itself.
 
   Returns:
     A `DecoupledWeightDecay`: call it on an optimizer to get the wrapped optimizer.
@@ -312,7 +410,8 @@ def decoupled_weight_decay(
     cautious=cautious,
     reference=reference,
   )
-  wrap(optax.identity())  # validates every argument now, at construction
+  wrap(optax.identity(), allow_base_decay=True)  # checks the arguments now, at construction
+  wrap = functools.partial(wrap, allow_base_decay=allow_base_decay)
 
   def init_fn(params):
     del params
@@ -334,39 +433,15 @@ def decoupled_weight_decay(
 
 
 class DecayDirectionState(NamedTuple):
-  """State of the decay LAMB adds to its direction before the trust ratio."""
+  """State of the decay LAMB adds to its direction before the trust ratio (decoupled: never
+  in a moment buffer).
+
+  Attributes:
+    schedule_state: ``optax.ScaleByScheduleState(count)`` when λ is a schedule, else
+      ``optax.EmptyState()``.
+    reference: θ₀ (shaped like the params) for decay toward a reference point, else
+      ``optax.EmptyState()``.
+  """
 
   schedule_state: Any  # ScaleByScheduleState(count) when λ is a schedule, else EmptyState.
   reference: Any  # θ₀ (params-shaped) for decay toward a reference point, else EmptyState.
-
-
-def _add_decay_to_direction(
-  weight_decay: Any, *, mask: Mask, cautious: bool, reference: Any
-) -> optax.GradientTransformation:
-  """d ← d + λ_t·m·a⊙(θ − θ₀) on a *descent direction* d (before the lr scaling's sign flip).
-
-  Private: only LAMB's native form uses it, directly before ``scale_by_trust_ratio``, as
-  ``optax.lamb`` places ``add_decayed_weights``; a = 1[Re(d ⊙ conj(θ − θ₀)) ≥ 0] when
-  `cautious` (d has the sign of the paper's u there).
-  """
-  scheduled = validation.is_schedule(weight_decay)
-
-  def init_fn(params):
-    _check_mask_at_init(params, mask)
-    return DecayDirectionState(_schedule_state(scheduled), _init_reference(reference, params))
-
-  def update_fn(updates, state, params=None):
-    _require_params(params, "lamb")
-    if not validation.is_static_zero(weight_decay):
-      lam = validation.evaluate(weight_decay, _count(state.schedule_state))
-
-      def add(k, u, d, p):
-        term = (_decay_coefficient("constant", None, None, lam, k, None, p) * d).astype(u.dtype)
-        if cautious:  # u is a descent direction here: agreement is u·d ≥ 0
-          term = jnp.where(_cautious_agree(-u, d), term, jnp.zeros_like(term))
-        return u + term
-
-      updates = _map_decayed(add, mask, updates, params, state.reference)
-    return updates, DecayDirectionState(_advance(state.schedule_state), state.reference)
-
-  return optax.GradientTransformation(init_fn, update_fn)

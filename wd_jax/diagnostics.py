@@ -13,14 +13,20 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wd_jax._decay import find_states
 from wd_jax.masks import param_paths
-from wd_jax.moments import first_moment_split
+from wd_jax.moments import TrackedAdamL2State, first_moment_split, norm_share
 
 PyTree = Any
 
 
 def _by_path(fn, tree: PyTree) -> dict[str, jax.Array]:
   return {p: fn(x) for p, x in zip(param_paths(tree), jax.tree.leaves(tree))}
+
+
+def _ratio(num: jax.Array, den: jax.Array, where_zero: float) -> jax.Array:
+  """num/den, or `where_zero` where den is 0 (with no NaN in either branch's gradient)."""
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), where_zero)
 
 
 def global_norm(tree: PyTree) -> jax.Array:
@@ -62,12 +68,6 @@ def leaf_norms(tree: PyTree) -> dict[str, jax.Array]:
     matter of course.
   """
   return _by_path(lambda x: jnp.sqrt(jnp.sum(jnp.square(x))), tree)
-
-
-def _cos(a: jax.Array, b: jax.Array) -> jax.Array:
-  na, nb = jnp.sqrt(jnp.sum(a * a)), jnp.sqrt(jnp.sum(b * b))
-  denom = na * nb
-  return jnp.clip(jnp.sum(a * b) / jnp.where(denom > 0, denom, 1.0), -1.0, 1.0)
 
 
 def angular_update(old: PyTree, new: PyTree) -> dict[str, jax.Array]:
@@ -177,11 +177,10 @@ def l2_share_by_leaf(opt_state: Any) -> dict[str, jax.Array]:
     Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021.
   """
   m_loss, m_l2 = first_moment_split(opt_state)
-  out = {}
-  for p, a, b in zip(param_paths(m_loss), jax.tree.leaves(m_loss), jax.tree.leaves(m_l2)):
-    na, nb = jnp.sqrt(jnp.sum(a * a)), jnp.sqrt(jnp.sum(b * b))
-    out[p] = jnp.where(na + nb > 0, nb / jnp.where(na + nb > 0, na + nb, 1.0), 0.0)
-  return out
+  return {
+    p: norm_share(a, b)
+    for p, a, b in zip(param_paths(m_loss), jax.tree.leaves(m_loss), jax.tree.leaves(m_l2))
+  }
 
 
 def _no_prediction(optimizer: str, predicted: tuple[str, ...]) -> float:
@@ -311,9 +310,6 @@ def predicted_equilibrium_norm(
 
 
 def _tracked_state(opt_state: Any) -> Any:
-  from wd_jax.moments import TrackedAdamL2State
-  from wd_jax.transforms import find_states
-
   found = find_states(opt_state, TrackedAdamL2State)
   if len(found) != 1:
     raise ValueError(
@@ -401,8 +397,8 @@ def pollution(
       tot = jnp.sqrt(jnp.maximum(aa + 2 * ab + bb, 0.0))
       na = jnp.sqrt(aa)
       denom = tot * na
-      out[f"{name}_cos"] = jnp.where(denom > 0, (aa + ab) / jnp.where(denom > 0, denom, 1.0), 1.0)
-      out[f"{name}_ratio"] = jnp.where(na > 0, jnp.sqrt(bb) / jnp.where(na > 0, na, 1.0), 0.0)
+      out[f"{name}_cos"] = _ratio(aa + ab, denom, 1.0)
+      out[f"{name}_ratio"] = _ratio(jnp.sqrt(bb), na, 0.0)
     return out
 
   result = measures(leaves) if leaves else {}
@@ -444,8 +440,8 @@ def step_deviation(updates: PyTree, loss_only_updates: PyTree) -> dict[str, jax.
   dot = optax.tree.real(optax.tree.vdot(updates, loss_only_updates))
   denom = n0 * nu
   return {
-    "step_cos": jnp.where(denom > 0, dot / jnp.where(denom > 0, denom, 1.0), 1.0),
-    "step_ratio": jnp.where(n0 > 0, nd / jnp.where(n0 > 0, n0, 1.0), 0.0),
+    "step_cos": _ratio(dot, denom, 1.0),
+    "step_ratio": _ratio(nd, n0, 0.0),
   }
 
 
@@ -507,8 +503,7 @@ def step_diagnostics(
     except ValueError:
       pass
     if tracked:
-      na, nb = optax.tree.norm(m_loss), optax.tree.norm(m_l2)
-      out["l2_share"] = jnp.where(na + nb > 0, nb / jnp.where(na + nb > 0, na + nb, 1.0), 0.0)
+      out["l2_share"] = norm_share(m_loss, m_l2)
       out.update(pollution(opt_state, b2=b2, eps=eps, per_leaf=per_leaf))
   if per_leaf:
     out.update({f"param_norm/{k}": v for k, v in leaf_norms(new_params).items()})

@@ -24,41 +24,53 @@ from typing import Any
 import jax
 import numpy as np
 
+from wd_jax import validation
+
 Mask = Any  # None | pytree (or prefix pytree) of bool/float | Callable[[params], pytree]
 
 
-def _key_name(key: Any) -> str:
-  if isinstance(key, jax.tree_util.DictKey):
-    return str(key.key)
-  if isinstance(key, jax.tree_util.GetAttrKey):
-    return key.name
-  if isinstance(key, jax.tree_util.SequenceKey):
-    return str(key.idx)
-  if isinstance(key, jax.tree_util.FlattenedIndexKey):
-    return str(key.key)
-  return str(key)
-
-
-def _path_names(path: Sequence[Any]) -> tuple[str, ...]:
-  """The names of a key path; the trailing ``value`` of an NNX ``Variable`` is dropped."""
-  names = tuple(_key_name(k) for k in path)
+def path_names(path: Sequence[Any]) -> tuple[str, ...]:
+  """The names of a key path (`jax.tree_util.keystr` of each key), without the trailing
+  ``value`` of an NNX ``Variable``, so that a ``State`` of ``nnx.Param`` nodes and the bare
+  arrays inside it share paths."""
+  names = tuple(jax.tree_util.keystr((k,), simple=True) for k in path)
   if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and names[-1] == "value":
     names = names[:-1]
   return names
 
 
 def path_to_str(path: Sequence[Any]) -> str:
-  """``(DictKey('l1'), DictKey('kernel'), GetAttrKey('value'))`` -> ``"l1/kernel"``.
-
-  The trailing ``value`` attribute of an NNX ``Variable`` is dropped so that a
-  ``State`` of ``nnx.Param`` nodes and the bare arrays inside it share paths.
-  """
-  return "/".join(_path_names(path))
+  """``(DictKey('l1'), DictKey('kernel'), GetAttrKey('value'))`` -> ``"l1/kernel"``."""
+  return "/".join(path_names(path))
 
 
 def param_paths(params: Any) -> list[str]:
   """The path of every array leaf of `params`, in `jax.tree.leaves` order."""
   return [path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+# optax.inject_hyperparams calls every callable hyperparameter as a schedule of the step count.
+_INJECTED = (
+  "optax.inject_hyperparams calls a mask callable with the step count, as a schedule: pass "
+  "static_args=('mask',) (the recipe's mask argument, e.g. 'weight_decay_mask')"
+)
+
+
+def check_mask(mask: Mask, name: str = "mask") -> None:
+  """Raises `ValueError` for a bare bool or JAX array: what a mask callable gives when
+  `optax.inject_hyperparams` calls it as a schedule (and no mask a user means)."""
+  if isinstance(mask, (bool, np.bool_, jax.Array)):
+    raise ValueError(
+      f"{name} must be None, a pytree (or a prefix of one) of bools or multipliers >= 0, or a "
+      f"callable of the params, got {mask!r}. None decays every leaf. If the mask went "
+      f"through optax.inject_hyperparams: {_INJECTED}."
+    )
+
+
+def _refuse_step_count(params: Any, name: str) -> None:
+  if isinstance(params, (jax.Array, np.integer)) and np.ndim(params) == 0:
+    if np.issubdtype(params.dtype, np.integer):
+      raise ValueError(f"{name} was called with a step count, not the params: {_INJECTED}.")
 
 
 def _is_mask_leaf(x: Any) -> bool:
@@ -86,7 +98,8 @@ def _as_multiplier(name: str, value: Any) -> float:
 
 def _resolve(params: Any, mask: Mask, name: str) -> list[tuple[float, str]]:
   """(multiplier, what set it) per leaf of `params`, in `jax.tree.leaves` order."""
-  paths = [_path_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  check_mask(mask, name)
+  paths = [path_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   if mask is None:
     return [(1.0, "no mask: every leaf")] * len(paths)
   assign = getattr(mask, "_assign", None)
@@ -99,7 +112,7 @@ def _resolve(params: Any, mask: Mask, name: str) -> list[tuple[float, str]]:
   else:
     tree, explain, label = mask, None, None
   flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_mask_leaf)[0]
-  entries = {_path_names(p): v for p, v in flat}
+  entries = {path_names(p): v for p, v in flat}
   used: set[tuple[str, ...]] = set()
   found, missing = [], []
   for path in paths:
@@ -165,6 +178,7 @@ def default_mask(params: Any) -> Any:
     He et al., "Bag of tricks for image classification with convolutional neural
     networks", CVPR 2019 (§3.1, "no bias decay").
   """
+  _refuse_step_count(params, "default_mask")
   return jax.tree.map(lambda x: np.ndim(x) >= 2, params)
 
 
@@ -181,6 +195,7 @@ class _ExplainedMask:
     raise NotImplementedError
 
   def __call__(self, params: Any) -> Any:
+    _refuse_step_count(params, self.__name__)
     mults = iter([m for m, _ in self._assign(params)])
     return jax.tree.map(lambda _: next(mults), params)
 
@@ -249,24 +264,24 @@ class RegexMask(_ExplainedMask):
         else:
           out.append((base[i][0], f"default ({base[i][1]})"))
     if not self.allow_unused_rules:
-      unused = []
-      for j, (pattern, _, _) in enumerate(self.rules):
-        if j in first_hits:
-          continue
-        if j in any_hits:
-          unused.append(
-            f"{pattern!r} matches only paths an earlier rule sets (e.g. {any_hits[j]!r})"
-          )
-        else:
-          unused.append(f"{pattern!r} matches no parameter path")
-      if unused:
-        shown = ", ".join(repr(p) for p in paths[:8]) + (" ..." if len(paths) > 8 else "")
-        raise ValueError(
-          "regex_mask rule sets no multiplier: " + "; ".join(unused) + f". Parameter paths: "
-          f"[{shown}]. Fix the pattern (it must re.fullmatch the whole path), or pass "
-          "allow_unused_rules=True."
-        )
+      self._refuse_unused(paths, first_hits, any_hits)
     return out
+
+  def _refuse_unused(self, paths, first_hits, any_hits) -> None:
+    """Raises for a rule that sets no multiplier: it matches no path, or only shadowed ones."""
+    unused = []
+    for j, (pattern, _, _) in enumerate(self.rules):
+      if j in any_hits and j not in first_hits:
+        unused.append(f"{pattern!r} matches only paths an earlier rule sets (e.g. {any_hits[j]!r})")
+      elif j not in any_hits:
+        unused.append(f"{pattern!r} matches no parameter path")
+    if unused:
+      shown = ", ".join(repr(p) for p in paths[:8]) + (" ..." if len(paths) > 8 else "")
+      raise ValueError(
+        "regex_mask rule sets no multiplier: " + "; ".join(unused) + f". Parameter paths: "
+        f"[{shown}]. Fix the pattern (it must re.fullmatch the whole path), or pass "
+        "allow_unused_rules=True."
+      )
 
   def __repr__(self) -> str:
     rules = {p: m for p, _, m in self.rules}
@@ -347,8 +362,7 @@ class FanInMask(_ExplainedMask):
       if n is None or m == 0.0:
         out.append((m, why))
         continue
-      if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"fan_in of {path!r} must be an int >= 1 or None, got {n!r}.")
+      validation.check_int(f"fan_in of {path!r}", n, lower=1, hint=" or None")
       scale = (int(n) / self.base_fan_in) ** self.exponent
       out.append((m * scale, f"{why} × (fan_in {int(n)}/{self.base_fan_in})^{self.exponent:g}"))
     return out
@@ -395,14 +409,10 @@ def fan_in_mask(
     Wang & Aitchison, "How to set AdamW's weight decay as you scale model and dataset
     size", 2024. Yang et al., "Tensor Programs V" (μP), 2022.
   """
-  if isinstance(base_fan_in, bool) or not isinstance(base_fan_in, (int, np.integer)):
-    raise ValueError(f"base_fan_in must be an int >= 1, got {base_fan_in!r}.")
-  if base_fan_in < 1:
-    raise ValueError(f"base_fan_in must be an int >= 1, got {base_fan_in!r}.")
-  if isinstance(exponent, bool) or not isinstance(exponent, (int, float)):
+  validation.check_int("base_fan_in", base_fan_in, lower=1)
+  if isinstance(exponent, bool):
     raise ValueError(f"exponent must be a finite number, got {exponent!r}.")
-  if not math.isfinite(exponent):
-    raise ValueError(f"exponent must be a finite number, got {exponent!r}.")
+  validation.check_number("exponent", exponent, allow_schedule=False)
   return FanInMask(int(base_fan_in), float(exponent), mask, fan_in)
 
 

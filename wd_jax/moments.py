@@ -16,23 +16,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wd_jax import validation
+from wd_jax import _decay, validation
+from wd_jax._recipe import adam_direction, amsgrad_kind, check_adam
 from wd_jax.decoupled import DecayDirectionState, DecoupledWeightDecayState
-from wd_jax.masks import Mask, leaf_multipliers
-from wd_jax.transforms import (
-  AddL1State,
-  AddL2State,
-  _advance,
-  _check_mask_at_init,
-  _check_reference,
-  _coef_dtype,
-  _count,
-  _decay_coefficient,
-  _init_reference,
-  _reference_leaves,
-  _schedule_state,
-  find_states,
-)
+from wd_jax.masks import Mask
+from wd_jax.transforms import AddL1State, AddL2State
 
 
 class AdamL2State(NamedTuple):
@@ -42,8 +30,8 @@ class AdamL2State(NamedTuple):
     count: the step count, shape ``()``, int32.
     mu: the first moment (with λθ when ``l2_in_first_moment``), dtype ``mu_dtype``.
     nu: the second moment (with λθ when ``l2_in_second_moment``).
-    nu_max: the running max of the debiased second moment (amsgrad), else
-      ``optax.EmptyState()``.
+    nu_max: the running max of v̂ (``amsgrad=True``/``"optax"``) or of v (``"torch"``),
+      else ``optax.EmptyState()``.
     reference: θ₀ for L2 toward a reference point, else ``optax.EmptyState()``.
 
   Example:
@@ -55,7 +43,7 @@ class AdamL2State(NamedTuple):
   count: chex.Array  # shape=(), dtype=jnp.int32.
   mu: optax.Updates  # First moment (with λθ when l2_in_first_moment), dtype mu_dtype.
   nu: optax.Updates  # Second moment (with λθ when l2_in_second_moment).
-  nu_max: Any  # Running max of the debiased second moment (amsgrad), else EmptyState.
+  nu_max: Any  # Running max of v̂ (amsgrad "optax") or of v ("torch"), else EmptyState.
   reference: Any  # θ₀ for L2 toward a reference point, else EmptyState.
 
 
@@ -67,8 +55,8 @@ class TrackedAdamL2State(NamedTuple):
     mu_loss: the EMA of the loss gradient g, dtype ``mu_dtype``.
     mu_l2: the EMA of the L2 gradient λθ (zeros when it is not in m), dtype ``mu_dtype``.
     nu: the second moment.
-    nu_max: the running max of the debiased second moment (amsgrad), else
-      ``optax.EmptyState()``.
+    nu_max: the running max of v̂ (``amsgrad=True``/``"optax"``) or of v (``"torch"``),
+      else ``optax.EmptyState()``.
     reference: θ₀ for L2 toward a reference point, else ``optax.EmptyState()``.
 
   Example:
@@ -83,15 +71,76 @@ class TrackedAdamL2State(NamedTuple):
   mu_loss: optax.Updates  # EMA of the loss gradient g, dtype mu_dtype.
   mu_l2: optax.Updates  # EMA of the L2 gradient λθ (zeros when not in m), dtype mu_dtype.
   nu: optax.Updates  # Second moment.
-  nu_max: Any  # Running max of the debiased second moment (amsgrad), else EmptyState.
+  nu_max: Any  # Running max of v̂ (amsgrad "optax") or of v ("torch"), else EmptyState.
   reference: Any  # θ₀ for L2 toward a reference point, else EmptyState.
 
 
-def _check_adam_constants(b1, b2, eps, eps_root) -> None:
-  validation.check_beta("b1", b1)
-  validation.check_beta("b2", b2)
-  validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
-  validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
+class _AdamL2Settings(NamedTuple):
+  """The constants of one `scale_by_adam_l2`: where r goes, and Adam's own."""
+
+  b1: Any
+  b2: Any
+  eps: Any
+  eps_root: Any
+  mu_dtype: Any
+  nesterov: bool
+  amsgrad: str | None  # None, "optax" (max of v̂) or "torch" (max of v, then debiased)
+  in_m: bool  # r enters the first moment
+  in_v: bool  # r enters the second moment
+  track: bool  # m is kept as m_loss + m_l2
+
+
+def _l2_terms(lam, mask, updates, params, reference) -> tuple[list, Any, list]:
+  """(gradient leaves, treedef, r = λ_t k (θ − θ₀) per leaf in its dtype; None if undecayed)."""
+  grads, treedef, rows = _decay.decayed_leaves(updates, params, reference, mask)
+  if validation.is_static_zero(lam):
+    return grads, treedef, [None] * len(grads)
+  coef = functools.partial(_decay.coefficient, "constant", None, None, lam)
+  rs = [
+    None if k == 0.0 else (coef(k, None, p) * d).astype(g.dtype)
+    for g, (k, p, d) in zip(grads, rows)
+  ]
+  return grads, treedef, rs
+
+
+def _first_moment(s: _AdamL2Settings, g, r, stored):
+  """m_t, what enters it (g or g + r), and the buffers to store (m, or m_loss and m_l2)."""
+  gm = g + r if (r is not None and s.in_m) else g
+  if not s.track:
+    m = optax.tree.update_moment(gm, stored[0], s.b1, 1)
+    return m, gm, (optax.tree.cast(m, s.mu_dtype),)
+  m_loss = optax.tree.update_moment(g, stored[0], s.b1, 1)
+  m_l2 = optax.tree.update_moment(r, stored[1], s.b1, 1) if gm is not g else stored[1]
+  return m_loss + m_l2, gm, (optax.tree.cast(m_loss, s.mu_dtype), optax.tree.cast(m_l2, s.mu_dtype))
+
+
+def _adam_l2_leaf(s: _AdamL2Settings, count, g, r, *moments):
+  """One leaf's step u and new buffers (m or m_loss, m_l2; v; v̂'s running max or None)."""
+  *stored, nu, nu_max = moments
+  m, gm, new_m = _first_moment(s, g, r, stored)
+  gv = g + r if (r is not None and s.in_v) else g
+  new_nu = optax.tree.update_moment_per_elem_norm(gv, nu, s.b2, 2)
+  if s.nesterov:
+    m_hat = s.b1 * optax.tree.bias_correction(m, s.b1, optax.safe_increment(count)) + (
+      1 - s.b1
+    ) * optax.tree.bias_correction(gm, s.b1, count)
+  else:
+    m_hat = optax.tree.bias_correction(m, s.b1, count)
+  if r is not None and not s.in_m:
+    m_hat = m_hat + r
+  v_hat = optax.tree.bias_correction(new_nu, s.b2, count)
+  if s.amsgrad == "optax":  # the running max of v̂
+    v_hat = nu_max = jnp.maximum(nu_max, v_hat)
+  elif s.amsgrad == "torch":  # the running max of v, then debiased
+    nu_max = jnp.maximum(nu_max, new_nu)
+    v_hat = optax.tree.bias_correction(nu_max, s.b2, count)
+  den = jnp.sqrt(v_hat + s.eps_root) + s.eps
+  if r is not None and not s.in_v:
+    # Where the loss's √v̂ is smaller than λθ (down to v̂ = 0: an embedding row no batch
+    # touched, a dead unit), λθ is divided by its own size, as Adam divides a lone gradient,
+    # never by a √v̂ the loss barely fed (λθ/ε would be a step of λθ/ε·α).
+    den = jnp.maximum(den, jnp.abs(r) + s.eps)
+  return m_hat / den, (*new_m, optax.tree.cast_like(new_nu, nu), nu_max)
 
 
 def scale_by_adam_l2(
@@ -103,7 +152,7 @@ def scale_by_adam_l2(
   eps_root: float = 0.0,
   mu_dtype: Any = None,
   nesterov: bool = False,
-  amsgrad: bool = False,
+  amsgrad: bool | str = False,
   l2_in_first_moment: bool = True,
   l2_in_second_moment: bool = True,
   track_moments: bool = False,
@@ -126,7 +175,7 @@ def scale_by_adam_l2(
     \quad (\text{not in } v\text{: see below})
 
   (nesterov: m̂_t = β1 m_t/(1−β1^{t+1}) + (1−β1)(g + r·[in m])/(1−β1^t); amsgrad:
-  v̂_t ← max(v̂_{t−1}, v̂_t)).
+  v̂_t ← max(v̂_{t−1}, v̂_t), or torch's max_{s≤t} v_s/(1−β2^t)).
 
   The "not in v" arms divide by ``max(√v̂, |r|) + ε`` instead of √v̂ + ε. Where the loss's
   √v̂ is at least λθ's size, that is the loss's own preconditioner — the arm's meaning. Where it
@@ -148,7 +197,8 @@ def scale_by_adam_l2(
     b1, b2, eps, eps_root: Adam's constants (as in `optax.scale_by_adam`).
     mu_dtype: dtype of the first-moment buffer(s); None keeps the params' dtype.
     nesterov: Nesterov momentum (Dozat 2016), as `optax.scale_by_adam(nesterov=True)`.
-    amsgrad: divide by the running max of v̂ (as `optax.scale_by_amsgrad`).
+    amsgrad: ``True``/``"optax"``: divide by the running max of v̂ (``optax.scale_by_amsgrad``);
+      ``"torch"``: by the running max of v, debiased at the current step (torch's).
     l2_in_first_moment: feed r into m (else add it to the debiased m at this step only).
     l2_in_second_moment: feed r into v.
     track_moments: keep m as m_loss + m_l2 (`first_moment_split`, `l2_share`); one extra
@@ -178,89 +228,48 @@ def scale_by_adam_l2(
     PyTorch ``torch.optim.Adam(weight_decay=λ)`` (both flags set).
   """
   validation.check_weight_decay(weight_decay)
-  _check_adam_constants(b1, b2, eps, eps_root)
-  if nesterov and amsgrad:
-    raise ValueError("nesterov=True and amsgrad=True cannot be combined (as in optax), got both.")
-  _check_reference(reference)
+  check_adam(b1, b2, eps, eps_root, nesterov, amsgrad)
+  _decay.check_reference(reference)
   mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+  settings = _AdamL2Settings(
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    eps_root=eps_root,
+    mu_dtype=mu_dtype,
+    nesterov=nesterov,
+    amsgrad=amsgrad_kind(amsgrad),
+    in_m=l2_in_first_moment,
+    in_v=l2_in_second_moment,
+    track=track_moments,
+  )
+  state_type = TrackedAdamL2State if track_moments else AdamL2State
 
   def init_fn(params):
-    _check_mask_at_init(params, mask)
-    count = jnp.zeros([], jnp.int32)
-    mu = lambda: optax.tree.zeros_like(params, dtype=mu_dtype)
+    _decay.check_mask_at_init(params, mask)
+    mus = [optax.tree.zeros_like(params, dtype=mu_dtype) for _ in range(1 + track_moments)]
     nu = optax.tree.zeros_like(params)
-    nu_max = optax.tree.zeros_like(params) if amsgrad else optax.EmptyState()
-    ref = _init_reference(reference, params)
-    if track_moments:
-      return TrackedAdamL2State(count, mu(), mu(), nu, nu_max, ref)
-    return AdamL2State(count, mu(), nu, nu_max, ref)
+    nu_max = optax.tree.zeros_like(params) if settings.amsgrad else optax.EmptyState()
+    ref = _decay.init_reference(reference, params)
+    return state_type(jnp.zeros([], jnp.int32), *mus, nu, nu_max, ref)
 
   def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError(
-        "scale_by_adam_l2 needs the current params: call update(updates, state, params)."
-      )
-    lam = validation.evaluate(weight_decay, state.count)
+    _decay.require_params(params, "scale_by_adam_l2")
     count = optax.safe_increment(state.count)
-    mults = leaf_multipliers(params, mask)
-    grads, treedef = jax.tree.flatten(updates)
-    ps = treedef.flatten_up_to(params)
-    refs = _reference_leaves(state.reference, treedef)
-    nus = treedef.flatten_up_to(state.nu)
-    nu_maxs = treedef.flatten_up_to(state.nu_max) if amsgrad else [None] * len(grads)
-    if track_moments:
-      mls, m2s = treedef.flatten_up_to(state.mu_loss), treedef.flatten_up_to(state.mu_l2)
-    else:
-      mus = treedef.flatten_up_to(state.mu)
-    out, new_mu, new_m2, new_nu, new_nu_max = [], [], [], [], []
-    for i, (g, p, k) in enumerate(zip(grads, ps, mults)):
-      r = None
-      if k != 0.0 and not validation.is_static_zero(lam):
-        coef = _decay_coefficient("constant", None, None, lam, k, None, p)
-        r = (coef * (p if refs[i] is None else p - refs[i])).astype(g.dtype)
-      gm = g + r if (r is not None and l2_in_first_moment) else g  # what enters m
-      gv = g + r if (r is not None and l2_in_second_moment) else g  # what enters v
-      nu = optax.tree.update_moment_per_elem_norm(gv, nus[i], b2, 2)
-      if track_moments:
-        m_loss = optax.tree.update_moment(g, mls[i], b1, 1)
-        m_l2 = m2s[i]
-        if r is not None and l2_in_first_moment:
-          m_l2 = optax.tree.update_moment(r, m2s[i], b1, 1)
-        m = m_loss + m_l2
-        new_mu.append(optax.tree.cast(m_loss, mu_dtype))
-        new_m2.append(optax.tree.cast(m_l2, mu_dtype))
-      else:
-        m = optax.tree.update_moment(gm, mus[i], b1, 1)
-        new_mu.append(optax.tree.cast(m, mu_dtype))
-      if nesterov:
-        m_hat = b1 * optax.tree.bias_correction(m, b1, optax.safe_increment(count)) + (
-          1 - b1
-        ) * optax.tree.bias_correction(gm, b1, count)
-      else:
-        m_hat = optax.tree.bias_correction(m, b1, count)
-      if r is not None and not l2_in_first_moment:
-        m_hat = m_hat + r
-      v_hat = optax.tree.bias_correction(nu, b2, count)
-      if amsgrad:
-        v_hat = jnp.maximum(nu_maxs[i], v_hat)
-        new_nu_max.append(v_hat)
-      den = jnp.sqrt(v_hat + eps_root) + eps
-      if r is not None and not l2_in_second_moment:
-        # Where the loss's √v̂ is smaller than λθ (down to v̂ = 0: an embedding row no batch
-        # touched, a dead unit), λθ is divided by its own size, as Adam divides a lone gradient,
-        # never by a √v̂ the loss barely fed (λθ/ε would be a step of λθ/ε·α).
-        den = jnp.maximum(den, jnp.abs(r) + eps)
-      out.append(m_hat / den)
-      new_nu.append(optax.tree.cast_like(nu, nus[i]))
-    unflat = treedef.unflatten
-    nu_max = unflat(new_nu_max) if amsgrad else state.nu_max
-    if track_moments:
-      new_state = TrackedAdamL2State(
-        count, unflat(new_mu), unflat(new_m2), unflat(new_nu), nu_max, state.reference
-      )
-    else:
-      new_state = AdamL2State(count, unflat(new_mu), unflat(new_nu), nu_max, state.reference)
-    return unflat(out), new_state
+    lam = validation.evaluate(weight_decay, state.count)
+    grads, treedef, rs = _l2_terms(lam, mask, updates, params, state.reference)
+    buffers = [
+      [None] * len(grads) if isinstance(b, optax.EmptyState) else treedef.flatten_up_to(b)
+      for b in state[1:-1]
+    ]
+    step = functools.partial(_adam_l2_leaf, settings, count)
+    out = [step(g, r, *bufs) for g, r, *bufs in zip(grads, rs, *buffers)]
+    new = [treedef.unflatten(list(b)) for b in zip(*(leaf for _, leaf in out))] or [
+      treedef.unflatten([]) for _ in buffers
+    ]
+    if not settings.amsgrad:
+      new[-1] = state.nu_max
+    return treedef.unflatten([u for u, _ in out]), state_type(count, *new, state.reference)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -292,7 +301,7 @@ def scale_by_adam_stable(
   eps_root: float = 0.0,
   mu_dtype: Any = None,
   nesterov: bool = False,
-  amsgrad: bool = False,
+  amsgrad: bool | str = False,
   mask: Mask = None,
 ) -> optax.GradientTransformation:
   r"""Adam scaling plus stable weight decay (SWD; Xie et al. NeurIPS 2023, "AdamS").
@@ -312,7 +321,8 @@ def scale_by_adam_stable(
   Args:
     weight_decay: λ ≥ 0 or a schedule.
     b1, b2, eps, eps_root, mu_dtype, nesterov: as `optax.scale_by_adam`.
-    amsgrad: use `optax.scale_by_amsgrad` (v̄ is then the mean of its running max).
+    amsgrad: ``True``/``"optax"`` or ``"torch"``, as `scale_by_adam_l2` (v̄ is then the mean
+      of the debiased running max, the denominator used).
     mask: which leaves to decay, and by how much.
 
   Returns:
@@ -334,50 +344,34 @@ def scale_by_adam_stable(
     mitigate them: a gradient-norm perspective", NeurIPS 2023.
   """
   validation.check_weight_decay(weight_decay)
-  _check_adam_constants(b1, b2, eps, eps_root)
-  if nesterov and amsgrad:
-    raise ValueError("nesterov=True and amsgrad=True cannot be combined (as in optax), got both.")
-  if amsgrad:
-    adam = optax.scale_by_amsgrad(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
-  else:
-    adam = optax.scale_by_adam(
-      b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
-    )
+  check_adam(b1, b2, eps, eps_root, nesterov, amsgrad)
+  adam = adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad)
   scheduled = validation.is_schedule(weight_decay)
 
   def init_fn(params):
-    _check_mask_at_init(params, mask)
-    return StableWeightDecayState(adam.init(params), _schedule_state(scheduled))
+    _decay.check_mask_at_init(params, mask)
+    return StableWeightDecayState(adam.init(params), _decay.schedule_state(scheduled))
 
   def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("scale_by_adam_stable needs the current params.")
+    _decay.require_params(params, "scale_by_adam_stable")
     steps, adam_state = adam.update(updates, state.adam, params)
-    lam = validation.evaluate(weight_decay, _count(state.schedule_state))
-    new_state = StableWeightDecayState(adam_state, _advance(state.schedule_state))
-    if amsgrad:
+    lam = validation.evaluate(weight_decay, _decay.count_of(state.schedule_state))
+    new_state = StableWeightDecayState(adam_state, _decay.advance(state.schedule_state))
+    kind = amsgrad_kind(amsgrad)
+    if kind == "optax":
       v_hats = jax.tree.leaves(adam_state.nu_max)  # already debiased, as used
-    else:
-      v_hats = [
-        x / (1 - b2**adam_state.count).astype(x.dtype) for x in jax.tree.leaves(adam_state.nu)
-      ]
+    else:  # v, or torch's running max of v, debiased
+      raw = adam_state.nu_max if kind == "torch" else adam_state.nu
+      v_hats = [x / (1 - b2**adam_state.count).astype(x.dtype) for x in jax.tree.leaves(raw)]
     size = sum(x.size for x in v_hats)
     if size == 0 or validation.is_static_zero(lam):  # nothing to decay (an empty tree has no v̄)
       return steps, new_state
-    dtype = functools.reduce(jnp.promote_types, [_coef_dtype(x) for x in v_hats])
+    dtype = functools.reduce(jnp.promote_types, [_decay.coef_dtype(x) for x in v_hats])
     nu_mean = sum(jnp.sum(jnp.real(x).astype(dtype)) for x in v_hats) / size
     inv = jnp.where(nu_mean > 0, 1.0 / jnp.sqrt(jnp.where(nu_mean > 0, nu_mean, 1.0)), 0.0)
-    mults = leaf_multipliers(params, mask)
-    leaves, treedef = jax.tree.flatten(steps)
-    ps = treedef.flatten_up_to(params)
-    out = []
-    for u, p, k in zip(leaves, ps, mults):
-      if k == 0.0:
-        out.append(u)
-        continue
-      coef = _decay_coefficient("constant", None, None, lam, k, None, p) * inv
-      out.append(u + (coef * p).astype(u.dtype))
-    return treedef.unflatten(out), new_state
+    lam = jnp.asarray(validation.real(lam), dtype) * inv  # λ_t/√v̄
+    steps = _decay.add_decay(steps, params, optax.EmptyState(), lam=lam, mask=mask, sign=+1)
+    return steps, new_state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -410,7 +404,7 @@ def first_moment_split(opt_state: Any) -> tuple[optax.Updates, optax.Updates]:
   References:
     Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021.
   """
-  found = find_states(opt_state, TrackedAdamL2State)
+  found = _decay.find_states(opt_state, TrackedAdamL2State)
   if not found:
     raise ValueError(
       "first_moment_split needs an optimizer built with track_moments=True, e.g. "
@@ -430,6 +424,13 @@ def _state_types(opt_state: Any) -> list[str]:
     if isinstance(node, tuple) and hasattr(node, "_fields"):
       names.append(type(node).__name__)
   return names
+
+
+def norm_share(m_loss: Any, m_l2: Any) -> chex.Array:
+  """‖m_l2‖ / (‖m_loss‖ + ‖m_l2‖) of two trees (or leaves), 0 where both are 0."""
+  a, b = optax.tree.norm(m_loss), optax.tree.norm(m_l2)
+  total = a + b
+  return jnp.where(total > 0, b / jnp.where(total > 0, total, 1.0), 0.0)
 
 
 def l2_share(opt_state: Any) -> chex.Array:
@@ -465,18 +466,15 @@ def l2_share(opt_state: Any) -> chex.Array:
   References:
     Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021.
   """
-  if find_states(opt_state, TrackedAdamL2State):
-    m_loss, m_l2 = first_moment_split(opt_state)
-    a, b = optax.tree.norm(m_loss), optax.tree.norm(m_l2)
-    total = a + b
-    return jnp.where(total > 0, b / jnp.where(total > 0, total, 1.0), 0.0)
-  if any(find_states(opt_state, cls) for cls in (AddL2State, AddL1State, AdamL2State)):
+  if _decay.find_states(opt_state, TrackedAdamL2State):
+    return norm_share(*first_moment_split(opt_state))
+  if _decay.find_states(opt_state, (AddL2State, AddL1State, AdamL2State)):
     raise ValueError(
       "l2_share of a coupled optimizer needs track_moments=True "
       "(e.g. wd_jax.adam_l2(lr, wd, track_moments=True)) to measure the L2 part of m."
     )
   decoupled = (DecoupledWeightDecayState, StableWeightDecayState, DecayDirectionState)
-  if any(find_states(opt_state, cls) for cls in decoupled):
+  if _decay.find_states(opt_state, decoupled):
     return jnp.zeros([], jnp.float32)
   raise ValueError(
     "l2_share cannot know the L2 share of this optimizer: its state holds no wd_jax weight "

@@ -3,15 +3,18 @@
 Every decoupled recipe is `with_weight_decay` around a complete base optimizer built from
 optax's pieces, so its decay sits after the whole step whatever the base does, and takes
 the same options: ``coupling`` (what multiplies λ), ``cautious``, ``reference`` (L2-SP)
-and ``mask``. Every `learning_rate` and `weight_decay` takes a float or an optax schedule;
-every numeric hyperparameter can be injected with `optax.inject_hyperparams` (integer ones
-that set shapes or loop counts, ``ns_steps``, ``min_dim_size_to_factor``, ``warmup_steps``,
-need ``static_args``). The README's table collects what multiplies λ in each.
+and ``mask``. Every `learning_rate` (≥ 0) and `weight_decay` takes a float or an optax
+schedule; every numeric hyperparameter can be injected with `optax.inject_hyperparams`
+(integer ones that set shapes or loop counts, ``ns_steps``, ``min_dim_size_to_factor``,
+``warmup_steps``, and mask callables need ``static_args``). The README's table collects what
+multiplies λ in each.
 
-Default λ per recipe: the value the reference implementation ships where it decays by
-default (``optax.adamw``/``nadamw`` 1e-4, ``optax.lion`` 1e-3, torch ``Muon`` 0.1), else
-the value of the method's paper (LAMB 0.01, Adan 0.02), else none (Adafactor and
-schedule-free AdamW: 0.0, as torch and optax). The Adam/SGD recipes share adamw's 1e-4.
+A recipe named as an optax optimizer (``adamw``, ``nadamw``, ``lion``, ``lamb``, ``adan``,
+``adafactor``, and ``muon`` / ``schedule_free_adamw`` of ``optax.contrib``) takes its
+positional arguments and defaults, λ included (0 for LAMB, Adan and Muon, None for
+Adafactor), so ``optax.X(*args, **kw)`` and ``wd_jax.X(*args, **kw)`` are one optimizer;
+wd-jax's own options are keywords. The recipes without an optax namesake (``adam_l2``,
+``adams``, ``sgdw``, ``sgd_l2``) take λ second, default 1e-4.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import optax
 
 from wd_jax import validation
-from wd_jax._recipe import ScalarOrSchedule, _adam_direction, _check_adam, _decay
+from wd_jax._recipe import ScalarOrSchedule, adam_direction, check_adam, decayed, second_argument
 from wd_jax.masks import Mask
 from wd_jax.moments import scale_by_adam_l2, scale_by_adam_stable
 from wd_jax.other_optimizers import adafactor, adan, lamb, lion, muon, schedule_free_adamw
@@ -39,7 +42,7 @@ def adam_l2(
   eps_root: float = 0.0,
   mu_dtype: Any = None,
   nesterov: bool = False,
-  amsgrad: bool = False,
+  amsgrad: bool | str = False,
   mask: Mask = None,
   reference: Any = None,
   l2_in_first_moment: bool = True,
@@ -67,7 +70,9 @@ def adam_l2(
   Args:
     learning_rate: α, a float or a schedule.
     weight_decay: λ ≥ 0, a float or a schedule (default 1e-4, as ``optax.adamw``).
-    b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad: as `optax.adam` / `optax.amsgrad`.
+    b1, b2, eps, eps_root, mu_dtype, nesterov: as `optax.adam`.
+    amsgrad: ``True``/``"optax"`` (the max of v̂, ``optax.amsgrad``) or ``"torch"`` (the max of
+      v, debiased at the current step: ``torch.optim.Adam(amsgrad=True)``).
     mask: which leaves get the L2 gradient, and by how much.
     reference: None, ``"init"`` or a pytree θ₀ (L2-SP, coupled).
     l2_in_first_moment, l2_in_second_moment, track_moments: see `scale_by_adam_l2`.
@@ -90,12 +95,13 @@ def adam_l2(
     regularization", ICLR 2019. Bjorck, Weinberger & Gomes, "Understanding decoupled and
     early weight decay", AAAI 2021 (L2 in the first moment).
   """
-  _check_adam(learning_rate, b1, b2, eps, eps_root, nesterov, amsgrad)
+  validation.check_learning_rate(learning_rate)
+  check_adam(b1, b2, eps, eps_root, nesterov, amsgrad)
   lr = optax.scale_by_learning_rate(learning_rate)
   if l2_in_first_moment and l2_in_second_moment and not track_moments:
     return optax.chain(
       add_l2(weight_decay, mask=mask, reference=reference),
-      _adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
+      adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
       lr,
     )
   return optax.chain(
@@ -120,22 +126,22 @@ def adam_l2(
 
 def adamw(
   learning_rate: ScalarOrSchedule,
-  weight_decay: ScalarOrSchedule = 1e-4,
-  *,
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
   eps_root: float = 0.0,
   mu_dtype: Any = None,
+  weight_decay: ScalarOrSchedule = 1e-4,
+  mask: Mask = None,
+  *,
   nesterov: bool = False,
-  amsgrad: bool = False,
+  amsgrad: bool | str = False,
   coupling: str = "lr",
   peak_learning_rate: float | None = None,
-  mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Adam with decoupled weight decay (``optax.adamw`` / torch ``AdamW`` at ``coupling="lr"``).
+  r"""Adam with decoupled weight decay: ``optax.adamw``'s arguments, and torch ``AdamW``.
 
   With m̂, v̂ Adam's debiased moments of the loss gradient alone:
 
@@ -148,59 +154,74 @@ def adamw(
   λ is multiplied by c_t from `coupling`: ``"lr"`` α_t (torch, optax), ``"schedule"``
   α_t/α_peak (Loshchilov & Hutter, Composer), ``"constant"`` 1, ``"corrected"`` α_t²/α_peak
   (AdamC); k is the mask multiplier; a = 1[update and θ − θ₀ agree in sign] when `cautious`,
-  else 1; θ₀ = 0 unless `reference`. The decay never enters m or v.
+  else 1; θ₀ = 0 unless `reference`. The decay never enters m or v. The positional arguments
+  and their defaults are ``optax.adamw``'s, so ``optax.adamw(*args, **kw)`` and
+  ``wd_jax.adamw(*args, **kw)`` are the same optimizer; wd-jax's options are keywords.
 
   Args:
-    learning_rate: α, a float or a schedule.
+    learning_rate: α ≥ 0, a float or a schedule (a warmup may start at 0).
+    b1, b2, eps, eps_root, mu_dtype: as `optax.adamw`.
     weight_decay: λ ≥ 0, a float or a schedule (default 1e-4, as ``optax.adamw``).
-    b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad: as `optax.adamw` / `optax.amsgrad`.
-    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+    mask: which leaves to decay, and by how much (`optax.adamw`'s bool trees and callables,
+      and wd_jax's multipliers and rules, see `wd_jax.masks`).
+    nesterov: as `optax.adamw`.
+    amsgrad: ``True`` or ``"optax"``: divide by the running max of the bias-corrected v̂
+      (``optax.scale_by_amsgrad``); ``"torch"``: by the running max of the raw v, divided
+      by the current bias correction (``torch.optim.AdamW(amsgrad=True)``).
+    coupling, peak_learning_rate, cautious, reference: see `with_weight_decay`.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around
     ``chain(scale_by_adam, scale_by_learning_rate)``; its `update` needs the params.
 
+  Raises:
+    ValueError: a bad argument, named; a `b1` outside [0, 1) says that λ is a keyword now.
+
   Example:
-    >>> opt = wd_jax.adamw(0.1, 0.5)
+    >>> opt = wd_jax.adamw(0.1, weight_decay=0.5)
     >>> p = jnp.array([2.0])
     >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
     >>> print(p + u)  # zero gradient: θ (1 − α λ)
     [1.9]
     >>> lr = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 100, 1000)
-    >>> opt = wd_jax.adamw(lr, 0.1, coupling="schedule", peak_learning_rate=1e-3)
+    >>> opt = wd_jax.adamw(lr, weight_decay=0.1, coupling="schedule", peak_learning_rate=1e-3)
 
   References:
     Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019. Kingma & Ba,
-    "Adam", ICLR 2015. Defazio et al., "Why gradients rapidly increase near the end of
+    "Adam", ICLR 2015. Reddi, Kale & Kumar, "On the convergence of Adam and beyond", ICLR
+    2018 (AMSGrad). Defazio et al., "Why gradients rapidly increase near the end of
     training", 2025 (``"corrected"``). Chen et al., "Cautious weight decay",
     arXiv:2510.12402, 2025.
   """
-  _check_adam(learning_rate, b1, b2, eps, eps_root, nesterov, amsgrad)
+  validation.check_learning_rate(learning_rate)
+  with second_argument("adamw", "b1"):
+    check_adam(b1, b2, eps, eps_root, nesterov, amsgrad)
   base = optax.chain(
-    _adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
+    adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
     optax.scale_by_learning_rate(learning_rate),
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
 
 def nadamw(
   learning_rate: ScalarOrSchedule,
-  weight_decay: ScalarOrSchedule = 1e-4,
-  *,
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
   eps_root: float = 0.0,
   mu_dtype: Any = None,
+  weight_decay: ScalarOrSchedule = 1e-4,
+  mask: Mask = None,
+  *,
+  nesterov: bool = True,
   coupling: str = "lr",
   peak_learning_rate: float | None = None,
-  mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""AdamW with Nesterov momentum (``optax.nadamw``): `adamw` with ``nesterov=True``.
+  r"""AdamW with Nesterov momentum: ``optax.nadamw``'s arguments; `adamw` with ``nesterov=True``.
 
   .. math::
 
@@ -214,16 +235,18 @@ def nadamw(
   (α_t at the default ``coupling="lr"``, as ``optax.nadamw``).
 
   Args:
-    learning_rate: α, a float or a schedule.
-    weight_decay: λ ≥ 0, a float or a schedule (default 1e-4, as ``optax.nadamw``).
+    learning_rate: α ≥ 0, a float or a schedule.
     b1, b2, eps, eps_root, mu_dtype: as `optax.nadamw`.
-    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+    weight_decay: λ ≥ 0, a float or a schedule (default 1e-4, as ``optax.nadamw``).
+    mask: which leaves to decay, and by how much.
+    nesterov: as `optax.nadamw` (True).
+    coupling, peak_learning_rate, cautious, reference: see `with_weight_decay`.
 
   Returns:
     An `optax.GradientTransformationExtraArgs` (as `adamw`).
 
   Example:
-    >>> opt = wd_jax.nadamw(0.1, 0.5)
+    >>> opt = wd_jax.nadamw(0.1, weight_decay=0.5)
     >>> p = jnp.array([2.0])
     >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
     >>> print(p + u)  # zero gradient: θ (1 − α λ)
@@ -233,18 +256,20 @@ def nadamw(
     Dozat, "Incorporating Nesterov momentum into Adam", ICLR workshop 2016. Loshchilov &
     Hutter, "Decoupled weight decay regularization", ICLR 2019.
   """
+  with second_argument("nadamw", "b1"):
+    validation.check_beta("b1", b1)
   return adamw(
     learning_rate,
+    b1,
+    b2,
+    eps,
+    eps_root,
+    mu_dtype,
     weight_decay,
-    b1=b1,
-    b2=b2,
-    eps=eps,
-    eps_root=eps_root,
-    mu_dtype=mu_dtype,
-    nesterov=True,
+    mask,
+    nesterov=nesterov,
     coupling=coupling,
     peak_learning_rate=peak_learning_rate,
-    mask=mask,
     cautious=cautious,
     reference=reference,
   )
@@ -367,7 +392,7 @@ def sgdw(
   base = optax.chain(
     _momentum(momentum, nesterov, accumulator_dtype), optax.scale_by_learning_rate(learning_rate)
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
@@ -382,7 +407,7 @@ def adams(
   eps_root: float = 0.0,
   mu_dtype: Any = None,
   nesterov: bool = False,
-  amsgrad: bool = False,
+  amsgrad: bool | str = False,
   mask: Mask = None,
 ) -> optax.GradientTransformation:
   r"""Adam with stable weight decay (SWD, "AdamS"; Xie et al. 2023).
@@ -399,7 +424,9 @@ def adams(
   Args:
     learning_rate: α, a float or a schedule.
     weight_decay: λ ≥ 0, a float or a schedule (default 1e-4).
-    b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad: as `optax.adam` / `optax.amsgrad`.
+    b1, b2, eps, eps_root, mu_dtype, nesterov: as `optax.adam`.
+    amsgrad: ``True``/``"optax"`` (the max of v̂, ``optax.amsgrad``) or ``"torch"`` (the max of
+      v, debiased at the current step: ``torch.optim.Adam(amsgrad=True)``).
     mask: which leaves to decay, and by how much.
 
   Returns:
@@ -417,7 +444,7 @@ def adams(
     Xie, Xu, Zhang, Sato & Sugiyama, "On the overlooked pitfalls of weight decay and how to
     mitigate them: a gradient-norm perspective", NeurIPS 2023.
   """
-  _check_adam(learning_rate, b1, b2, eps, eps_root, nesterov, amsgrad)
+  validation.check_learning_rate(learning_rate)  # the rest: scale_by_adam_stable
   return optax.chain(
     scale_by_adam_stable(
       weight_decay,
@@ -450,15 +477,25 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 
 
+# The recipes whose λ or mask keyword is optax's other name (configs use one name for all).
+_KEYWORDS = {
+  "adafactor": {"weight_decay": "weight_decay_rate", "mask": "weight_decay_mask"},
+  "muon": {"mask": "weight_decay_mask"},
+}
+
+
 def get_optimizer(name: str, **hyperparams: Any) -> optax.GradientTransformation:
   """The recipe called `name` (one of `OPTIMIZERS`) built with `hyperparams`.
 
-  What multiplies λ is the recipe's (see each recipe and :doc:`/semantics`).
+  What multiplies λ is the recipe's (see each recipe and :doc:`/semantics`). ``weight_decay``
+  and ``mask`` name λ and the mask of every recipe here, also where optax's namesake calls
+  them otherwise (`adafactor`'s ``weight_decay_rate`` and ``weight_decay_mask``, `muon`'s
+  ``weight_decay_mask``).
 
   Args:
     name: a key of `OPTIMIZERS`, e.g. ``"adamw"``, ``"adam_l2"``, ``"lion"``.
     **hyperparams: the recipe's arguments, by keyword (``learning_rate``,
-      ``weight_decay``, ``coupling``, ...).
+      ``weight_decay``, ``mask``, ``coupling``, ...).
 
   Returns:
     The recipe's optax transformation.
@@ -479,4 +516,5 @@ def get_optimizer(name: str, **hyperparams: Any) -> optax.GradientTransformation
   """
   if name not in OPTIMIZERS:
     raise ValueError(f"name must be one of {sorted(OPTIMIZERS)}, got {name!r}.")
-  return OPTIMIZERS[name](**hyperparams)
+  names = _KEYWORDS.get(name, {})
+  return OPTIMIZERS[name](**{names.get(k, k): v for k, v in hyperparams.items()})

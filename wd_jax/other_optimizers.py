@@ -1,6 +1,7 @@
 """Recipes beyond Adam and SGD, each with every decay choice of `with_weight_decay`: Lion, Adan,
-LAMB (decay in or after the trust ratio), Muon (optax's and torch's conventions), Adafactor and
-schedule-free AdamW. Each matches its reference implementation at its native decay placement
+LAMB (decay in or after the trust ratio), Muon (optax's and torch's conventions), Adafactor
+(optax's and torch's) and schedule-free AdamW. Each takes its optax namesake's positional
+arguments and defaults, and matches its reference implementation at its native decay placement
 (tests/test_parity_optax.py, tests/test_parity_torch.py); `wd_jax.optimizers` registers them.
 """
 
@@ -12,27 +13,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wd_jax import _muon, validation
-from wd_jax._recipe import ScalarOrSchedule, _check_adam, _decay
-from wd_jax.decoupled import _add_decay_to_direction
+from wd_jax import _decay, _muon, validation
+from wd_jax._recipe import ScalarOrSchedule, check_adam, decayed, renamed, second_argument
+from wd_jax.decoupled import DecayDirectionState
 from wd_jax.masks import Mask
-from wd_jax.transforms import _check_reference
+
+# Integers that set shapes or loop counts cannot be traced.
+_STATIC = " (under optax.inject_hyperparams pass it in static_args)"
 
 
 def lion(
   learning_rate: ScalarOrSchedule,
-  weight_decay: ScalarOrSchedule = 1e-3,
-  *,
   b1: float = 0.9,
   b2: float = 0.99,
   mu_dtype: Any = None,
+  weight_decay: ScalarOrSchedule = 1e-3,
+  mask: Mask = None,
+  *,
   coupling: str = "lr",
   peak_learning_rate: float | None = None,
-  mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Lion (Chen et al. 2023) with decoupled weight decay: ``optax.lion`` at ``coupling="lr"``.
+  r"""Lion (Chen et al. 2023) with decoupled weight decay: ``optax.lion``'s arguments.
 
   With μ_t Lion's momentum of the gradient:
 
@@ -47,55 +50,57 @@ def lion(
   so its λ is typically 3–10× AdamW's for the same α_t·λ (optax's docstring).
 
   Args:
-    learning_rate: α, a float or a schedule.
-    weight_decay: λ ≥ 0 (default 1e-3, as ``optax.lion``).
+    learning_rate: α ≥ 0, a float or a schedule.
     b1, b2, mu_dtype: as `optax.lion`.
-    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+    weight_decay: λ ≥ 0 (default 1e-3, as ``optax.lion``).
+    mask: which leaves to decay, and by how much.
+    coupling, peak_learning_rate, cautious, reference: see `with_weight_decay`.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around
     ``chain(scale_by_lion, scale_by_learning_rate)``; its `update` needs the params.
 
   Example:
-    >>> opt = wd_jax.lion(0.1, 0.5)
+    >>> opt = wd_jax.lion(0.1, weight_decay=0.5)
     >>> p = jnp.array([2.0])
     >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
     >>> print(p + u)  # zero gradient, sign(0) = 0: θ (1 − α λ)
     [1.9]
-    >>> opt = wd_jax.lion(1e-4, 1e-2, cautious=True)
+    >>> opt = wd_jax.lion(1e-4, weight_decay=1e-2, cautious=True)
 
   References:
     Chen et al., "Symbolic discovery of optimization algorithms", NeurIPS 2023 (Lion).
     ``optax.lion``. Chen et al., "Cautious weight decay", arXiv:2510.12402, 2025.
   """
   validation.check_learning_rate(learning_rate)
-  validation.check_beta("b1", b1)
+  with second_argument("lion", "b1"):
+    validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
   base = optax.chain(
     optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
     optax.scale_by_learning_rate(learning_rate),
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
 
 def adan(
   learning_rate: ScalarOrSchedule,
-  weight_decay: ScalarOrSchedule = 0.02,
-  *,
   b1: float = 0.98,
   b2: float = 0.92,
   b3: float = 0.99,
   eps: float = 1e-8,
   eps_root: float = 1e-8,
+  weight_decay: ScalarOrSchedule = 0.0,
+  mask: Mask = None,
+  *,
   coupling: str = "lr",
   peak_learning_rate: float | None = None,
-  mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Adan (Xie et al. 2022) with decoupled weight decay: ``optax.adan`` at ``coupling="lr"``.
+  r"""Adan (Xie et al. 2022) with decoupled weight decay: ``optax.adan``'s arguments.
 
   With m, v, n optax's ``scale_by_adan`` moments (of g, of the gradient difference, and of
   the squared Nesterov-corrected gradient):
@@ -110,17 +115,18 @@ def adan(
   rather than the paper's proximal 1/(1 + λα)).
 
   Args:
-    learning_rate: α, a float or a schedule.
-    weight_decay: λ ≥ 0 (default 0.02, the Adan paper's; ``optax.adan`` defaults to 0).
+    learning_rate: α ≥ 0, a float or a schedule.
     b1, b2, b3, eps, eps_root: as `optax.adan`.
-    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+    weight_decay: λ ≥ 0 (default 0, as ``optax.adan``; the Adan paper uses 0.02).
+    mask: which leaves to decay, and by how much.
+    coupling, peak_learning_rate, cautious, reference: see `with_weight_decay`.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around
     ``chain(scale_by_adan, scale_by_learning_rate)``; its `update` needs the params.
 
   Example:
-    >>> opt = wd_jax.adan(0.1, 0.5)
+    >>> opt = wd_jax.adan(0.1, weight_decay=0.5)
     >>> p = jnp.array([2.0])
     >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
     >>> print(p + u)  # zero gradient: θ (1 − α λ)
@@ -132,31 +138,32 @@ def adan(
   """
   validation.check_learning_rate(learning_rate)
   for name, b in (("b1", b1), ("b2", b2), ("b3", b3)):
-    validation.check_number(name, b, lower=0.0, upper=1.0, allow_schedule=False)
+    with second_argument("adan", "b1"):
+      validation.check_number(name, b, lower=0.0, upper=1.0, allow_schedule=False)
   validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
   validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
   base = optax.chain(
     optax.scale_by_adan(b1=b1, b2=b2, b3=b3, eps=eps, eps_root=eps_root),
     optax.scale_by_learning_rate(learning_rate),
   )
-  return _decay(
+  return decayed(
     base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
 
 def lamb(
   learning_rate: ScalarOrSchedule,
-  weight_decay: ScalarOrSchedule = 0.01,
-  *,
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-6,
   eps_root: float = 0.0,
+  weight_decay: ScalarOrSchedule = 0.0,
+  mask: Mask = None,
+  *,
   mu_dtype: Any = None,
   decay_in_trust_ratio: bool = True,
   coupling: str = "lr",
   peak_learning_rate: float | None = None,
-  mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformation:
@@ -180,11 +187,13 @@ def lamb(
     with any coupling.
 
   Args:
-    learning_rate: α, a float or a schedule.
-    weight_decay: λ ≥ 0 (default 0.01, the LAMB paper's; ``optax.lamb`` defaults to 0).
-    b1, b2, eps, eps_root, mu_dtype: as `optax.lamb` (eps 1e-6).
+    learning_rate: α ≥ 0, a float or a schedule.
+    b1, b2, eps, eps_root: as `optax.lamb` (eps 1e-6).
+    weight_decay: λ ≥ 0 (default 0, as ``optax.lamb``; the LAMB paper uses 0.01).
+    mask: which leaves to decay, and by how much.
+    mu_dtype: dtype of Adam's first moment (None: the params').
     decay_in_trust_ratio: where the decay goes (above).
-    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+    coupling, peak_learning_rate, cautious, reference: see `with_weight_decay`.
 
   Returns:
     An optax transformation: ``chain(scale_by_adam, decay, scale_by_trust_ratio,
@@ -198,7 +207,7 @@ def lamb(
   Example:
     >>> p = jnp.array([2.0])
     >>> for inside in (True, False):  # zero gradient: only the decay moves θ
-    ...   opt = wd_jax.lamb(0.1, 0.5, decay_in_trust_ratio=inside)
+    ...   opt = wd_jax.lamb(0.1, weight_decay=0.5, decay_in_trust_ratio=inside)
     ...   u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
     ...   print(inside, p + u)  # inside: r = λθ, ratio ‖θ‖/‖r‖ = 2, θ − 2 α λ θ
     True [1.8]
@@ -208,58 +217,71 @@ def lamb(
     You et al., "Large batch optimization for deep learning: training BERT in 76 minutes",
     ICLR 2020 (LAMB). ``optax.lamb``.
   """
-  _check_adam(learning_rate, b1, b2, eps, eps_root)
+  validation.check_learning_rate(learning_rate)
+  with second_argument("lamb", "b1"):
+    check_adam(b1, b2, eps, eps_root)
   adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
-  if decay_in_trust_ratio:
-    if coupling != "lr":
-      raise ValueError(
-        f"coupling must be 'lr' when decay_in_trust_ratio=True (the decay is scaled by α_t "
-        f"and the trust ratio), got coupling={coupling!r}; use decay_in_trust_ratio=False."
-      )
-    validation.check_weight_decay(weight_decay)
-    if not isinstance(cautious, bool):
-      raise ValueError(f"cautious must be a bool, got {cautious!r}.")
-    _check_reference(reference)
-    return optax.chain(
-      adam,
-      _add_decay_to_direction(weight_decay, mask=mask, cautious=cautious, reference=reference),
-      optax.scale_by_trust_ratio(),
-      optax.scale_by_learning_rate(learning_rate),
+  if not decay_in_trust_ratio:
+    base = optax.chain(
+      adam, optax.scale_by_trust_ratio(), optax.scale_by_learning_rate(learning_rate)
     )
-  base = optax.chain(
-    adam, optax.scale_by_trust_ratio(), optax.scale_by_learning_rate(learning_rate)
+    return decayed(
+      base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+    )
+  if coupling != "lr":
+    raise ValueError(
+      f"coupling must be 'lr' when decay_in_trust_ratio=True (the decay is scaled by α_t "
+      f"and the trust ratio), got coupling={coupling!r}; use decay_in_trust_ratio=False."
+    )
+  if not isinstance(cautious, bool):
+    raise ValueError(f"cautious must be a bool, got {cautious!r}.")
+  direction_decay = _decay.decay_in_chain(
+    weight_decay,
+    mask=mask,
+    reference=reference,
+    state=DecayDirectionState,
+    name="lamb",
+    cautious=cautious,
   )
-  return _decay(
-    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  return optax.chain(
+    adam,
+    direction_decay,
+    optax.scale_by_trust_ratio(),
+    optax.scale_by_learning_rate(learning_rate),
   )
 
 
+@renamed("muon", mask="weight_decay_mask={}")
 def muon(
   learning_rate: ScalarOrSchedule,
-  weight_decay: ScalarOrSchedule = 0.1,
-  *,
+  ns_coeffs: Any = _muon.DEFAULT_NS_COEFFS,
+  ns_steps: int = 5,
   beta: float = 0.95,
-  nesterov: bool = True,
-  ns_coeffs: tuple[float, float, float] = _muon.DEFAULT_NS_COEFFS,
-  ns_steps: int | None = None,
-  eps: float | None = None,
+  eps: float = 1e-8,
+  weight_decay: ScalarOrSchedule = 0.0,
+  weight_decay_mask: Mask = None,
   mu_dtype: Any = None,
-  consistent_rms: float | None = None,
-  convention: str = "optax",
-  adam_learning_rate: ScalarOrSchedule | None = None,
+  *,
+  nesterov: bool = True,
+  adaptive: bool = False,
+  preconditioning: str = "frobenius",
   adam_b1: float = 0.9,
   adam_b2: float = 0.999,
-  adam_eps: float = 1e-8,
   adam_eps_root: float = 0.0,
+  adam_weight_decay: ScalarOrSchedule = 0.0,
+  adam_learning_rate: ScalarOrSchedule | None = None,
+  muon_weight_dimension_numbers: Any = None,
+  consistent_rms: float | None = None,
+  convention: str = "optax",
+  adam_eps: float | None = None,
   coupling: str = "lr",
   peak_learning_rate: float | None = None,
-  mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Muon (Jordan 2024) with decoupled weight decay; torch ``Muon`` / ``optax.contrib.muon``.
+  r"""Muon (Jordan 2024) with decoupled weight decay: ``optax.contrib.muon``'s arguments.
 
-  For each 2-D leaf (an (in, out) kernel) with momentum buffer B of the gradient:
+  For each Muon leaf (2-D by default, an (in, out) kernel) with momentum buffer B:
 
   .. math::
 
@@ -268,40 +290,48 @@ def muon(
     \quad s = \sqrt{\max(1, \text{fan\_out}/\text{fan\_in})}
 
   (``consistent_rms=ρ``: s = ρ √max(fan_in, fan_out)). NS₅ is the quintic Newton–Schulz
-  iteration. ``convention="optax"`` (``contrib.muon``): B̃ is the debiased EMA (Nesterov:
-  β m̂_{t+1} + (1−β) ĝ_t), normalised by ‖B̃‖ + ε (ε 1e-8).
-  ``convention="torch"`` (``torch.optim.Muon``): B = βB + (1−β)g, B̃ = B or, with Nesterov,
-  (1−β)g + βB, normalised by max(‖B̃‖, ε) (ε 1e-7); torch's s is its "original"
-  ``adjust_lr_fn`` on its (out, in) layout, ρ = 0.2 its "match_rms_adamw". Leaves of
-  other ranks take an Adam step with the ``adam_*`` settings (as ``contrib.muon``; torch
-  leaves them to another optimizer). λ is multiplied by c_t (α_t by default: torch's
-  θ ← θ(1 − α_t λ), and optax's), never by s. `mask=None` decays every leaf;
-  ``contrib.muon`` decays the Adam leaves by ``adam_weight_decay`` (default 0), i.e.
-  ``mask=lambda p: jax.tree.map(lambda x: x.ndim == 2, p)``.
+  iteration. ``convention="optax"`` is ``optax.contrib.muon`` itself (built without decay):
+  B̃ the debiased EMA (Nesterov: β m̂_{t+1} + (1−β) ĝ_t), normalised by ‖B̃‖ + ε, and every
+  option of it. ``convention="torch"`` is ``torch.optim.Muon``: B = βB + (1−β)g, B̃ = B or,
+  with Nesterov, (1−β)g + βB, normalised by max(‖B̃‖, ε) (torch's ε is 1e-7); torch's s is
+  its "original" ``adjust_lr_fn`` on its (out, in) layout, ρ = 0.2 its "match_rms_adamw".
+  Leaves of other ranks take an AdamW step (optax's; torch leaves them to another optimizer).
+
+  λ is multiplied by c_t (α_t by default: torch's θ ← θ(1 − α_t λ), and optax's), never by s.
+  As in optax, `weight_decay` and `weight_decay_mask` decay the Muon leaves and
+  `adam_weight_decay` (c_t from `adam_learning_rate`) the Adam leaves.
 
   Args:
-    learning_rate: α, a float or a schedule.
-    weight_decay: λ ≥ 0 (default 0.1, torch ``Muon``'s).
-    beta, nesterov, ns_coeffs, mu_dtype, consistent_rms: as ``contrib.muon``.
-    ns_steps: Newton–Schulz iterations (None: 5). A Python int, also under
-      `optax.inject_hyperparams` (there: ``static_args=('ns_steps',)`` if you pass it).
-    eps: the normalisation's ε; None gives 1e-8 (optax) or 1e-7 (torch).
+    learning_rate: α ≥ 0, a float or a schedule.
+    ns_coeffs, ns_steps, beta, eps, mu_dtype: as ``optax.contrib.muon``. `ns_steps` is a
+      Python int, also under `optax.inject_hyperparams` (``static_args=('ns_steps',)``).
+    weight_decay: λ ≥ 0 of the Muon leaves (default 0, as ``optax.contrib.muon``).
+    weight_decay_mask: which Muon leaves to decay, and by how much (any wd_jax mask).
+    nesterov, consistent_rms: as ``optax.contrib.muon``.
+    adaptive, preconditioning, muon_weight_dimension_numbers: as ``optax.contrib.muon``; the
+      torch convention keeps their defaults (torch's Muon: 2-D, Frobenius-normalised).
+    adam_b1, adam_b2, adam_eps_root, adam_learning_rate: as ``optax.contrib.muon``.
+    adam_weight_decay: λ ≥ 0 of the Adam leaves (default 0).
     convention: ``"optax"`` or ``"torch"`` (above).
-    adam_learning_rate: the Adam leaves' α (None: `learning_rate`).
-    adam_b1, adam_b2, adam_eps, adam_eps_root: the Adam leaves' constants.
-    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+    adam_eps: the Adam leaves' ε with ``convention="torch"`` (None: `eps`, as optax).
+    coupling, peak_learning_rate, cautious, reference: see `with_weight_decay`.
 
   Returns:
-    An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around Muon's base
-    (Newton–Schulz for 2-D leaves, Adam for the others); its `update` needs the params.
+    An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around Muon's base (and
+    around that, for the Adam leaves, when `adam_weight_decay` is not 0); its `update` needs
+    the params.
+
+  Raises:
+    ValueError: a bad argument, named; `ns_coeffs` that are not coefficients say that λ is a
+      keyword now; ``mask=`` (now ``weight_decay_mask=``).
 
   Example:
-    >>> opt = wd_jax.muon(0.1, 0.5)
-    >>> params = {"w": jnp.full((2, 2), 2.0)}
-    >>> u, _ = opt.update({"w": jnp.zeros((2, 2))}, opt.init(params), params)
-    >>> print(params["w"][0] + u["w"][0])  # zero gradient: θ (1 − α λ), never scaled by s
-    [1.9 1.9]
-    >>> opt = wd_jax.muon(0.02, 0.1, convention="torch", coupling="schedule")
+    >>> opt = wd_jax.muon(0.1, weight_decay=0.5)
+    >>> params = {"w": jnp.full((2, 2), 2.0), "b": jnp.ones(2)}
+    >>> u, _ = opt.update(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
+    >>> print(params["w"][0] + u["w"][0], params["b"] + u["b"])  # θ (1 − α λ), never scaled by s
+    [1.9 1.9] [1. 1.]
+    >>> opt = wd_jax.muon(0.02, weight_decay=0.1, convention="torch", coupling="schedule")
 
   References:
     Jordan, "Muon: an optimizer for hidden layers in neural networks", 2024.
@@ -310,48 +340,58 @@ def muon(
   """
   validation.check_learning_rate(learning_rate)
   validation.check_choice("convention", convention, _muon.CONVENTIONS)
+  with second_argument("muon", "ns_coeffs"):
+    ns_coeffs = _muon.check_ns_coeffs(ns_coeffs, convention)
+  _muon.check_ns_steps(ns_steps)
   validation.check_beta("beta", beta)
-  ns_coeffs = _muon.check_ns_coeffs(ns_coeffs)
-  ns_steps = _muon.check_ns_steps(5 if ns_steps is None else ns_steps)
-  if eps is None:
-    eps = 1e-8 if convention == "optax" else 1e-7
   validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
-  if consistent_rms is not None:
-    validation.check_number("consistent_rms", consistent_rms, lower=0.0, allow_schedule=False)
   if adam_learning_rate is None:
     adam_learning_rate = learning_rate
   validation.check_learning_rate(adam_learning_rate, "adam_learning_rate")
-  validation.check_beta("adam_b1", adam_b1)
-  validation.check_beta("adam_b2", adam_b2)
-  validation.check_number("adam_eps", adam_eps, lower=0.0, allow_schedule=False)
-  validation.check_number("adam_eps_root", adam_eps_root, lower=0.0, allow_schedule=False)
+  check_adam(adam_b1, adam_b2, eps if adam_eps is None else adam_eps, adam_eps_root)
+  dims = muon_weight_dimension_numbers
   base = _muon.muon_base(
+    convention,
     learning_rate,
-    convention=convention,
-    beta=beta,
+    ns_coeffs,
+    ns_steps,
+    beta,
+    eps,
+    mu_dtype,
     nesterov=nesterov,
-    ns_coeffs=ns_coeffs,
-    ns_steps=ns_steps,
-    eps=eps,
-    mu_dtype=mu_dtype,
-    consistent_rms=consistent_rms,
-    adam_learning_rate=adam_learning_rate,
+    adaptive=adaptive,
+    preconditioning=preconditioning,
     adam_b1=adam_b1,
     adam_b2=adam_b2,
     adam_eps=adam_eps,
     adam_eps_root=adam_eps_root,
+    adam_learning_rate=adam_learning_rate,
+    muon_weight_dimension_numbers=dims,
+    consistent_rms=consistent_rms,
   )
-  return _decay(
-    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  opt = decayed(
+    base,
+    weight_decay,
+    learning_rate,
+    coupling,
+    peak_learning_rate,
+    _muon.branch_mask(weight_decay_mask, dims, muon=True),
+    cautious,
+    reference,
   )
-
-
-def _check_int(name: str, value: Any, lower: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < lower:
-    raise ValueError(
-      f"{name} must be a Python int >= {lower} (under optax.inject_hyperparams pass it in "
-      f"static_args), got {value!r}."
-    )
+  if validation.is_static_zero(adam_weight_decay):
+    return opt
+  adam_peak = peak_learning_rate if adam_learning_rate is learning_rate else None
+  return decayed(
+    opt,
+    adam_weight_decay,
+    adam_learning_rate,
+    coupling,
+    adam_peak,
+    _muon.branch_mask(None, dims, muon=False),
+    cautious,
+    reference,
+  )
 
 
 def _decay_rate_pow(step: Any, exponent: Any) -> Any:
@@ -363,28 +403,45 @@ def _decay_rate_pow(step: Any, exponent: Any) -> Any:
   return 1.0 - jnp.asarray(step + 1, jnp.result_type(float)) ** (-exponent)
 
 
+def _relative_step(learning_rate: Any) -> optax.Schedule:
+  """torch's ρ_t = min(α_t, 1/√t), t the 1-based step, in the default float dtype."""
+
+  def step_size(count):
+    t = jnp.asarray(count + 1, jnp.result_type(float))  # float64 under x64, as torch's step
+    lr = validation.real(validation.evaluate(learning_rate, count))
+    return jnp.minimum(lr, 1 / jnp.sqrt(t))
+
+  return step_size
+
+
+@renamed(
+  "adafactor",
+  weight_decay="weight_decay_rate={}",
+  mask="weight_decay_mask={}",
+  relative_step="convention='torch'",
+)
 def adafactor(
-  learning_rate: ScalarOrSchedule,
-  weight_decay: ScalarOrSchedule = 0.0,
-  *,
+  learning_rate: ScalarOrSchedule | None = None,
+  min_dim_size_to_factor: int = 128,
   decay_rate: float = 0.8,
   decay_offset: int = 0,
-  eps: float = 1e-30,
-  clipping_threshold: float | None = 1.0,
-  min_dim_size_to_factor: int | None = None,
-  relative_step: bool = True,
   multiply_by_parameter_scale: bool = True,
-  param_scale_eps: float = 1e-3,
+  clipping_threshold: float | None = 1.0,
   momentum: float | None = None,
-  dtype_momentum: Any = None,
+  dtype_momentum: Any = jnp.float32,
+  weight_decay_rate: ScalarOrSchedule | None = None,
+  eps: float = 1e-30,
   factored: bool = True,
-  coupling: str = "lr",
+  weight_decay_mask: Mask = None,
+  *,
+  convention: str = "optax",
+  param_scale_eps: float = 1e-3,
+  coupling: str | None = None,
   peak_learning_rate: float | None = None,
-  mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Adafactor (Shazeer & Stern 2018) with decoupled decay; torch ``Adafactor`` by default.
+  r"""Adafactor (Shazeer & Stern 2018) with decoupled decay: ``optax.adafactor``'s arguments.
 
   With t the 1-based step and V̂ the factored (rows ⊗ cols / mean) EMA of g² + ε with
   β2_t = 1 − t^(−decay_rate):
@@ -392,123 +449,136 @@ def adafactor(
   .. math::
 
     u = g / \sqrt{\hat V}, \quad u \leftarrow \frac{u}{\max(1, \mathrm{RMS}(u)/d)}, \quad
-    \rho_t = \min(\alpha_t, 1/\sqrt{t}) \ (\alpha_t \text{ without relative\_step})
-
     \theta \leftarrow \theta - \rho_t \max(\mathrm{RMS}(\theta), \epsilon_2)\, u
       - c_t \lambda_t k\, a \odot (\theta - \theta_0)
 
-  Defaults are torch's ``Adafactor(lr, weight_decay=λ)``: every matrix factored, the
-  relative step, λ multiplied by α_t (``coupling="lr"``; torch: θ ← θ(1 − α_t λ)). optax's
-  ``adafactor(lr, weight_decay_rate=λ)`` is ``relative_step=False,
-  min_dim_size_to_factor=128, coupling="constant"`` (λ multiplied by nothing). Two
-  differences from torch remain: ε is added to g² (optax) where torch clamps V̂ at
-  eps₁² (each ~1e-30, inactive unless g ≈ 0), and leaves of rank > 2 are factored over
-  their two largest axes (optax) where torch takes the last two. β2_t and 1/√t are
-  computed in JAX's default float dtype (float64 under x64, as torch; optax's β2_t is
-  float32 even then).
+  ``convention="optax"`` (default) is ``optax.adafactor``: ρ_t = α_t (no scaling when
+  `learning_rate` is None), leaves factored when their second-largest dimension is at least
+  `min_dim_size_to_factor`, and λ multiplied by nothing (``coupling="constant"``).
+  ``convention="torch"`` is torch's ``Adafactor(lr, weight_decay=λ)``: the relative step
+  ρ_t = min(α_t, 1/√t), every matrix factored, λ multiplied by α_t (``coupling="lr"``), β2_t
+  and 1/√t in JAX's default float dtype (optax's β2_t is float32 even under x64). Two
+  differences from torch remain: ε is added to g² (optax) where torch clamps V̂ at eps₁²
+  (each ~1e-30, inactive unless g ≈ 0), and leaves of rank > 2 are factored over their two
+  largest axes (optax) where torch takes the last two.
 
   Args:
-    learning_rate: α, a float or a schedule.
-    weight_decay: λ ≥ 0 (default 0.0: neither torch nor optax decays by default).
-    decay_rate, decay_offset, eps, factored: as `optax.scale_by_factored_rms`.
+    learning_rate: α ≥ 0, a float or a schedule; None (optax's default): no lr scaling.
     min_dim_size_to_factor: factor a leaf only if its second-largest dimension is at least
-      this (None: 0, every matrix, as torch; optax's default is 128). A Python int, also
-      under `optax.inject_hyperparams` (there: in ``static_args`` if you pass it).
-    clipping_threshold: d of the update clipping (None: off).
-    relative_step: ρ_t = min(α_t, 1/√t) (torch) instead of α_t.
-    multiply_by_parameter_scale, param_scale_eps: scale by max(RMS(θ), ε₂).
-    momentum, dtype_momentum: optional EMA of the update (as `optax.adafactor`; the
-      accumulator is float32 unless `dtype_momentum`).
-    coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`.
+      this (optax's rule; the torch convention factors every matrix). A Python int, also
+      under `optax.inject_hyperparams` (there: in ``static_args``).
+    decay_rate, decay_offset, multiply_by_parameter_scale: as `optax.adafactor`.
+    clipping_threshold, momentum, dtype_momentum, eps, factored: as `optax.adafactor`.
+    weight_decay_rate: λ ≥ 0 (None, optax's default: no decay).
+    weight_decay_mask: which leaves to decay, and by how much (any wd_jax mask).
+    convention: ``"optax"`` or ``"torch"`` (above).
+    param_scale_eps: ε₂ of max(RMS(θ), ε₂) (optax's and torch's 1e-3).
+    coupling: None (the convention's: ``"constant"`` for optax, ``"lr"`` for torch) or any
+      coupling (see `with_weight_decay`).
+    peak_learning_rate, cautious, reference: see `with_weight_decay`.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`: `with_weight_decay` around the chain above
     (``scale_by_factored_rms``, ``clip_by_block_rms``, the step size,
     ``scale_by_param_block_rms``, optional ``ema``); its `update` needs the params.
 
+  Raises:
+    ValueError: a bad argument, named; a non-int `min_dim_size_to_factor` says that λ is
+      ``weight_decay_rate=`` now; the former ``weight_decay=``, ``mask=`` and
+      ``relative_step=`` say what replaces them.
+
   Example:
-    >>> opt = wd_jax.adafactor(0.1, 0.5)
+    >>> opt = wd_jax.adafactor(0.1, weight_decay_rate=0.5)  # optax's: θ (1 − λ)
     >>> p = jnp.array([2.0])
     >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
-    >>> print(p + u)  # zero gradient: θ (1 − α λ); c_t is α_t, not the relative step ρ_t
+    >>> print(p + u)  # zero gradient: only the decay moves θ
+    [1.]
+    >>> opt = wd_jax.adafactor(0.1, weight_decay_rate=0.5, convention="torch")  # θ (1 − α λ)
+    >>> print(p + opt.update(jnp.zeros(1), opt.init(p), p)[0])
     [1.9]
-    >>> optax_like = wd_jax.adafactor(
-    ...   1e-2, 1e-3, relative_step=False, min_dim_size_to_factor=128, coupling="constant")
 
   References:
     Shazeer & Stern, "Adafactor: adaptive learning rates with sublinear memory cost", ICML
     2018. PyTorch ``torch.optim.Adafactor``; ``optax.adafactor``.
   """
-  validation.check_learning_rate(learning_rate)
+  validation.check_choice("convention", convention, ("optax", "torch"))
+  torch = convention == "torch"
+  if learning_rate is not None:
+    validation.check_learning_rate(learning_rate)
+  elif torch:
+    raise ValueError("learning_rate is required with convention='torch', got None.")
+  with second_argument("adafactor", "min_dim_size_to_factor", "weight_decay_rate"):
+    validation.check_int("min_dim_size_to_factor", min_dim_size_to_factor, lower=0, hint=_STATIC)
+  if torch and min_dim_size_to_factor != 128:
+    raise ValueError(
+      "min_dim_size_to_factor is optax's rule; convention='torch' factors every matrix, as "
+      f"torch, got {min_dim_size_to_factor!r}."
+    )
   validation.check_number("decay_rate", decay_rate, lower=0.0, allow_schedule=False)
   validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
   validation.check_number("param_scale_eps", param_scale_eps, lower=0.0, allow_schedule=False)
-  if min_dim_size_to_factor is None:
-    min_dim_size_to_factor = 0
-  _check_int("min_dim_size_to_factor", min_dim_size_to_factor, 0)
-  if dtype_momentum is None:
-    dtype_momentum = jnp.float32
   if clipping_threshold is not None:
     validation.check_number(
       "clipping_threshold", clipping_threshold, lower=1.0, allow_schedule=False
     )
   if momentum is not None:
     validation.check_beta("momentum", momentum)
-  step_size = learning_rate
-  if relative_step:
-
-    def step_size(count):
-      t = jnp.asarray(count + 1, jnp.result_type(float))  # float64 under x64, as torch's step
-      lr = validation.real(validation.evaluate(learning_rate, count))
-      return jnp.minimum(lr, 1 / jnp.sqrt(t))
-
-  chain = [
-    optax.scale_by_factored_rms(
-      factored=factored,
-      decay_rate=decay_rate,
-      step_offset=decay_offset,
-      min_dim_size_to_factor=min_dim_size_to_factor,
-      epsilon=eps,
-      decay_rate_fn=_decay_rate_pow,
-    )
-  ]
+  rms = optax.scale_by_factored_rms(
+    factored,
+    decay_rate,
+    decay_offset,
+    0 if torch else min_dim_size_to_factor,
+    eps,
+    **({"decay_rate_fn": _decay_rate_pow} if torch else {}),
+  )
+  chain = [rms]
   if clipping_threshold is not None:
     chain.append(optax.clip_by_block_rms(clipping_threshold))
-  chain.append(optax.scale_by_learning_rate(step_size, flip_sign=False))
+  step_size = _relative_step(learning_rate) if torch else learning_rate
+  if step_size is not None:
+    chain.append(optax.scale_by_learning_rate(step_size, flip_sign=False))
   if multiply_by_parameter_scale:
     chain.append(optax.scale_by_param_block_rms(param_scale_eps))
   if momentum is not None:
     chain.append(optax.ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
   chain.append(optax.scale(-1))
-  return _decay(
+  return decayed(
     optax.chain(*chain),
-    weight_decay,
+    0.0 if weight_decay_rate is None else weight_decay_rate,
     learning_rate,
-    coupling,
+    coupling or ("lr" if torch else "constant"),
     peak_learning_rate,
-    mask,
+    weight_decay_mask,
     cautious,
     reference,
   )
 
 
+def _warmup(learning_rate: Any, warmup_steps: int) -> Any:
+  """A linear warmup from 0 over `warmup_steps`: optax's for a number, composed for a schedule."""
+  if not validation.is_schedule(learning_rate):
+    return optax.warmup_constant_schedule(0.0, learning_rate, warmup_steps)
+  ramp = optax.warmup_constant_schedule(0.0, 1.0, warmup_steps)
+  return lambda count: ramp(count) * learning_rate(count)
+
+
 def schedule_free_adamw(
-  learning_rate: ScalarOrSchedule,
-  weight_decay: ScalarOrSchedule = 0.0,
-  *,
+  learning_rate: ScalarOrSchedule = 0.0025,
   warmup_steps: int | None = None,
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
+  weight_decay: ScalarOrSchedule = 0.0,
   weight_lr_power: float = 2.0,
   state_dtype: Any = None,
+  *,
   coupling: str = "lr",
   peak_learning_rate: float | None = None,
   mask: Mask = None,
   cautious: bool = False,
   reference: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Schedule-free AdamW (Defazio et al. 2024): ``optax.contrib.schedule_free_adamw``.
+  r"""Schedule-free AdamW (Defazio et al. 2024): ``optax.contrib.schedule_free_adamw``'s arguments.
 
   The decay acts at the gradient point y, on z's step. With v̂ the debiased EMA of g² and
   c_{t+1} the schedule-free averaging weight:
@@ -524,9 +594,11 @@ def schedule_free_adamw(
   params); evaluate at x with ``optax.contrib.schedule_free_eval_params(state, params)``.
 
   Args:
-    learning_rate: α (a float; with `warmup_steps`, the peak of a linear warmup).
-    weight_decay: λ ≥ 0 (default 0.0, as optax and the reference ``schedulefree``).
+    learning_rate: α ≥ 0 (default 0.0025, as optax): a float or a schedule; with
+      `warmup_steps`, a float is the peak of a linear warmup from 0 (as optax) and a schedule
+      is multiplied by that warmup's ramp (optax refuses a schedule there).
     warmup_steps, b1, b2, eps, weight_lr_power, state_dtype: as ``schedule_free_adamw``.
+    weight_decay: λ ≥ 0 (default 0, as optax and the reference ``schedulefree``).
     coupling, peak_learning_rate, mask, cautious, reference: see `with_weight_decay`
       (with `warmup_steps` and a float `learning_rate`, α_peak is that float).
 
@@ -534,13 +606,18 @@ def schedule_free_adamw(
     An `optax.GradientTransformationExtraArgs` whose state is optax's
     ``ScheduleFreeState``; its `update` needs the params.
 
+  Raises:
+    ValueError: a bad argument, named; a `warmup_steps` that is not an int says that λ is a
+      keyword now.
+
   Example:
-    >>> opt = wd_jax.schedule_free_adamw(0.1, 0.5)
+    >>> opt = wd_jax.schedule_free_adamw(0.1, weight_decay=0.5)
     >>> p = jnp.array([2.0])
     >>> u, _ = opt.update(jnp.zeros(1), opt.init(p), p)
     >>> print(round(float((p + u)[0]), 4))  # zero gradient: z, x and y shrink by α λ
     1.9
-    >>> opt = wd_jax.schedule_free_adamw(1e-3, 1e-4, warmup_steps=100, coupling="schedule")
+    >>> lr = optax.cosine_decay_schedule(1e-3, 1000)
+    >>> opt = wd_jax.schedule_free_adamw(lr, 100, weight_decay=1e-4)  # warmup × cosine
 
   References:
     Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, "The road less scheduled",
@@ -561,15 +638,16 @@ def schedule_free_adamw(
   validation.check_number("weight_lr_power", weight_lr_power, allow_schedule=False)
   lr = learning_rate
   if warmup_steps is not None:
-    _check_int("warmup_steps", warmup_steps, 1)
+    with second_argument("schedule_free_adamw", "warmup_steps"):
+      validation.check_int("warmup_steps", warmup_steps, lower=1, hint=_STATIC)
     if peak_learning_rate is None and validation.is_host_number(learning_rate):
       peak_learning_rate = learning_rate
-    lr = optax.warmup_constant_schedule(0.0, learning_rate, warmup_steps)
+    lr = _warmup(learning_rate, warmup_steps)
   base = optax.chain(
     optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),
     optax.scale_by_learning_rate(lr),
   )
-  inner = _decay(base, weight_decay, lr, coupling, peak_learning_rate, mask, cautious, reference)
+  inner = decayed(base, weight_decay, lr, coupling, peak_learning_rate, mask, cautious, reference)
   return _schedule_free(inner, lr, b1, weight_lr_power, state_dtype)
 
 

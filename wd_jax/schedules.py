@@ -15,11 +15,6 @@ import optax
 from wd_jax import validation
 
 
-def _check_step(name: str, value: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-    raise ValueError(f"{name} must be a non-negative int step, got {value!r}.")
-
-
 def switch_weight_decay(before: float, after: float, step: int) -> optax.Schedule:
   r"""λ as a step function of the step count: `before` until `step`, `after` from it on.
 
@@ -53,7 +48,7 @@ def switch_weight_decay(before: float, after: float, step: int) -> optax.Schedul
   """
   validation.check_weight_decay(before, "before")
   validation.check_weight_decay(after, "after")
-  _check_step("step", step)
+  validation.check_int("step", step, lower=0)
   return lambda count: jnp.where(count < step, before, after)
 
 
@@ -85,7 +80,7 @@ def early_weight_decay(weight_decay: float, until_step: int) -> optax.Schedule:
     Bjorck, Weinberger & Gomes, "Understanding decoupled and early weight decay", AAAI 2021.
   """
   validation.check_weight_decay(weight_decay)
-  _check_step("until_step", until_step)
+  validation.check_int("until_step", until_step, lower=0)
   return switch_weight_decay(weight_decay, 0.0, until_step)
 
 
@@ -115,7 +110,7 @@ def late_weight_decay(weight_decay: float, from_step: int) -> optax.Schedule:
     Golatkar, Achille & Soatto, "Time matters in regularizing deep networks", NeurIPS 2019.
   """
   validation.check_weight_decay(weight_decay)
-  _check_step("from_step", from_step)
+  validation.check_int("from_step", from_step, lower=0)
   return switch_weight_decay(0.0, weight_decay, from_step)
 
 

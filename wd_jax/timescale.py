@@ -19,14 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from wd_jax import validation
-from wd_jax.transforms import COUPLINGS
-
-_MULTIPLIED_BY = {
-  "lr": "α_t",
-  "schedule": "α_t/α_peak",
-  "constant": "nothing",
-  "corrected": "α_t²/α_peak",
-}
+from wd_jax._decay import COUPLING_TABLE, COUPLINGS, check_peak
+from wd_jax.masks import leaf_multipliers
 
 
 def _values(fn_or_value: Any, steps: int) -> np.ndarray:
@@ -40,18 +34,17 @@ def _values(fn_or_value: Any, steps: int) -> np.ndarray:
   return out
 
 
-def _peak_factor(coupling: str, learning_rate: Any, peak_learning_rate: Any) -> float:
-  """c at the peak learning rate: α_peak for "lr" and "corrected", 1 otherwise."""
-  if coupling in ("schedule", "constant"):
-    return 1.0
-  if peak_learning_rate is not None:
-    return float(peak_learning_rate)
-  if learning_rate is None or validation.is_schedule(learning_rate):
-    raise ValueError(
-      f"peak_learning_rate is required for coupling={coupling!r} unless learning_rate is a "
-      f"float, got learning_rate={learning_rate!r}."
-    )
-  return float(learning_rate)
+def _factors(coupling, learning_rate, peak_learning_rate, steps: int) -> np.ndarray:
+  """c_t at t = 0..steps-1 (float64), as the transforms compute it (`decay_factor`)."""
+  entry = COUPLING_TABLE[coupling]
+  if not entry.needs_learning_rate:
+    return np.ones(steps)
+  if learning_rate is None:
+    raise ValueError(f"learning_rate is required for coupling={coupling!r}, got None.")
+  validation.check_learning_rate(learning_rate)
+  check_peak(coupling, learning_rate, peak_learning_rate)
+  peak = learning_rate if peak_learning_rate is None else peak_learning_rate
+  return entry.factor(_values(learning_rate, steps), float(peak) if entry.needs_peak else None)
 
 
 def timescale_weight_decay(
@@ -119,7 +112,25 @@ def timescale_weight_decay(
   validation.check_number(
     "tau_steps", tau_steps, lower=0.0, lower_inclusive=False, allow_schedule=False
   )
-  return 1.0 / (_peak_factor(coupling, learning_rate, peak_learning_rate) * float(tau_steps))
+  entry, peak = COUPLING_TABLE[coupling], peak_learning_rate
+  if peak is None and not (learning_rate is None or validation.is_schedule(learning_rate)):
+    validation.check_learning_rate(learning_rate)
+    peak = learning_rate  # a float learning rate is its own peak
+  if coupling == "schedule" or not entry.needs_learning_rate:
+    c_peak = 1.0  # α_peak/α_peak, whatever the peak
+  elif peak is None:
+    raise ValueError(
+      f"peak_learning_rate is required for coupling={coupling!r} unless learning_rate is a "
+      f"float, got learning_rate={learning_rate!r}."
+    )
+  else:
+    c_peak = float(entry.factor(float(peak), float(peak)))  # c_t at α_t = α_peak
+  if c_peak <= 0:
+    raise ValueError(
+      f"coupling={coupling!r} multiplies λ by {c_peak} at the peak learning rate {peak!r}: no λ "
+      "gives a finite timescale."
+    )
+  return 1.0 / (c_peak * float(tau_steps))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +189,7 @@ class TimescaleReport:
 
     lines = [
       f"weight decay λ = {self.weight_decay:.6g}, coupling {self.coupling!r} "
-      f"(λ multiplied by {_MULTIPLIED_BY[self.coupling]})",
+      f"(λ multiplied by {COUPLING_TABLE[self.coupling].multiplied_by})",
       f"timescale τ = 1/max_t(c_t λ_t) = {steps(self.tau_steps)}"
       + (f" ({self.guideline})" if self.guideline else ""),
       f"run: {steps(self.total_steps)}; total shrink exp(-Σ_t c_t λ_t) = {self.total_shrink:.4g}",
@@ -236,31 +247,14 @@ def describe_timescale(
     size", arXiv:2405.13698, 2024.
   """
   validation.check_choice("coupling", coupling, COUPLINGS)
-  if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-    raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}.")
+  validation.check_int("total_steps", total_steps, lower=1)
   validation.check_weight_decay(weight_decay)
   if steps_per_epoch is not None:
     validation.check_number(
       "steps_per_epoch", steps_per_epoch, lower=0.0, lower_inclusive=False, allow_schedule=False
     )
   lams = _values(weight_decay, total_steps)
-  if coupling == "constant":
-    c = np.ones(total_steps)
-  else:
-    if learning_rate is None:
-      raise ValueError(f"learning_rate is required for coupling={coupling!r}, got None.")
-    validation.check_learning_rate(learning_rate)
-    alphas = _values(learning_rate, total_steps)
-    if coupling == "lr":
-      c = alphas
-    else:
-      if peak_learning_rate is None and validation.is_schedule(learning_rate):
-        raise ValueError(
-          f"peak_learning_rate is required when learning_rate is a schedule and "
-          f"coupling={coupling!r}, got None."
-        )
-      peak = float(learning_rate if peak_learning_rate is None else peak_learning_rate)
-      c = alphas / peak if coupling == "schedule" else alphas * alphas / peak
+  c = _factors(coupling, learning_rate, peak_learning_rate, total_steps)
   rate = c * lams
   fastest = float(np.max(rate))
   return TimescaleReport(
@@ -345,8 +339,6 @@ def matched_weight_decay(
     size", arXiv:2405.13698, 2024. Xie et al., "On the overlooked pitfalls of weight decay
     and how to mitigate them", NeurIPS 2023 (stable weight decay).
   """
-  from wd_jax.masks import _resolve  # a leaf's multiplier, as the optimizer resolves it
-
   validation.check_choice("optimizer", optimizer, _MATCHED)
   validation.check_number(
     "tau_steps", tau_steps, lower=0.0, lower_inclusive=False, allow_schedule=False
@@ -365,7 +357,7 @@ def matched_weight_decay(
     if mean_v <= 0:
       raise ValueError("grad_sq is zero everywhere: stable weight decay applies no decay.")
     return math.sqrt(mean_v) * target / alpha
-  multipliers = [m for m, _ in _resolve(params, mask, "mask")]
+  multipliers = leaf_multipliers(params, mask)  # as the optimizer resolves them
   k = np.concatenate([np.full(t.size, m) for t, m in zip(theta, multipliers)])
   th, g = np.concatenate(theta), np.concatenate(g2)
   w = k * th**2

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import chex
-import jax
 import jax.numpy as jnp
 import optax
 
-from wd_jax import validation
-from wd_jax.masks import Mask, _path_names, leaf_multipliers, map_decay, path_to_str
+from wd_jax import _decay, validation
 
-COUPLINGS = ("lr", "schedule", "constant", "corrected")
+# Re-exported: where the engine and users have imported them from.
+from wd_jax._decay import COUPLINGS as COUPLINGS
+from wd_jax._decay import decay_factor as decay_factor
+from wd_jax._decay import find_states as find_states
+from wd_jax.masks import Mask, leaf_multipliers, map_decay
 
 
 class AddL2State(NamedTuple):
@@ -80,178 +81,6 @@ class ProxL1State(NamedTuple):
   schedule_state: Any  # ScaleByScheduleState(count) when α or λ is a schedule, else EmptyState.
 
 
-def _require_params(params: Any, name: str) -> None:
-  if params is None:
-    raise ValueError(f"{name} needs the current params: call update(updates, state, params).")
-
-
-def _is_params_placeholder(params: Any) -> bool:
-  """True for the stand-in `optax.tree.map_params` passes to `init` (it has no leaves)."""
-  return type(params).__name__ == "_ParamsPlaceholder" and not jax.tree.leaves(params)
-
-
-def _check_mask_at_init(params: Any, mask: Mask) -> None:
-  # A mismatched mask fails at init, not mid-training; the map_params stand-in has no paths.
-  if not _is_params_placeholder(params):
-    leaf_multipliers(params, mask)
-
-
-def _schedule_state(needed: bool) -> Any:
-  return (
-    optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32)) if needed else optax.EmptyState()
-  )
-
-
-def _count(schedule_state: Any) -> Any:
-  return schedule_state.count if isinstance(schedule_state, optax.ScaleByScheduleState) else None
-
-
-def _advance(schedule_state: Any) -> Any:
-  if isinstance(schedule_state, optax.ScaleByScheduleState):
-    return optax.ScaleByScheduleState(count=optax.safe_increment(schedule_state.count))
-  return schedule_state
-
-
-def _coef_dtype(x: chex.Array) -> Any:
-  """The real dtype a decay coefficient is computed in: x's, but never below float32."""
-  real = jnp.finfo(x.dtype).dtype if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.float32
-  return jnp.promote_types(real, jnp.float32)
-
-
-def _check_reference(reference: Any) -> None:
-  if reference is None or (isinstance(reference, str) and reference == "init"):
-    return
-  if isinstance(reference, (str, bytes)) or not jax.tree.leaves(reference):
-    raise ValueError(
-      f"reference must be None, 'init' (θ₀ = the params at init) or a pytree of arrays "
-      f"shaped like the params, got {reference!r}."
-    )
-
-
-def _init_reference(reference: Any, params: Any) -> Any:
-  """θ₀ stored in the state: a copy of the params (``"init"``) or of the given tree."""
-  if reference is None:
-    return optax.EmptyState()
-  if _is_params_placeholder(params):
-    return params  # so that optax.tree.map_params maps θ₀ like the params
-  if isinstance(reference, str):  # "init"; a copy, so that donating params keeps θ₀ alive
-    return jax.tree.map(lambda p: jnp.array(p, copy=True), params)
-  given = {_path_names(p): x for p, x in jax.tree_util.tree_flatten_with_path(reference)[0]}
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  out = []
-  for path, p in flat:
-    key = _path_names(path)
-    if key not in given:
-      raise ValueError(f"reference has no entry for the parameter {path_to_str(path)!r}.")
-    r = jnp.asarray(given.pop(key))
-    if r.shape != jnp.shape(p):
-      raise ValueError(
-        f"reference[{path_to_str(path)!r}] has shape {r.shape}, the parameter {jnp.shape(p)}."
-      )
-    out.append(jnp.array(r, dtype=jnp.asarray(p).dtype, copy=True))
-  if given:
-    extra = sorted("/".join(k) for k in given)
-    raise ValueError(f"reference has entries without a parameter: {extra[:5]}.")
-  return treedef.unflatten(out)
-
-
-def _reference_leaves(reference_state: Any, treedef: Any) -> list[Any]:
-  if isinstance(reference_state, optax.EmptyState):
-    return [None] * treedef.num_leaves
-  return treedef.flatten_up_to(reference_state)
-
-
-def _map_decayed(fn, mask: Mask, updates: Any, params: Any, reference_state: Any) -> Any:
-  """``fn(k, u, d, p)`` on every decayed leaf (multiplier k ≠ 0), with d = θ − θ₀ the direction
-  the decay pulls along (θ₀ = 0 or the L2-SP reference); other leaves are left bit for bit."""
-  mults = leaf_multipliers(params, mask)
-  leaves, treedef = jax.tree.flatten(updates)
-  ps = treedef.flatten_up_to(params)
-  refs = _reference_leaves(reference_state, treedef)
-  out = [
-    u if k == 0.0 else fn(k, u, _decayed_direction(p, r), p)
-    for u, p, r, k in zip(leaves, ps, refs, mults)
-  ]
-  return treedef.unflatten(out)
-
-
-def _decayed_direction(p: chex.Array, r: chex.Array | None) -> chex.Array:
-  return p if r is None else p - r
-
-
-def decay_factor(
-  coupling: str,
-  learning_rate: Any,
-  peak_learning_rate: Any,
-  count: chex.Array,
-  dtype: Any = None,
-) -> Any:
-  r"""The coupling factor c_t that multiplies λ in a decoupled decay step.
-
-  .. math::
-
-    \theta \leftarrow \theta + \Delta - c_t\, \lambda_t\, \theta, \qquad
-    c_t = \begin{cases}
-      \alpha_t & \texttt{"lr"} \\
-      \alpha_t / \alpha_\text{peak} & \texttt{"schedule"} \\
-      1 & \texttt{"constant"} \\
-      \alpha_t^2 / \alpha_\text{peak} & \texttt{"corrected"}
-    \end{cases}
-
-  This is what every ``coupling`` argument selects (`with_weight_decay` and the recipes).
-  With `dtype`, α_t is cast to it first: optax schedules return float32 at an int32 count
-  even under x64, and c_t·λ must not be rounded to float32 before it meets float64 params.
-
-  Args:
-    coupling: one of `COUPLINGS`: ``"lr"``, ``"schedule"``, ``"constant"``, ``"corrected"``.
-    learning_rate: α: a float, a JAX scalar or a schedule of the step count (unused for
-      ``"constant"``).
-    peak_learning_rate: α_peak for ``"schedule"`` and ``"corrected"``; None takes
-      `learning_rate` as its own peak (a float).
-    count: the step count t at which a scheduled α is evaluated.
-    dtype: optional dtype to evaluate α_t in (the params' dtype).
-
-  Returns:
-    c_t: the float 1.0 for ``"constant"``, else α_t's type (a float or a JAX scalar).
-
-  Example:
-    >>> print(wd_jax.decay_factor("corrected", 0.5, 1.0, 0))  # α_t² / α_peak
-    0.25
-    >>> lr = optax.linear_schedule(1.0, 0.0, 10)
-    >>> print(wd_jax.decay_factor("schedule", lr, 1.0, 5))  # α_5 / α_peak
-    0.5
-
-  References:
-    Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019 (``"lr"``,
-    and Alg. 2's ``"schedule"``). Defazio et al., "Why gradients rapidly increase near the
-    end of training", 2025 (``"corrected"``, AdamC). Shazeer & Stern, "Adafactor", ICML 2018,
-    as ``optax.adafactor`` applies it (``"constant"``).
-  """
-  if coupling == "constant":
-    return 1.0
-  lr = validation.real(validation.evaluate(learning_rate, count))
-  if dtype is not None:
-    lr = jnp.asarray(lr, dtype)
-  if coupling == "lr":
-    return lr
-  peak = validation.real(learning_rate if peak_learning_rate is None else peak_learning_rate)
-  if coupling == "schedule":
-    return lr / peak
-  return lr * lr / peak  # "corrected" (AdamC)
-
-
-def _decay_coefficient(coupling, learning_rate, peak, lam, k, count, p) -> Any:
-  """c_t·λ_t·m as a host float when all are host numbers, else an array of `_coef_dtype(p)`."""
-  host = validation.is_host_number
-  if host(lam) and (
-    coupling == "constant" or (host(learning_rate) and (peak is None or host(peak)))
-  ):
-    return float(decay_factor(coupling, learning_rate, peak, count)) * (k * float(lam))
-  dtype = _coef_dtype(p)
-  c = decay_factor(coupling, learning_rate, peak, count, dtype)
-  return jnp.asarray(c, dtype) * (k * jnp.asarray(validation.real(lam), dtype))
-
-
 def add_l2(
   weight_decay: float | optax.Schedule = 1e-4,
   *,
@@ -301,26 +130,9 @@ def add_l2(
     from decoupled decay under Adam). Li, Grandvalet & Davoine, "Explicit inductive bias for
     transfer learning with convolutional networks" (L2-SP), ICML 2018.
   """
-  validation.check_weight_decay(weight_decay)
-  _check_reference(reference)
-  scheduled = validation.is_schedule(weight_decay)
-
-  def init_fn(params):
-    _check_mask_at_init(params, mask)
-    return AddL2State(_schedule_state(scheduled), _init_reference(reference, params))
-
-  def update_fn(updates, state, params=None):
-    _require_params(params, "add_l2")
-    if not validation.is_static_zero(weight_decay):
-      lam = validation.evaluate(weight_decay, _count(state.schedule_state))
-
-      def add(k, g, d, p):
-        return g + (_decay_coefficient("constant", None, None, lam, k, None, p) * d).astype(g.dtype)
-
-      updates = _map_decayed(add, mask, updates, params, state.reference)
-    return updates, AddL2State(_advance(state.schedule_state), state.reference)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _decay.decay_in_chain(
+    weight_decay, mask=mask, reference=reference, state=AddL2State, name="add_l2"
+  )
 
 
 def add_l1(
@@ -360,21 +172,20 @@ def add_l1(
   scheduled = validation.is_schedule(weight_decay)
 
   def init_fn(params):
-    _check_mask_at_init(params, mask)
-    return AddL1State(_schedule_state(scheduled))
+    _decay.check_mask_at_init(params, mask)
+    return AddL1State(_decay.schedule_state(scheduled))
 
   def update_fn(updates, state, params=None):
-    _require_params(params, "add_l1")
+    _decay.require_params(params, "add_l1")
     if not validation.is_static_zero(weight_decay):
-      lam = validation.evaluate(weight_decay, _count(state.schedule_state))
-      mults = leaf_multipliers(params, mask)
+      lam = validation.evaluate(weight_decay, _decay.count_of(state.schedule_state))
 
       def l1(k, g, p):
-        coef = _decay_coefficient("constant", None, None, lam, k, None, p)
+        coef = _decay.coefficient("constant", None, None, lam, k, None, p)
         return g + (coef * jnp.sign(p)).astype(g.dtype)
 
-      updates = map_decay(l1, mults, updates, params)
-    return updates, AddL1State(_advance(state.schedule_state))
+      updates = map_decay(l1, leaf_multipliers(params, mask), updates, params)
+    return updates, AddL1State(_decay.advance(state.schedule_state))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -425,35 +236,22 @@ def prox_l1(
   scheduled = validation.is_schedule(weight_decay) or validation.is_schedule(learning_rate)
 
   def init_fn(params):
-    _check_mask_at_init(params, mask)
-    return ProxL1State(_schedule_state(scheduled))
+    _decay.check_mask_at_init(params, mask)
+    return ProxL1State(_decay.schedule_state(scheduled))
 
   def update_fn(updates, state, params=None):
-    _require_params(params, "prox_l1")
-    count = _count(state.schedule_state)
-    lr = validation.evaluate(learning_rate, count)
+    _decay.require_params(params, "prox_l1")
+    count = _decay.count_of(state.schedule_state)
     lam = validation.evaluate(weight_decay, count)
-    mults = leaf_multipliers(params, mask)
 
     def prox(k, u, p):
-      # α_t in the params' dtype: a float32 schedule value must not round α_t·λ (see decay_factor).
-      dtype = _coef_dtype(p)
-      real = validation.real
-      tau = (k * (jnp.asarray(real(lr), dtype) * jnp.asarray(real(lam), dtype))).astype(dtype)
+      # α_t·λ_t·k in the params' dtype: a float32 schedule value must not round it (decay_factor).
+      tau = _decay.coefficient("lr", learning_rate, None, lam, k, count, p)
       z = p + u
       mag = jnp.abs(z)
-      return (jnp.sign(z) * jnp.maximum(mag - tau.astype(mag.dtype), 0.0)).astype(p.dtype) - p
+      return (jnp.sign(z) * jnp.maximum(mag - jnp.asarray(tau, mag.dtype), 0.0)).astype(p.dtype) - p
 
-    updates = map_decay(prox, mults, updates, params)
-    return updates, ProxL1State(_advance(state.schedule_state))
+    updates = map_decay(prox, leaf_multipliers(params, mask), updates, params)
+    return updates, ProxL1State(_decay.advance(state.schedule_state))
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-def find_states(opt_state: Any, cls: type) -> list[Any]:
-  """Every sub-state of type `cls` inside a (possibly chained, masked, injected) optax state."""
-  found = []
-  for leaf in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, cls)):
-    if isinstance(leaf, cls):
-      found.append(leaf)
-  return found

@@ -113,7 +113,13 @@ def check_weight_decay(value: Any, name: str = "weight_decay") -> None:
 
 
 def check_learning_rate(value: Any, name: str = "learning_rate") -> None:
-  check_number(name, value, lower=0.0, lower_inclusive=False)
+  """α ≥ 0 or a schedule: 0 is a learning rate (a warmup's first step, a cosine's last)."""
+  check_number(name, value, lower=0.0)
+
+
+def check_peak_learning_rate(value: Any, name: str = "peak_learning_rate") -> None:
+  """α_peak: a number > 0 (a coupling divides by it), never a schedule."""
+  check_number(name, value, lower=0.0, lower_inclusive=False, allow_schedule=False)
 
 
 def check_beta(name: str, value: Any) -> None:

@@ -201,7 +201,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, peak: Any = None) 
   """
   o, steps = config.optimizer, config.steps
   peak = o.learning_rate if peak is None else peak
-  validation.check_learning_rate(peak, "config.optimizer.learning_rate")
+  validation.check_peak_learning_rate(peak, "config.optimizer.learning_rate")
   warmup = int(o.warmup_fraction * steps)
   if o.lr_schedule == "constant":
     shape = optax.constant_schedule(1.0)
