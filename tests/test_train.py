@@ -180,7 +180,7 @@ def test_coupled_l2_converges_to_ridge(name):
     np.testing.assert_allclose(theta, target, atol=1e-5, rtol=0)
     # AdamW's fixed point solves a different equation: it is not the ridge minimiser.
     theta_w = _full_batch(
-      wd_jax.adamw(optax.exponential_decay(0.05, 6000, 1e-4), lam),
+      wd_jax.adamw(optax.exponential_decay(0.05, 6000, 1e-4), weight_decay=lam),
       6000,
       jnp.asarray(x),
       jnp.asarray(y),
