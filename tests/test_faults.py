@@ -292,12 +292,16 @@ def test_non_finite_values_come_back_as_floats(tmp_path):
   assert record["note"] == "inf run"
 
 
-def test_resume_after_the_metrics_file_was_deleted_warns(tmp_path):
+def test_resume_after_the_metrics_file_was_deleted_is_refused_unless_the_gap_is_accepted(tmp_path):
   wd = str(tmp_path / "run")
   train.fit(_config(steps=20), wd, verbose=False)
   os.unlink(os.path.join(wd, "metrics.jsonl"))
-  with pytest.warns(UserWarning, match="metrics.jsonl is missing"):
+  with pytest.raises(runlog.RecordsGap, match=r"metrics.jsonl is missing.*steps 1-20 are lost"):
     train.fit(_config(steps=30), wd, resume=True, verbose=False)
+  assert not os.path.exists(os.path.join(wd, "metrics.jsonl"))  # refused before any write
+  with pytest.warns(UserWarning, match="metrics.jsonl is missing"):
+    train.fit(_config(steps=30), wd, resume=True, accept_gap=True, verbose=False)
+  assert [r["step"] for r in _records(wd)] == [25, 30]
 
 
 @pytest.mark.parametrize("where", ["jsonl", "tensorboard", "checkpoint"])

@@ -38,10 +38,12 @@ def _fmt_seconds(s: float) -> str:
 class Task:
   """One line of the display: `total` units of work, advanced as they are done."""
 
-  def __init__(self, description: str, total: float, unit: str, stream: TextIO, parent: Any):
+  def __init__(
+    self, description: str, total: float, unit: str, stream: TextIO, parent: Any, done: float = 0
+  ):
     self.description, self.total, self.unit = description, max(float(total), 1.0), unit
     self.stream, self.parent = stream, parent
-    self.done = 0.0
+    self.done = float(done)
     self.t_first: float | None = None  # when the first work was reported (compilation done)
     self.done_first = 0.0
     self.info = ""
@@ -49,9 +51,12 @@ class Task:
     self._last_fraction = 0.0
     self._id = None
     if _live is not None:
-      self._id = _live.add_task(description, total=self.total, rate="", eta="", info="")
+      self._id = _live.add_task(
+        description, total=self.total, completed=self.done, rate="", eta="", info=""
+      )
     else:
-      self._say(f"{description}: {int(self.total)} {unit}")
+      at = f" (from {int(self.done)})" if self.done else ""
+      self._say(f"{description}: {int(self.total)} {unit}{at}")
 
   def rate(self) -> float:
     """Units per second since the first report (compilation excluded)."""
@@ -110,9 +115,18 @@ def active() -> bool:
 
 @contextlib.contextmanager
 def task(
-  description: str, total: float, unit: str = "steps", *, stream: TextIO | None = None
+  description: str,
+  total: float,
+  unit: str = "steps",
+  *,
+  stream: TextIO | None = None,
+  done: float = 0,
 ) -> Iterator[Task]:
-  """A line of the display for the duration of the block (nested in the enclosing task)."""
+  """A line of the display for the duration of the block (nested in the enclosing task).
+
+  `done`: the units done before the block (a resumed run's steps): shown, but not counted in
+  the rate or in the enclosing tasks.
+  """
   global _live
   stream = stream or sys.stderr
   owner = False
@@ -132,7 +146,7 @@ def task(
     )
     _live.start()
     owner = True
-  t = Task(description, total, unit, stream, _stack[-1] if _stack else None)
+  t = Task(description, total, unit, stream, _stack[-1] if _stack else None, done)
   _stack.append(t)
   try:
     yield t
