@@ -186,3 +186,11 @@ def test_coupled_l2_converges_to_ridge(name):
       jnp.asarray(y),
     )
     assert float(jnp.max(jnp.abs(theta_w - target))) > 1e-2
+
+
+def test_an_unused_mask_rule_names_the_config_field_that_allows_it(tmp_path):
+  cfg = _smoke(**{"optimizer.mask": "rules", "optimizer.mask_rules": (("nothing.*", 0.0),)})
+  with pytest.raises(ValueError, match=r"config.optimizer.allow_unused_mask_rules=True"):
+    train.build(cfg)
+  cfg.optimizer.allow_unused_mask_rules = True
+  assert train.build(cfg).init_state is not None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import warnings
 from typing import Any
 
@@ -116,6 +117,16 @@ def steps(workdir: str) -> list[int]:
   return sorted(int(n) for n in os.listdir(path) if n.isdigit() and os.path.isdir(f"{path}/{n}"))
 
 
+def remove_temporaries(workdir: str) -> None:
+  """Removes what a failed or abandoned save left (orbax's ``*.orbax-checkpoint-tmp*``
+  directories; orbax would remove them when the run resumes), freeing the space they hold."""
+  path = directory(workdir)
+  if os.path.isdir(path):
+    for name in os.listdir(path):
+      if ".orbax-checkpoint-tmp" in name:
+        shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+
+
 def _names(tree: Any) -> dict[str, Any]:
   """Leaf path ("params/hidden/0/kernel") -> leaf, for naming a parameter in a message."""
   out = {}
@@ -125,29 +136,38 @@ def _names(tree: Any) -> dict[str, Any]:
   return out
 
 
+def _differences(saved: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+  """How the arrays of a checkpoint differ from the model's, parameters first."""
+  out = []
+  for name in sorted(set(saved) | set(ours), key=lambda n: (not n.startswith("params/"), n)):
+    a, b = ours.get(name), saved.get(name)
+    if b is None:
+      out.append(f"{name} is in this run's model, not in the checkpoint")
+    elif a is None:
+      out.append(f"{name} is in the checkpoint, not in this run's model")
+    elif tuple(a.shape) != tuple(b.shape) or np.dtype(a.dtype) != np.dtype(b.dtype):
+      out.append(
+        f"{name} is {b.dtype}{list(b.shape)} there, {a.dtype}{list(a.shape)} in this run's model"
+      )
+  return out
+
+
 def _check_structure(where: str, like: Any) -> None:
   """Refuses a checkpoint whose arrays are not those of `like` (another model), naming the
-  first parameter that differs and both shapes; unreadable metadata is damage."""
+  parameters that differ and their shapes; unreadable metadata is damage."""
   try:
     saved = _names(ocp.StandardCheckpointHandler().metadata(epath.Path(where) / "state").tree)
   except Exception as e:  # orbax raises many types; each means "cannot read it"
     reason = " ".join(str(e).split())[:240] or type(e).__name__
     raise DamagedCheckpoint(f"checkpoint {where} cannot be read: {reason}") from e
   ours = {k: ocp.utils.to_shape_dtype_struct(v) for k, v in _names(like).items()}
-  hint = "resume with the model the run was started with, or use a new workdir."
-  for name in sorted(set(saved) ^ set(ours)):
-    side = "this run's model" if name in ours else "the checkpoint"
-    other = "the checkpoint" if name in ours else "this run's model"
+  diff = _differences(saved, ours)
+  if diff:
+    more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
     raise CheckpointMismatch(
-      f"checkpoint {where} holds another model: {name} is in {side} but not in {other}; {hint}"
+      f"checkpoint {where} holds another model: {'; '.join(diff[:3])}{more}. Resume with the "
+      "model the run was started with, or use a new workdir."
     )
-  for name, a in ours.items():
-    b = saved[name]
-    if tuple(a.shape) != tuple(b.shape) or np.dtype(a.dtype) != np.dtype(b.dtype):
-      raise CheckpointMismatch(
-        f"checkpoint {where} holds another model: {name} is {b.dtype}{list(b.shape)} there, "
-        f"{a.dtype}{list(a.shape)} in this run's model; {hint}"
-      )
 
 
 def _read(where: str, like: Any) -> tuple[Any, dict[str, Any]]:

@@ -38,25 +38,27 @@ def _fmt_seconds(s: float) -> str:
 class Task:
   """One line of the display: `total` units of work, advanced as they are done."""
 
-  def __init__(
-    self, description: str, total: float, unit: str, stream: TextIO, parent: Any, done: float = 0
-  ):
+  def __init__(self, description: str, total: float, unit: str, stream: TextIO, parent: Any):
     self.description, self.total, self.unit = description, max(float(total), 1.0), unit
     self.stream, self.parent = stream, parent
-    self.done = float(done)
+    self.done = 0.0
     self.t_first: float | None = None  # when the first work was reported (compilation done)
     self.done_first = 0.0
     self.info = ""
     self._last_print = -math.inf
     self._last_fraction = 0.0
     self._id = None
+
+  def begin(self, done: float = 0) -> None:
+    """Shows the line, with `done` units done before it began (not counted in the rate)."""
+    self.done = float(done)
     if _live is not None:
       self._id = _live.add_task(
-        description, total=self.total, completed=self.done, rate="", eta="", info=""
+        self.description, total=self.total, completed=self.done, rate="", eta="", info=""
       )
     else:
       at = f" (from {int(self.done)})" if self.done else ""
-      self._say(f"{description}: {int(self.total)} {unit}{at}")
+      self._say(f"{self.description}: {int(self.total)} {self.unit}{at}")
 
   def rate(self) -> float:
     """Units per second since the first report (compilation excluded)."""
@@ -146,7 +148,8 @@ def task(
     )
     _live.start()
     owner = True
-  t = Task(description, total, unit, stream, _stack[-1] if _stack else None, done)
+  t = Task(description, total, unit, stream, _stack[-1] if _stack else None)
+  t.begin(done)
   _stack.append(t)
   try:
     yield t

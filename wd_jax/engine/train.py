@@ -186,8 +186,11 @@ def fit(
   with contextlib.ExitStack() as stack:
     if lead:
       stack.enter_context(workdir_lib.WorkdirLock(workdir))
-    status = workdir_lib.prepare(config, workdir, resume=resume) if lead else None
+    prepared = workdir_lib.prepare(config, workdir, resume=resume) if lead else None
     restored = _restore(run, fallback=fallback, accept_gap=accept_gap)
+    if lead:
+      workdir_lib.record_config(workdir, prepared)
+    status = prepared.status if lead else None
     finished = bool(
       status
       and status.get("state") == "completed"
@@ -216,7 +219,11 @@ class _Run:
   writer: MetricWriter | None = None
   record: loop_lib.RunRecord | None = None
   pending: int | None = None  # the step of a checkpoint orbax may still be writing
+  program: loop_lib.Program | None = None
+  stop: runlog.StopSignals | None = None
   t_start: float = 0.0
+  done: int = 0  # the step the loop ended at
+  preempted: bool = False  # a signal stopped it there (and that step was checkpointed)
 
   def checkpoint_path(self, step: int) -> str:
     return os.path.join(checkpoint_lib.directory(self.workdir), str(step))
@@ -265,13 +272,13 @@ def _last_record(workdir: str, step: int) -> dict[str, Any]:
   return {k: v for k, v in last.items() if k != "step"}
 
 
-def _open_outputs(run: _Run, program: loop_lib.Program) -> None:
+def _open_outputs(run: _Run) -> None:
   """Process 0's checkpoint manager (opened after damaged checkpoints were moved aside, so it
   saves their steps again), metrics writer and status; every process's run record."""
   if run.lead:
     run.mngr = checkpoint_lib.manager(run.workdir, run.config.max_checkpoints)
     run.writer = MetricWriter(run.workdir, resume_step=run.start if run.resume else None)
-  select = f"{program.eval_split}_accuracy"
+  select = f"{run.program.eval_split}_accuracy"
   run.record = loop_lib.RunRecord(run.exp, run.writer, select_metric=select)
   if run.lead:
     workdir_lib.write_status(run.workdir, "running", run.start)
@@ -340,14 +347,14 @@ def _progress(run: _Run):
     yield report
 
 
-def _loop(run: _Run, program, state, stop) -> tuple[TrainState, int, bool]:
-  """Trains from `run.start` to the end (or a stop); returns the state, its step and whether a
-  signal preempted the run (then its step is checkpointed, so --resume loses nothing)."""
+def _loop(run: _Run, state: TrainState) -> TrainState:
+  """Trains from `run.start` to the end (or a stop); sets the step it ended at and whether a
+  signal preempted the run (then that step is checkpointed, so --resume loses nothing)."""
   config, dp = run.config, run.dp
   source = batch_source(run.exp, config.batch_size, run.start, dp.place)
   with _progress(run) as report:
     state = loop_lib.run_loop(
-      program,
+      run.program,
       state,
       [run.record],
       cadence=loop_lib.Cadence.from_config(config),
@@ -355,16 +362,17 @@ def _loop(run: _Run, program, state, stop) -> tuple[TrainState, int, bool]:
       start=run.start,
       on_checkpoint=lambda nxt, s, m: _on_checkpoint(run, nxt, s, m),
       progress=report,
-      stop=stop,
+      stop=run.stop,
     )
-  done = int(jax.device_get(dp.local(state).step))
-  preempted = stop.requested is not None and run.record.diverged_at is None and done < config.steps
-  if preempted:
+  run.done = done = int(jax.device_get(dp.local(state).step))
+  signalled = run.stop.requested is not None and run.record.diverged_at is None
+  run.preempted = signalled and done < config.steps
+  if run.preempted:
     local = dp.local(state)
     if bool(_finite((local.params, local.opt_state))):
       _save(run, done, local)
   _wait(run)
-  return state, done, preempted
+  return state
 
 
 def _stopped(run: _Run, e: BaseException) -> None:
@@ -377,6 +385,7 @@ def _stopped(run: _Run, e: BaseException) -> None:
       run.mngr.close()
   if not run.lead:
     return
+  checkpoint_lib.remove_temporaries(run.workdir)
   saved = checkpoint_lib.steps(run.workdir)
   last = saved[-1] if saved else None
   step = last if last is not None else run.start
@@ -398,24 +407,24 @@ def _stopped(run: _Run, e: BaseException) -> None:
 
 
 def _train(run: _Run, restored: checkpoint_lib.Restored, stop) -> dict[str, Any]:
-  run.start = restored.step
+  run.start, run.stop = restored.step, stop
   state = run.dp.place(restored.state)
-  program = loop_lib.Program(run.exp, parallel=run.dp)
+  run.program = loop_lib.Program(run.exp, parallel=run.dp)
   run.t_start = time.perf_counter()
   try:
-    _open_outputs(run, program)
-    state, done, preempted = _loop(run, program, state, stop)
+    _open_outputs(run)
+    state = _loop(run, state)
   except BaseException as e:
     _stopped(run, e)
     raise
   finally:
     if run.record is not None:
       run.record.close()
-  return _finish(run, program, state, done, preempted, stop)
+  return _finish(run, state)
 
 
-def _final_metrics(run: _Run, program, state, done: int, preempted: bool, stop) -> dict[str, Any]:
-  record = run.record
+def _final_metrics(run: _Run, state: TrainState) -> dict[str, Any]:
+  record, done = run.record, run.done
   if record.diverged_at is not None:
     final: dict[str, Any] = {
       "diverged": True,
@@ -427,27 +436,28 @@ def _final_metrics(run: _Run, program, state, done: int, preempted: bool, stop) 
       run.say(f"\nrun diverged: {record.message}; last good checkpoint: step {last}")
     return final
   final = dict(record.final) or _last_record(run.workdir, done) if run.lead else dict(record.final)
-  if preempted:
-    final.update(preempted=True, preempted_at_step=done, signal=stop.requested)
+  if run.preempted:
+    final.update(preempted=True, preempted_at_step=done, signal=run.stop.requested)
     if run.say:
       run.say(f"\npreempted at step {done}: checkpoint written; continue with --resume.")
-  elif program.eval_split == "val":
-    final.update(program.evaluate(state, "test")[0])  # the test split, read once
+  elif run.program.eval_split == "val":
+    final.update(run.program.evaluate(state, "test")[0])  # the test split, read once
   return final
 
 
-def _finish(run: _Run, program, state, done: int, preempted: bool, stop) -> dict[str, Any]:
+def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
   """The result of a run that ended (completed, diverged or preempted): summary and status."""
   try:
-    final = _final_metrics(run, program, state, done, preempted, stop)
+    final = _final_metrics(run, state)
     final["wall_time_sec"] = time.perf_counter() - run.t_start
     if run.mngr:
       final["last_checkpoint_step"] = run.mngr.latest_step()
       run.mngr.close()
       run.mngr = None
       write_summary(run.workdir, run.config, final)
-      name = "diverged" if final.get("diverged") else "preempted" if preempted else "completed"
-      step = run.start if final.get("diverged") else done
+      name = "preempted" if run.preempted else "completed"
+      name = "diverged" if final.get("diverged") else name
+      step = run.start if final.get("diverged") else run.done
       workdir_lib.write_status(run.workdir, name, step, final=_json_final(final))
   except BaseException as e:
     _stopped(run, e)

@@ -3,9 +3,11 @@
 - `WorkdirLock`: held for the life of a run or sweep (a `filelock.FileLock` on ``.lock``); a
   second launch is refused with a message naming the holder; a dead holder's lock is released by
   the kernel, or, on a filesystem without ``flock``, taken over when its pid is dead on this host.
-- `prepare`: checks that a workdir may be used (a new one, or a resume of the run it holds with
-  the same config, whose ``steps`` may grow to extend a finished run) and writes ``config.json``
-  before anything else. A workdir with checkpoints or records but no config.json holds a run too.
+- `prepare` / `record_config`: check that a workdir may be used (a new one, or a resume of the
+  run it holds with the same config, whose ``steps`` may grow to extend a finished run), then
+  write ``config.json`` before anything else (after a resume's checkpoint was found to fit, so a
+  refused resume leaves the workdir as it was). A workdir with checkpoints or records but no
+  config.json holds a run too.
 - `read_status` / `write_status`: ``status.json``, the run's state (running, completed, diverged,
   preempted, failed), its step and final metrics, written atomically at each change (in place
   when the disk is too full for a new file); resuming a completed run reads it and changes
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -203,13 +206,18 @@ def _check_resume(old: dict[str, Any], new: dict[str, Any], workdir: str) -> lis
   return diff
 
 
-def prepare(config: Any, workdir: str, *, resume: bool) -> dict[str, Any] | None:
-  """Checks that `workdir` may be used, then writes ``config.json`` (first, atomically).
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """What `prepare` found: the previous ``status.json`` of a resumed run (or None), and the
+  config.json to write (None when the recorded one stays as it is)."""
 
-  Call it holding the `WorkdirLock`: it removes the temporary files of interrupted writes.
+  status: dict[str, Any] | None
+  config_text: str | None
 
-  Returns:
-    The previous ``status.json`` when resuming a run that has one, else None.
+
+def prepare(config: Any, workdir: str, *, resume: bool) -> Prepared:
+  """Checks that `workdir` may be used for `config`; writes nothing but the removal of the
+  temporary files of interrupted writes (call it holding the `WorkdirLock`).
 
   Raises:
     ValueError: `workdir` holds a run and `resume` is False; a resume with a config that
@@ -218,8 +226,7 @@ def prepare(config: Any, workdir: str, *, resume: bool) -> dict[str, Any] | None
       check its config against the run's, and a new run would mix with its records).
     DamagedFile: config.json cannot be read.
   """
-  cfg_path = os.path.join(workdir, "config.json")
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
+  text = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
   _remove_temporaries(workdir)
   old = recorded_config(workdir)
   if old is None:
@@ -234,16 +241,20 @@ def prepare(config: Any, workdir: str, *, resume: bool) -> dict[str, Any] | None
           else "use a new workdir (or restore its config.json and pass --resume)."
         )
       )
-    os.makedirs(workdir, exist_ok=True)
-    write_atomic(cfg_path, text + "\n")
-    return None
+    return Prepared(None, text)
   if not resume:
     raise ValueError(
       f"workdir {workdir!r} already holds a run; pass --resume or use a new workdir."
     )
-  if _check_resume(old, json.loads(text), workdir):
-    write_atomic(cfg_path, text + "\n")
-  return read_status(workdir)
+  changed = _check_resume(old, json.loads(text), workdir)
+  return Prepared(read_status(workdir), text if changed else None)
+
+
+def record_config(workdir: str, prepared: Prepared) -> None:
+  """Writes the config.json `prepare` found to write (atomically; first of a new run's files)."""
+  if prepared.config_text is not None:
+    os.makedirs(workdir, exist_ok=True)
+    write_atomic(os.path.join(workdir, "config.json"), prepared.config_text)
 
 
 def keep_recorded(config: Any, workdir: str, asked: Any) -> Any:
