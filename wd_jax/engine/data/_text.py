@@ -156,6 +156,4 @@ def char_corpus(
       )
   meta = {"vocab": vocab, "paths": tuple(used), "num_chars": n}
   splits = (tokens[:n_train],), (tokens[n_train:],)
-  return on_device(
-    "char_corpus", "language_model", *splits, len(vocab), seq_len=seq_len, meta=meta
-  )
+  return on_device("char_corpus", "language_model", *splits, len(vocab), seq_len=seq_len, meta=meta)
