@@ -93,6 +93,7 @@ def test_a_resume_keeps_the_runs_own_steps_unless_the_command_asks_for_more(tmp_
   assert first.returncode == 0, first.stderr[-2000:]
   out = _script("train.py", f"--config={SMOKE}", f"--workdir={wd}", "--resume")
   assert out.returncode == 0 and "completed 30 steps already; nothing to do" in out.stderr
+  assert "read only" not in out.stderr, out.stderr  # orbax's notes on a read-only manager
   with open(wd / "status.json") as f:
     assert json.load(f)["step"] == 30
 

@@ -20,6 +20,7 @@ import sys
 import time
 import warnings
 
+import filelock
 import jax
 import numpy as np
 import pytest
@@ -793,3 +794,53 @@ def test_a_read_only_workdir_is_one_line(small_disk):
   assert code == 1 and _lines(err) == [f"error: cannot lock {wd}/.lock: Read-only file system"], (
     err[-2000:]
   )
+
+
+class _NoFlock(filelock.FileLock):
+  """A filesystem that refuses flock (some NFS mounts)."""
+
+  def acquire(self, *args, **kwargs):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+
+_NO_FLOCK = """
+import errno, filelock
+
+
+class NoFlock(filelock.FileLock):
+  def acquire(self, *args, **kwargs):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+
+filelock.FileLock = NoFlock
+"""
+
+
+@pytest.mark.parametrize("holder", ["alive", "killed"])
+def test_without_flock_a_live_holder_is_named_and_a_dead_ones_lock_taken_over(
+  tmp_path, monkeypatch, holder
+):
+  """On a filesystem that refuses flock (ENOLCK), the lock is filelock's marker file."""
+  monkeypatch.setattr(filelock, "FileLock", _NoFlock)
+  wd = str(tmp_path / "run")
+  end = "time.sleep(600)" if holder == "alive" else "os.kill(os.getpid(), signal.SIGKILL)"
+  child = _NO_FLOCK + (
+    "import os, signal, sys, time\n"
+    "from wd_jax.engine import workdir\n"
+    f"lock = workdir.WorkdirLock({wd!r}).acquire()\n"
+    "print('held', flush=True)\n" + end + "\n"
+  )
+  p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+  try:
+    assert p.stdout.readline() == "held\n"
+    if holder == "alive":
+      with pytest.raises(workdir.WorkdirBusy, match=f"in use by process {p.pid} on"):
+        workdir.WorkdirLock(wd).acquire()
+    else:
+      p.wait(60)
+      lock = workdir.WorkdirLock(wd).acquire()  # the marker of a dead pid on this host
+      lock.release()
+  finally:
+    p.kill()
+    p.wait(60)
+    p.stdout.close()
