@@ -153,7 +153,7 @@ class BatchStream:
 
   Example:
     >>> import numpy as np
-    >>> from wd_jax import config, data, train
+    >>> from wd_jax.engine import config, data, train
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(256, 8)).astype(np.float32)
     >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
@@ -325,7 +325,7 @@ def build(
 
   Example:
     >>> import numpy as np
-    >>> from wd_jax import config, data, train
+    >>> from wd_jax.engine import config, data, train
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(256, 8)).astype(np.float32)
     >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
