@@ -39,6 +39,7 @@ if "ipykernel" not in sys.modules:
 import matplotlib.pyplot as plt
 
 OUT = sys.argv[1] if len(sys.argv) > 1 and "ipykernel" not in sys.modules else "."
+os.makedirs(OUT, exist_ok=True)
 
 # %% [markdown]
 # ## 1. Two chains, one line each

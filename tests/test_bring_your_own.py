@@ -179,3 +179,21 @@ def test_bad_user_pieces_are_refused_before_the_workdir_exists(tmp_path, dataset
       verbose=False,
     )
   assert not any(os.path.exists(tmp_path / n) for n in "abcd")
+
+
+class WrongInput(nnx.Module):
+  """Expects 5 features; the data has 6."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.inp = nnx.Linear(5, 3, rngs=rngs)
+
+  def __call__(self, x):
+    return self.inp(x)
+
+
+def test_a_user_model_that_cannot_train_on_the_data_is_named_not_the_config_model(
+  tmp_path, dataset
+):
+  with pytest.raises(ValueError, match=r"^your model WrongInput cannot train on") as e:
+    train.fit(_config(), str(tmp_path / "never"), model=WrongInput, data=dataset, verbose=False)
+  assert "cnn1d" not in str(e.value) and not (tmp_path / "never").exists()

@@ -77,6 +77,9 @@ def test_a_grid_is_overridden_with_a_tuple_or_a_list(tmp_path):
     ("--config.optimizer.learning_rate=-1", "config.optimizer.learning_rate must be > 0"),
     ("--config.optimizer.name=adamz", "config.optimizer.name must be one of"),
     ("--bogus=1", "Unknown command line flag 'bogus'"),
+    ("--config.seed=1180591620717411303424", "config.seed must be an int <= 4294967294"),
+    ("--config.optimizer.kwargs.b3=0.9", "config.optimizer.kwargs {'b3': 0.9} do not fit"),
+    ("--config.dataset.kwargs.noise=0.1", "config.dataset.kwargs {'noise': 0.1} do not fit"),
   ],
 )
 def test_a_bad_value_is_one_line_and_exit_code_2(tmp_path, flag, message):
@@ -180,3 +183,38 @@ def test_a_study_help_lists_its_own_configs_fields_and_exits_0(study):
   assert len(fields) > 10
   for line in fields:  # each a line of the help (absl wraps the long ones)
     assert len(line) > 70 or f"    {line}\n" in out.stdout, line
+
+
+def test_a_resume_keeps_the_runs_own_steps_unless_the_command_asks_for_more(tmp_path):
+  wd = tmp_path / "run"
+  first = _script("train.py", f"--config={SMOKE}", f"--workdir={wd}", "--config.steps=30")
+  assert first.returncode == 0, first.stderr[-2000:]
+  out = _script("train.py", f"--config={SMOKE}", f"--workdir={wd}", "--resume")
+  assert out.returncode == 0 and "completed 30 steps already; nothing to do" in out.stderr
+  assert "read only" not in out.stderr, out.stderr  # orbax's notes on a read-only manager
+  with open(wd / "status.json") as f:
+    assert json.load(f)["step"] == 30
+
+
+def _exit_of(fn, capsys):
+  from wd_jax.engine import cli
+
+  with pytest.raises(SystemExit) as stop:
+    cli.main_with_exit_codes(fn)()
+  return stop.value.code, capsys.readouterr().err.splitlines()
+
+
+def test_a_second_ctrl_c_exits_130_with_one_line(capsys):
+  def interrupted():
+    raise KeyboardInterrupt
+
+  code, lines = _exit_of(interrupted, capsys)
+  assert code == 130 and len(lines) == 1 and "second Ctrl-C" in lines[0]
+
+
+def test_an_os_error_exits_1_with_one_line_naming_the_file(capsys):
+  def unreadable():
+    raise PermissionError(13, "Permission denied", "/runs/x/config.json")
+
+  code, lines = _exit_of(unreadable, capsys)
+  assert code == 1 and lines == ["error: [Errno 13] Permission denied: '/runs/x/config.json'"]

@@ -186,3 +186,22 @@ def test_coupled_l2_converges_to_ridge(name):
       jnp.asarray(y),
     )
     assert float(jnp.max(jnp.abs(theta_w - target))) > 1e-2
+
+
+def test_an_unused_mask_rule_names_the_config_field_that_allows_it(tmp_path):
+  cfg = _smoke(**{"optimizer.mask": "rules", "optimizer.mask_rules": (("nothing.*", 0.0),)})
+  with pytest.raises(ValueError, match=r"config.optimizer.allow_unused_mask_rules=True"):
+    train.build(cfg)
+  cfg.optimizer.allow_unused_mask_rules = True
+  assert train.build(cfg).init_state is not None
+
+
+def test_the_tutorial_creates_its_output_directory(tmp_path, monkeypatch):
+  """Its first code cell (imports and the output directory) as `python docs/tutorial.py DIR`
+  runs it; the training cells after it are run end to end by tests/test_docs.py."""
+  with open(os.path.join(ROOT, "docs", "tutorial.py")) as f:
+    first_cell = f.read().split("# %%")[2]
+  out = tmp_path / "new" / "dir"
+  monkeypatch.setattr(sys, "argv", ["tutorial.py", str(out)])
+  exec(compile(first_cell, "docs/tutorial.py", "exec"), {"__name__": "tutorial"})
+  assert out.is_dir()

@@ -4,9 +4,12 @@
 exit code  cause
 =========  ================================================================================
 0          done (or, with ``--resume``, the run had completed already)
-1          the run diverged, its workdir is busy, a checkpoint is damaged, or a write failed
-2          bad input: a config value or flag (the line names the field)
-128 + s    stopped by signal s after writing a checkpoint (143: SIGTERM, 130: SIGINT)
+1          the run diverged, its workdir is busy, a checkpoint or config.json is damaged, the
+           records have a gap, or a file could not be read or written (the line names it)
+2          bad input: a config value or flag, or a resume with another config or model (the
+           line names the field)
+128 + s    stopped by signal s (143: SIGTERM, 130: SIGINT): after writing a checkpoint, or, on
+           a second Ctrl-C, at once
 =========  ================================================================================
 """
 
@@ -14,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging as std_logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +27,8 @@ from typing import Any
 from absl import flags
 
 from wd_jax.engine.checkpoint import DamagedCheckpoint
-from wd_jax.engine.runlog import Interrupted, RunIOError, exit_code
-from wd_jax.engine.workdir import WorkdirBusy
+from wd_jax.engine.runlog import Interrupted, RecordsGap, RunIOError, exit_code
+from wd_jax.engine.workdir import DamagedFile, WorkdirBusy
 
 USAGE, FAILED = 2, 1
 
@@ -41,12 +46,16 @@ def main_with_exit_codes(fn: Callable[..., Any]) -> Callable[..., Any]:
   def wrapped(*args, **kwargs):
     try:
       return fn(*args, **kwargs)
-    except (WorkdirBusy, DamagedCheckpoint, RunIOError) as e:
+    except (WorkdirBusy, DamagedCheckpoint, DamagedFile, RecordsGap, RunIOError) as e:
       fail(f"error: {e}", FAILED)
     except Interrupted as e:
       fail(f"stopped: {e}", exit_code(e.signal))
     except ValueError as e:
       fail(f"error: {e}", USAGE)
+    except OSError as e:  # a file the run reads or writes (str(e) names it)
+      fail(f"error: {e}", FAILED)
+    except KeyboardInterrupt:
+      fail("stopped at once by a second Ctrl-C; continue with --resume", exit_code(signal.SIGINT))
 
   return wrapped
 
@@ -187,15 +196,42 @@ def _parse_flags(argv: list[str]) -> list[str]:
   return []
 
 
+class _OrbaxFailureReports(std_logging.Filter):
+  """Drops orbax's own reports (with tracebacks, from its background threads and the asyncio
+  tasks it abandons) of a failed save: the run reports the failure itself, in one line naming
+  the checkpoint and the step."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.levelno < std_logging.ERROR:
+      return True
+    abandoned = record.name == "asyncio" and "never retrieved" in str(record.msg)
+    return not (abandoned or "/orbax/" in record.pathname)
+
+
+def _without_closed_loop_reports(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
+  """`sys.unraisablehook` without the "Event loop is closed" reports that tensorstore prints
+  when the writes of a save orbax abandoned (after a failed write) end after its loop closed."""
+
+  def unraisablehook(unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+      return
+    hook(unraisable)
+
+  return unraisablehook
+
+
 def run(main: Callable[[list[str]], Any]) -> None:
   """`absl.app.run` for the experiment scripts: flag and config errors are one line with exit
-  code 2, known failures as above, and third-party INFO logs (orbax's) stay off unless
-  ``--verbosity=0`` asks for them."""
+  code 2, known failures as above, and third-party INFO logs (orbax's) and orbax's reports of a
+  failed save stay off unless ``--verbosity=0`` asks for them."""
   from absl import app, flags, logging
 
   def quiet_main(argv):
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)
+      logging.get_absl_handler().addFilter(_OrbaxFailureReports())
+      sys.unraisablehook = _without_closed_loop_reports(sys.unraisablehook)
     return main(argv)
 
   app.run(main_with_exit_codes(quiet_main), flags_parser=_parse_flags)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 
 import jax.numpy as jnp
@@ -42,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.wd_switch_fraction = 0.5  # early: on before it; late: on from it
   c.optimizer.mask = "default"  # all | default (ndim >= 2) | rules
   c.optimizer.mask_rules = ()  # ((regex, multiplier), ...), first match wins, else default mask
+  c.optimizer.allow_unused_mask_rules = False  # True: a rule that matches no parameter is kept
   c.optimizer.kwargs = (
     ml_collections.ConfigDict()
   )  # b1, b2, eps, coupling, momentum, track_moments ...
@@ -101,6 +104,95 @@ def _check_known_fields(config: Any, schema: Any, prefix: str = "config") -> Non
       _check_known_fields(sub, known, where)
 
 
+# Seeds are folded into 32-bit PRNG keys (``PRNGKey(seed + 1)``): larger ones do not fit.
+MAX_SEED = 2**32 - 2
+
+
+def _check_names(config: ml_collections.ConfigDict, *, model: bool, dataset: bool, opt: bool):
+  if dataset:
+    validation.check_choice("config.dataset.name", config.dataset.name, DATASETS)
+  if model:
+    validation.check_choice("config.model.name", config.model.name, MODELS)
+  if opt:
+    validation.check_choice("config.optimizer.name", config.optimizer.name, tuple(OPTIMIZERS))
+  o = config.optimizer
+  validation.check_choice("config.optimizer.lr_schedule", o.lr_schedule, LR_SCHEDULES)
+  validation.check_choice("config.optimizer.wd_schedule", o.wd_schedule, WD_SCHEDULES)
+  validation.check_choice("config.optimizer.mask", o.mask, MASKS)
+  validation.check_choice("config.parallel", config.parallel, PARALLEL)
+
+
+def _check_counts(config: ml_collections.ConfigDict) -> None:
+  fraction = config.dataset.get("validation_fraction", 0.0)
+  if fraction:
+    validation.check_number(
+      "config.dataset.validation_fraction",
+      fraction,
+      lower=0.0,
+      upper=1.0,
+      lower_inclusive=False,
+      upper_inclusive=False,
+      allow_schedule=False,
+    )
+  seed = config.dataset.get("validation_seed", 0)
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise ValueError(f"config.dataset.validation_seed must be an int >= 0, got {seed!r}.")
+  for name in ("steps", "batch_size", "eval_batch_size", "max_checkpoints"):
+    _positive_int(name, config[name])
+  for name in ("log_every", "eval_every", "checkpoint_every", "diagnostics_every"):
+    if config[name] is not None:  # None: scaled with the run (`cadence`)
+      _positive_int(name, config[name], allow_zero=name == "diagnostics_every")
+  _positive_int("seed", config.seed, allow_zero=True)
+  if config.seed > MAX_SEED:
+    raise ValueError(f"config.seed must be an int <= {MAX_SEED} (2**32 - 2), got {config.seed}.")
+  for name, upper_inclusive in (("warmup_fraction", False), ("wd_switch_fraction", True)):
+    validation.check_number(
+      f"config.optimizer.{name}",
+      config.optimizer[name],
+      lower=0.0,
+      upper=1.0,
+      upper_inclusive=upper_inclusive,
+      allow_schedule=False,
+    )
+
+
+def _check_mask_rules(o: ml_collections.ConfigDict) -> None:
+  """Every rule is a (regex, multiplier ≥ 0) pair whose regex compiles, and rules are only given
+  with ``mask="rules"`` (any other mask would ignore them)."""
+  rules = o.mask_rules
+  if isinstance(rules, (str, bytes)) or not isinstance(rules, (tuple, list)):
+    raise ValueError(
+      f"config.optimizer.mask_rules must be a list of (regex, multiplier), got {rules!r}."
+    )
+  for i, rule in enumerate(rules):
+    if isinstance(rule, (str, bytes)) or not isinstance(rule, (tuple, list)) or len(rule) != 2:
+      raise ValueError(
+        f"config.optimizer.mask_rules[{i}] must be a (regex, multiplier) pair, got {rule!r}."
+      )
+    try:
+      re.compile(rule[0])
+    except (re.error, TypeError) as e:
+      raise ValueError(
+        f"config.optimizer.mask_rules[{i}] has an invalid regular expression {rule[0]!r}: {e}"
+      ) from e
+    validation.check_number(
+      f"config.optimizer.mask_rules[{i}] ({rule[0]!r}) multiplier",
+      rule[1],
+      lower=0.0,
+      allow_schedule=False,
+    )
+  if rules and o.mask != "rules":
+    raise ValueError(
+      f"config.optimizer.mask_rules is set but config.optimizer.mask={o.mask!r} ignores it: set "
+      "config.optimizer.mask='rules' (or remove the rules)."
+    )
+  if not isinstance(o.get("allow_unused_mask_rules", False), bool):
+    raise ValueError(
+      "config.optimizer.allow_unused_mask_rules must be True or False, got "
+      f"{o.allow_unused_mask_rules!r}."
+    )
+
+
 def validate(
   config: ml_collections.ConfigDict,
   *,
@@ -116,65 +208,9 @@ def validate(
   optimizer recipe, if any.
   """
   _check_known_fields(config, base_config())
-  if dataset:
-    validation.check_choice("config.dataset.name", config.dataset.name, DATASETS)
-  if model:
-    validation.check_choice("config.model.name", config.model.name, MODELS)
-  if optimizer:
-    validation.check_choice("config.optimizer.name", config.optimizer.name, tuple(OPTIMIZERS))
-  fraction = config.dataset.get("validation_fraction", 0.0)
-  if fraction:
-    validation.check_number(
-      "config.dataset.validation_fraction",
-      fraction,
-      lower=0.0,
-      upper=1.0,
-      lower_inclusive=False,
-      upper_inclusive=False,
-      allow_schedule=False,
-    )
-  seed = config.dataset.get("validation_seed", 0)
-  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-    raise ValueError(f"config.dataset.validation_seed must be an int >= 0, got {seed!r}.")
-  validation.check_choice(
-    "config.optimizer.lr_schedule", config.optimizer.lr_schedule, LR_SCHEDULES
-  )
-  validation.check_choice(
-    "config.optimizer.wd_schedule", config.optimizer.wd_schedule, WD_SCHEDULES
-  )
-  validation.check_choice("config.optimizer.mask", config.optimizer.mask, MASKS)
-  validation.check_choice("config.parallel", config.parallel, PARALLEL)
-  for name in ("steps", "batch_size", "eval_batch_size", "max_checkpoints"):
-    _positive_int(name, config[name])
-  for name in ("log_every", "eval_every", "checkpoint_every", "diagnostics_every"):
-    if config[name] is not None:  # None: scaled with the run (`cadence`)
-      _positive_int(name, config[name], allow_zero=name == "diagnostics_every")
-  _positive_int("seed", config.seed, allow_zero=True)
-  rules = config.optimizer.mask_rules
-  if isinstance(rules, (str, bytes)) or not isinstance(rules, (tuple, list)):
-    raise ValueError(
-      f"config.optimizer.mask_rules must be a list of (regex, multiplier), got {rules!r}."
-    )
-  for i, rule in enumerate(rules):
-    if isinstance(rule, (str, bytes)) or not isinstance(rule, (tuple, list)) or len(rule) != 2:
-      raise ValueError(
-        f"config.optimizer.mask_rules[{i}] must be a (regex, multiplier) pair, got {rule!r}."
-      )
-    validation.check_number(
-      f"config.optimizer.mask_rules[{i}] ({rule[0]!r}) multiplier",
-      rule[1],
-      lower=0.0,
-      allow_schedule=False,
-    )
-  for name, upper_inclusive in (("warmup_fraction", False), ("wd_switch_fraction", True)):
-    validation.check_number(
-      f"config.optimizer.{name}",
-      config.optimizer[name],
-      lower=0.0,
-      upper=1.0,
-      upper_inclusive=upper_inclusive,
-      allow_schedule=False,
-    )
+  _check_names(config, model=model, dataset=dataset, opt=optimizer)
+  _check_counts(config)
+  _check_mask_rules(config.optimizer)
   build_optimizer(config, recipe=recipe)  # its constructor checks every hyperparameter
 
 
@@ -231,7 +267,11 @@ def mask_from_config(config: ml_collections.ConfigDict):
     return None
   if o.mask == "default":
     return default_mask
-  return regex_mask([tuple(r) for r in o.mask_rules], default=default_mask)
+  return regex_mask(
+    [tuple(r) for r in o.mask_rules],
+    default=default_mask,
+    allow_unused_rules=bool(o.get("allow_unused_mask_rules", False)),
+  )
 
 
 def _recipe_kwargs(config: ml_collections.ConfigDict, peak: Any) -> dict[str, Any]:
@@ -246,16 +286,15 @@ def _recipe_kwargs(config: ml_collections.ConfigDict, peak: Any) -> dict[str, An
 
 
 def _make(config, recipe, learning_rate, weight_decay, mask, kwargs):
-  if recipe is None:
-    return get_optimizer(
-      config.optimizer.name,
-      learning_rate=learning_rate,
-      weight_decay=weight_decay,
-      mask=mask,
-      **kwargs,
-    )
-  opt = recipe(learning_rate=learning_rate, weight_decay=weight_decay, mask=mask, **kwargs)
-  if not isinstance(opt, optax.GradientTransformation):
+  make = recipe or functools.partial(get_optimizer, config.optimizer.name)
+  try:
+    opt = make(learning_rate=learning_rate, weight_decay=weight_decay, mask=mask, **kwargs)
+  except TypeError as e:  # an argument the optimizer does not take: a key of optimizer.kwargs
+    what = "your optimizer recipe" if recipe else f"the optimizer {config.optimizer.name!r}"
+    raise ValueError(
+      f"config.optimizer.kwargs {dict(config.optimizer.kwargs)} do not fit {what}: {e}"
+    ) from e
+  if recipe is not None and not isinstance(opt, optax.GradientTransformation):
     raise ValueError(
       f"the optimizer recipe must return an optax.GradientTransformation, got {type(opt)}."
     )
@@ -280,9 +319,6 @@ def build_optimizer(
     mask_from_config(config),
     kwargs,
   )
-
-
-SWEEPABLE = ("learning_rate", "weight_decay")
 
 
 def build_injectable_optimizer(
@@ -314,10 +350,12 @@ def build_injectable_optimizer(
 
 
 def set_hyperparams(opt_state: Any, **values: Any) -> Any:
-  """A copy of an `inject_hyperparams` state with some hyperparameters replaced."""
+  """A copy of an `inject_hyperparams` state with some hyperparameters replaced (`optax.tree.set`
+  on the top-level ``hyperparams``, each value cast to the dtype it replaces)."""
+  hp = opt_state.hyperparams
   for k in values:
-    if k not in opt_state.hyperparams:
-      raise ValueError(f"hyperparameter must be one of {sorted(opt_state.hyperparams)}, got {k!r}.")
-  hp = dict(opt_state.hyperparams)
-  hp.update({k: jnp.asarray(v, dtype=hp[k].dtype) for k, v in values.items()})
-  return opt_state._replace(hyperparams=hp)
+    if k not in hp:
+      raise ValueError(f"hyperparameter must be one of {sorted(hp)}, got {k!r}.")
+  top = lambda path, _: len(path) == 2 and getattr(path[0], "name", None) == "hyperparams"
+  cast = {k: jnp.asarray(v, dtype=hp[k].dtype) for k, v in values.items()}
+  return optax.tree.set(opt_state, top, **cast)

@@ -12,7 +12,9 @@ the one loop (`wd_jax.engine.loop`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -38,10 +40,6 @@ class TrainState(NamedTuple):
   rest: Any  # Other model state (BatchNorm statistics).
   opt_state: Any
   key: jax.Array  # raw uint32 PRNG key; batch t uses fold_in(key, t).
-
-
-class Diverged(RuntimeError):
-  """The loss became non-finite."""
 
 
 def per_example(task: str, logits: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
@@ -155,7 +153,7 @@ class BatchStream:
 
   Example:
     >>> import numpy as np
-    >>> from wd_jax import config, data, train
+    >>> from wd_jax.engine import config, data, train
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(256, 8)).astype(np.float32)
     >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
@@ -177,38 +175,104 @@ class BatchStream:
   eval_data: data_lib.Dataset
 
 
-def _make_model(config, dataset: data_lib.Dataset, seed: int, model: Any) -> nnx.Module:
-  """The model: by config name, the user's module as is, or the user's ``rngs -> module``."""
+def available_memory() -> tuple[int, str]:
+  """Bytes of memory a run may use, and where: an accelerator's own limit, else the host's RAM.
+
+  The one measurement the memory check reads (tests replace it)."""
+  with contextlib.suppress(Exception):  # backends without memory statistics raise or return None
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+      return int(stats["bytes_limit"]), f"{jax.local_devices()[0].device_kind} memory"
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+
+
+def nbytes(tree: Any) -> int:
+  """The bytes of every array (or `jax.ShapeDtypeStruct`) leaf of `tree`."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    dtype = leaf.dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+      size = 8  # a threefry key: two uint32
+    else:
+      size = np.dtype(dtype).itemsize
+    total += int(np.prod(np.shape(leaf), dtype=np.float64)) * size
+  return total
+
+
+def _check_fits(needed: int, what: str, of: str) -> None:
+  """Refuses a run whose `needed` bytes exceed the memory it would run in, before any array of
+  that size is allocated (the OOM killer gives no message and leaves the status "running")."""
+  limit, where = available_memory()
+  if needed > limit:
+    raise ValueError(
+      f"{what} needs at least {needed / 2**30:.1f} GiB ({of}), more than the "
+      f"{limit / 2**30:.1f} GiB of {where}: make it smaller."
+    )
+
+
+def _describe_model(config, model: Any) -> str:
   if model is None:
-    try:
-      return models_lib.build_model(
-        config.model.name,
-        num_classes=dataset.num_classes,
-        input_shape=dataset.input_shape,
-        rngs=nnx.Rngs(seed),
-        **dict(config.model.kwargs),
-      )
-    except (TypeError, ValueError, ZeroDivisionError) as e:
-      raise ValueError(
-        f"config.model (name {config.model.name!r}, kwargs {dict(config.model.kwargs)}): {e}"
-      ) from e
-  if isinstance(model, nnx.Module):
-    return model
-  if callable(model):
+    return f"config.model (name {config.model.name!r}, kwargs {dict(config.model.kwargs)})"
+  kind = type(model) if isinstance(model, nnx.Module) else model
+  return f"your model {getattr(kind, '__qualname__', repr(kind))}"
+
+
+def _model_factory(config, dataset: data_lib.Dataset, seed: int, model: Any):
+  """A zero-argument function that builds the model: by config name, or the user's callable."""
+  if model is None:
+    return lambda: models_lib.build_model(
+      config.model.name,
+      num_classes=dataset.num_classes,
+      input_shape=dataset.input_shape,
+      rngs=nnx.Rngs(seed),
+      **dict(config.model.kwargs),
+    )
+  if not callable(model):
+    raise ValueError(
+      f"model must be None, an nnx.Module or a callable rngs -> nnx.Module, got {model!r}."
+    )
+
+  def user_model():
     built = model(nnx.Rngs(seed))
     if not isinstance(built, nnx.Module):
       raise ValueError(f"model(rngs) must return a flax nnx.Module, got {type(built).__name__}.")
     return built
-  raise ValueError(
-    f"model must be None, an nnx.Module or a callable rngs -> nnx.Module, got {model!r}."
-  )
+
+  return user_model
+
+
+def _make_model(config, dataset: data_lib.Dataset, seed: int, model: Any) -> nnx.Module:
+  """The model: by config name, the user's module as is, or the user's ``rngs -> module``.
+
+  The model is first built abstractly (`nnx.eval_shape`, no array allocated), so one too large
+  for memory is refused with a message instead of being killed while it is allocated.
+  """
+  if isinstance(model, nnx.Module):
+    return model
+  make = _model_factory(config, dataset, seed, model)
+  what = _describe_model(config, model)
+  try:
+    abstract = nnx.eval_shape(make)
+  except (TypeError, ValueError, ZeroDivisionError) as e:
+    if model is None:
+      raise ValueError(f"{what}: {e}") from e
+    abstract = None  # the user's own code may need concrete values: it is built as is below
+  if abstract is not None:
+    _check_fits(2 * nbytes(nnx.state(abstract, nnx.Param)), what, "parameters and gradients")
+  return make()
 
 
 def _load_data(config, data: Any) -> tuple[data_lib.Dataset, BatchStream | None]:
   """The dataset to evaluate on (with its validation split) and the user's stream, if any."""
   stream = None
   if data is None:
-    dataset = data_lib.load_dataset(config.dataset.name, **dict(config.dataset.kwargs))
+    try:
+      dataset = data_lib.load_dataset(config.dataset.name, **dict(config.dataset.kwargs))
+    except TypeError as e:  # an argument the loader does not take: a key of dataset.kwargs
+      raise ValueError(
+        f"config.dataset.kwargs {dict(config.dataset.kwargs)} do not fit the dataset "
+        f"{config.dataset.name!r}: {e}"
+      ) from e
   elif isinstance(data, data_lib.Dataset):
     dataset = data
   elif isinstance(data, BatchStream):
@@ -261,7 +325,7 @@ def build(
 
   Example:
     >>> import numpy as np
-    >>> from wd_jax import config, data, train
+    >>> from wd_jax.engine import config, data, train
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(256, 8)).astype(np.float32)
     >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
@@ -298,7 +362,7 @@ def build(
     step=jnp.zeros([], jnp.int32),
     params=params,
     rest=rest,
-    opt_state=opt.init(params),
+    opt_state=_init_optimizer(opt, params),
     key=jax.random.PRNGKey(config.seed + 1),
   )
   if si_mask is None:
@@ -325,9 +389,38 @@ def build(
   return exp
 
 
+def _init_optimizer(opt: optax.GradientTransformation, params: Any) -> Any:
+  """``opt.init(params)``; a mask rule that matches no parameter is named as a config field."""
+  try:
+    return opt.init(params)
+  except ValueError as e:
+    text = str(e)
+    if not text.startswith("regex_mask rule"):
+      raise
+    field = "set config.optimizer.allow_unused_mask_rules=True"
+    raise ValueError(
+      "config.optimizer.mask_rules: " + text.replace("pass allow_unused_rules=True", field)
+    ) from e
+
+
+def _intermediate_bytes(jaxpr: Any) -> int:
+  """The bytes of every value a jaxpr computes, sub-jaxprs included: an upper bound of the
+  memory a step needs beyond its inputs (as if nothing were freed or fused)."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    total += sum(nbytes(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype)) for v in eqn.outvars)
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+        if hasattr(inner, "eqns"):
+          total += _intermediate_bytes(inner)
+  return total
+
+
 def _dry_run(exp: Experiment) -> None:
-  """Traces one training step without running it (`jax.eval_shape`), so a model that cannot
-  train on the data fails here, before any file is written, not inside the first jitted step."""
+  """Traces one training step without running it (`jax.make_jaxpr`), so a model that cannot
+  train on the data, or one whose step needs more memory than there is, fails here, before
+  any file is written, not inside the first jitted step."""
   config, ds = exp.config, exp.dataset
   if config.batch_size > ds.num_train:
     raise ValueError(
@@ -335,14 +428,22 @@ def _dry_run(exp: Experiment) -> None:
       f"examples of {ds.name!r}."
     )
   sampler = data_lib.make_batch_fn(ds, config.batch_size)
+  what = (
+    f"config.model.name={config.model.name!r}"
+    if exp.model_source is None
+    else _describe_model(config, exp.model_source)
+  )
   try:
-    jax.eval_shape(make_train_step(exp), exp.init_state, sampler)
+    traced = jax.make_jaxpr(make_train_step(exp))(exp.init_state, sampler)
   except Exception as e:  # any error of the trace means these pieces do not fit together
     reason = " ".join(str(e).split())[:300] or type(e).__name__
     raise ValueError(
-      f"config.model.name={config.model.name!r} cannot train on config.dataset.name="
-      f"{ds.name!r} (task {ds.task}, one input of shape {ds.input_shape}): {reason}"
+      f"{what} cannot train on config.dataset.name={ds.name!r} (task {ds.task}, one input of "
+      f"shape {ds.input_shape}): {reason}"
     ) from e
+  needed = nbytes(exp.init_state) + _intermediate_bytes(traced.jaxpr)
+  of = f"its state and one training step of batch {config.batch_size}, every value counted"
+  _check_fits(needed, _describe_model(config, exp.model_source), of)
 
 
 def make_train_step(

@@ -48,10 +48,17 @@ class Task:
     self._last_print = -math.inf
     self._last_fraction = 0.0
     self._id = None
+
+  def begin(self, done: float = 0) -> None:
+    """Shows the line, with `done` units done before it began (not counted in the rate)."""
+    self.done = float(done)
     if _live is not None:
-      self._id = _live.add_task(description, total=self.total, rate="", eta="", info="")
+      self._id = _live.add_task(
+        self.description, total=self.total, completed=self.done, rate="", eta="", info=""
+      )
     else:
-      self._say(f"{description}: {int(self.total)} {unit}")
+      at = f" (from {int(self.done)})" if self.done else ""
+      self._say(f"{self.description}: {int(self.total)} {self.unit}{at}")
 
   def rate(self) -> float:
     """Units per second since the first report (compilation excluded)."""
@@ -110,9 +117,18 @@ def active() -> bool:
 
 @contextlib.contextmanager
 def task(
-  description: str, total: float, unit: str = "steps", *, stream: TextIO | None = None
+  description: str,
+  total: float,
+  unit: str = "steps",
+  *,
+  stream: TextIO | None = None,
+  done: float = 0,
 ) -> Iterator[Task]:
-  """A line of the display for the duration of the block (nested in the enclosing task)."""
+  """A line of the display for the duration of the block (nested in the enclosing task).
+
+  `done`: the units done before the block (a resumed run's steps): shown, but not counted in
+  the rate or in the enclosing tasks.
+  """
   global _live
   stream = stream or sys.stderr
   owner = False
@@ -133,6 +149,7 @@ def task(
     _live.start()
     owner = True
   t = Task(description, total, unit, stream, _stack[-1] if _stack else None)
+  t.begin(done)
   _stack.append(t)
   try:
     yield t

@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -24,12 +25,44 @@ from typing import Any
 
 
 class RunIOError(OSError):
-  """A run's output could not be written (disk full, filesystem gone): the run stops cleanly."""
+  """A run's output could not be written (disk full, filesystem gone): the run stops cleanly.
+
+  Its text is one line that names the file (and the step, where there is one).
+  """
+
+  def __init__(self, message: str, errno_: int | None = None):
+    super().__init__(errno_, message)
+    self.message = message
+
+  def __str__(self) -> str:
+    return self.message
+
+
+class RecordsGap(RuntimeError):
+  """metrics.jsonl ends before the records the checkpoint a run resumes from was written after."""
+
+
+def describe_os_error(e: BaseException) -> str:
+  """The cause of an I/O failure in a few words ("the disk is full", "Read-only file system").
+
+  Looks through the chain of exceptions for an `OSError` or an errno that a library (orbax,
+  tensorstore) quoted in its own message.
+  """
+  seen: BaseException | None = e
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.errno:
+      return "the disk is full" if seen.errno == errno.ENOSPC else os.strerror(seen.errno)
+    quoted = re.search(r"os_error_code='?(\d+)", str(seen))
+    if quoted:
+      code = int(quoted.group(1))
+      return "the disk is full" if code == errno.ENOSPC else os.strerror(code)
+    seen = seen.__cause__ or seen.__context__
+  text = " ".join(str(e).split())
+  return (text[:200] + "...") if len(text) > 200 else text or type(e).__name__
 
 
 def _io_error(path: str, e: OSError) -> RunIOError:
-  what = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
-  return RunIOError(e.errno, f"cannot write {path}: {what}")
+  return RunIOError(f"cannot write {path}: {describe_os_error(e)}", e.errno)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,29 +194,60 @@ class _TensorBoard:
     self._writer.close()
 
 
+def records_gap(path: str, start: int, last_record: int | None) -> str | None:
+  """What is missing from the records a resume from checkpoint `start` keeps, or None.
+
+  `last_record` is the step of the last record written before that checkpoint (each
+  checkpoint stores it, and the records are fsynced before the checkpoint is written), so
+  records that end before it were lost after the fact (an OS crash on a run of an older version,
+  a file truncated or deleted by hand).
+  """
+  if not last_record:
+    return None
+  kept = [r.get("step", 0) for r in read_metrics(path) if r.get("step", 0) <= start]
+  last = max(kept, default=0)
+  if last >= last_record:
+    return None
+  have = f"ends at step {last}" if kept else "has no record"
+  if not os.path.exists(path):
+    have = "is missing"
+  return (
+    f"{path} {have}, but the checkpoint of step {start} was written after the record of step "
+    f"{last_record}: the records of steps {last + 1}-{last_record} are lost"
+  )
+
+
 class MetricWriter:
   """JSON lines (``metrics.jsonl``) plus TensorBoard events; only process 0 should own one.
+
+  `resume_step`: the step a resumed run continues from; the records after it are dropped (the
+  run writes them again), so the file reads as one run. `last_step` is the step of the last
+  record in the file. `sync` makes the records written so far
+  durable (fsync): the run calls it before each checkpoint, so the records never end before it.
 
   Raises `RunIOError` (naming the file) when a record cannot be written.
   """
 
   def __init__(self, workdir: str, *, resume_step: int | None = None, tensorboard: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
-    if resume_step is not None:
-      if resume_step > 0 and not os.path.exists(self.path):
-        warnings.warn(
-          f"{self.path} is missing: the records before step {resume_step} are lost; the "
-          "resumed run writes the rest.",
-          stacklevel=2,
-        )
-      # Drop records the resumed run will write again, so the file reads as one clean run.
+    self.last_step = 0  # the step of the last record in the file
+    if resume_step is not None and os.path.exists(self.path):
       kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
       write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+      self.last_step = max((r.get("step", 0) for r in kept), default=0)
     try:
       self._file = open(self.path, "a")
       self._tb = None
       if tensorboard:
         self._tb = _TensorBoard(os.path.join(workdir, "tensorboard"), resume_step)
+    except OSError as e:
+      raise _io_error(self.path, e) from e
+
+  def sync(self) -> None:
+    """Makes every record written so far durable (flush and fsync)."""
+    try:
+      self._file.flush()
+      os.fsync(self._file.fileno())
     except OSError as e:
       raise _io_error(self.path, e) from e
 
@@ -193,6 +257,7 @@ class MetricWriter:
       self._write_line(json.dumps(record) + "\n")
     except OSError as e:
       raise _io_error(self.path, e) from e
+    self.last_step = int(step)
     if self._tb is not None:
       scalars = {
         k: float(v)

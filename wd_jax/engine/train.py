@@ -13,10 +13,14 @@ re-exported here (`train.build`, `train.TrainState`, ...) for convenience.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
+import signal
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -31,7 +35,6 @@ from wd_jax.engine import runlog
 from wd_jax.engine import workdir as workdir_lib
 from wd_jax.engine.experiment import (
   BatchStream,
-  Diverged,
   Experiment,
   TrainState,
   batch_source,
@@ -44,7 +47,6 @@ from wd_jax.engine.runlog import MetricWriter, write_atomic
 
 __all__ = [
   "BatchStream",
-  "Diverged",
   "Experiment",
   "TrainState",
   "batch_source",
@@ -92,6 +94,7 @@ def fit(
   optimizer: Any = None,
   resume: bool = False,
   fallback: bool = True,
+  accept_gap: bool = False,
   verbose: bool = True,
 ) -> dict[str, Any]:
   """Trains as `config` says, writing config.json, metrics.jsonl, TensorBoard events,
@@ -110,14 +113,20 @@ def fit(
   - `resume`: continue from the newest intact checkpoint, bitwise as if never interrupted; a
     completed run is left untouched (its recorded final metrics come back), unless
     ``config.steps`` grew, which extends it. A damaged newest checkpoint is named and, with
-    `fallback` (default), the newest intact one is used instead, with a warning; without it,
-    `checkpoint.DamagedCheckpoint` is raised.
+    `fallback` (default), moved aside to ``checkpoints/damaged/<step>-<reason>`` and the newest
+    intact one used instead, with a warning (so the retrained steps are checkpointed again);
+    without it, `checkpoint.DamagedCheckpoint` is raised and nothing is moved. A checkpoint of
+    another model raises `checkpoint.CheckpointMismatch` naming the parameter and both shapes.
+  - Records are fsynced before each checkpoint, which stores the step of the last record; a
+    resume whose metrics.jsonl ends before that step raises `runlog.RecordsGap`, unless
+    `accept_gap`.
   - SIGTERM / SIGINT (preemption, Ctrl-C): the current step finishes, a checkpoint and the
     summary ("preempted at step N") are written, and the result has ``preempted`` set.
   - Checkpoints are written only from a state whose loss, parameters and optimizer state are
     all finite: "last good checkpoint" means that.
-  - A write that fails (full disk) stops the run with `runlog.RunIOError` naming the file; the
-    checkpoints stay consistent.
+  - A write that fails (full disk) stops the run with `runlog.RunIOError` naming the file (and
+    the step of a checkpoint); the checkpoints stay consistent. However the run stops,
+    status.json says "failed" or "preempted".
 
   Args:
     config: a run config (`wd_jax.engine.config.base_config` schema).
@@ -128,7 +137,9 @@ def fit(
     data: None (``config.dataset.name``), a `wd_jax.engine.data.Dataset` or a `BatchStream`.
     optimizer: None (``config.optimizer.name``) or your recipe (see `build`).
     resume: continue the run in `workdir` (above).
-    fallback: on resume, use the newest intact checkpoint when the newest is damaged.
+    fallback: on resume, move a damaged newest checkpoint aside and use the newest intact one.
+    accept_gap: on resume, continue when metrics.jsonl lacks records the checkpoint was written
+      after (with a warning) instead of raising `runlog.RecordsGap`.
     verbose: show progress and the final messages on stderr.
 
   Returns:
@@ -138,12 +149,13 @@ def fit(
     metrics.
 
   Raises:
-    ValueError: bad config values, data or model (before anything is written), or a
-      `workdir` that holds a run without `resume`.
+    ValueError: bad config values, data or model (before anything is written), a
+      `workdir` that holds a run without `resume`, or a resume with another config or model.
+    RunIOError, DamagedCheckpoint, RecordsGap, WorkdirBusy: see above.
 
   Example:
     >>> import numpy as np
-    >>> from wd_jax import config, data, train
+    >>> from wd_jax.engine import config, data, train
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(256, 8)).astype(np.float32)
     >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
@@ -170,31 +182,84 @@ def fit(
   dp.check_batch_size(config.batch_size)
   lead = jax.process_index() == 0  # only process 0 writes logs, summaries and checkpoints
   say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose and lead else None
+  run = _Run(exp, config, workdir, dp, lead, say, verbose, resume)
   with contextlib.ExitStack() as stack:
     if lead:
       stack.enter_context(workdir_lib.WorkdirLock(workdir))
-    status = workdir_lib.prepare(config, workdir, resume=resume) if lead else None
+    prepared = workdir_lib.prepare(config, workdir, resume=resume) if lead else None
+    restored = _restore(run, fallback=fallback, accept_gap=accept_gap)
+    if lead:
+      workdir_lib.record_config(workdir, prepared)
+    status = prepared.status if lead else None
     finished = bool(
       status
       and status.get("state") == "completed"
-      and status.get("step") == config.steps
-      and config.steps in checkpoint_lib.steps(workdir)
+      and status.get("step") == config.steps == restored.step
     )
     if checkpoint_lib.broadcast_int(int(finished)):
-      try:
-        return _finished(exp, workdir, status, say)
-      except checkpoint_lib.DamagedCheckpoint:
-        pass  # its last checkpoint is damaged: train it again from an intact one (or refuse)
+      return _finished(run, status, restored)
     stop = stack.enter_context(runlog.StopSignals())
-    return _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose)
+    return _train(run, restored, stop)
 
 
-def _finished(exp, workdir, status, say) -> dict[str, Any]:
+@dataclasses.dataclass
+class _Run:
+  """What every part of one run shares: its pieces, its outputs and where it is."""
+
+  exp: Experiment
+  config: ml_collections.ConfigDict
+  workdir: str
+  dp: parallel_lib.DataParallel
+  lead: bool  # process 0: writes the logs, summaries and checkpoints
+  say: Callable[[str], None] | None
+  verbose: bool
+  resume: bool
+  start: int = 0
+  mngr: Any = None  # process 0's orbax CheckpointManager
+  writer: MetricWriter | None = None
+  record: loop_lib.RunRecord | None = None
+  pending: int | None = None  # the step of a checkpoint orbax may still be writing
+  program: loop_lib.Program | None = None
+  stop: runlog.StopSignals | None = None
+  t_start: float = 0.0
+  done: int = 0  # the step the loop ended at
+  preempted: bool = False  # a signal stopped it there (and that step was checkpointed)
+
+  def checkpoint_path(self, step: int) -> str:
+    return os.path.join(checkpoint_lib.directory(self.workdir), str(step))
+
+
+def _restore(run: _Run, *, fallback: bool, accept_gap: bool) -> checkpoint_lib.Restored:
+  """Where a run starts: step 0, or on resume the newest intact checkpoint (damaged ones moved
+  aside with `fallback`), after checking that the records reach it."""
+  if not run.resume:
+    return checkpoint_lib.Restored(0, run.exp.init_state)
+  # Every process reads (orbax syncs them) and verifies the same files alike.
+  restored = checkpoint_lib.restore_latest(run.workdir, run.exp.init_state, fallback=fallback)
+  if restored.step > run.config.steps:
+    raise ValueError(
+      f"--resume with steps={run.config.steps} in {run.workdir!r}, whose newest checkpoint is "
+      f"at step {restored.step}: steps may only grow."
+    )
+  if run.lead:
+    path = os.path.join(run.workdir, "metrics.jsonl")
+    gap = runlog.records_gap(path, restored.step, restored.last_record)
+    if gap and not accept_gap:
+      raise runlog.RecordsGap(
+        f"{gap}; resume with --resume_accept_gap (accept_gap=True) to continue without them, "
+        "or use a new workdir."
+      )
+    if gap:
+      warnings.warn(f"{gap}; the resumed run continues without them.", stacklevel=3)
+  return restored
+
+
+def _finished(run: _Run, status: dict[str, Any], restored) -> dict[str, Any]:
   """A completed run, resumed: nothing is written; its final metrics and state come back."""
-  if say:
-    say(f"{workdir}: the run completed {status['step']} steps already; nothing to do.")
+  if run.say:
+    run.say(f"{run.workdir}: the run completed {status['step']} steps already; nothing to do.")
   final = dict(status.get("final", {}))
-  final["state"] = checkpoint_lib.restore(workdir, status["step"], exp.init_state)
+  final["state"] = restored.state
   final["already_completed"] = True
   return final
 
@@ -207,120 +272,197 @@ def _last_record(workdir: str, step: int) -> dict[str, Any]:
   return {k: v for k, v in last.items() if k != "step"}
 
 
-def _train(exp, config, workdir, dp, lead, say, stop, resume, fallback, verbose):
-  mngr = checkpoint_lib.manager(workdir, config.max_checkpoints) if lead else None
-  state, start = exp.init_state, 0
-  if resume:  # every process reads (orbax syncs them) and verifies the same files alike
-    start, state = checkpoint_lib.restore_latest(workdir, state, fallback=fallback)
-    if start > config.steps:
-      raise ValueError(
-        f"--resume with steps={config.steps} in {workdir!r}, whose newest checkpoint is at step "
-        f"{start}: steps may only grow."
-      )
-  state = dp.place(state)
-  writer = MetricWriter(workdir, resume_step=start if resume else None) if lead else None
-  program = loop_lib.Program(exp, parallel=dp)
-  record = loop_lib.RunRecord(exp, writer, select_metric=f"{program.eval_split}_accuracy")
-  source = batch_source(exp, config.batch_size, start, dp.place)
-  show = (verbose or progress_lib.active()) and lead
-  display = contextlib.ExitStack()
-  report = (
-    display.enter_context(progress_lib.task(f"train {workdir}", config.steps - start))
-    if show
-    else None
+def _open_outputs(run: _Run) -> None:
+  """Process 0's checkpoint manager (opened after damaged checkpoints were moved aside, so it
+  saves their steps again), metrics writer and status; every process's run record."""
+  if run.lead:
+    run.mngr = checkpoint_lib.manager(run.workdir, run.config.max_checkpoints)
+    run.writer = MetricWriter(run.workdir, resume_step=run.start if run.resume else None)
+  select = f"{run.program.eval_split}_accuracy"
+  run.record = loop_lib.RunRecord(run.exp, run.writer, select_metric=select)
+  if run.lead:
+    workdir_lib.write_status(run.workdir, "running", run.start)
+
+
+def _checkpoint_error(run: _Run, step: int, e: Exception) -> runlog.RunIOError:
+  return runlog.RunIOError(
+    f"cannot write the checkpoint of step {step} ({run.checkpoint_path(step)}): "
+    f"{runlog.describe_os_error(e)}",
+    getattr(e, "errno", None),
   )
-  reported = [start]
-  if lead:
-    workdir_lib.write_status(workdir, "running", start)
 
-  def save(step: int, local: TrainState) -> None:
-    if mngr is None or mngr.latest_step() == step:
-      return
-    try:
-      checkpoint_lib.save(mngr, step, local)
-    except Exception as e:  # orbax raises many types; each means the checkpoint is not written
-      raise runlog.RunIOError(0, f"cannot write the checkpoint of step {step}: {e}") from e
-    runlog.fault("checkpoint")
 
-  def on_checkpoint(nxt: int, state: TrainState, metrics) -> None:
-    local = dp.local(state)
-    if not math.isfinite(metrics[0]["loss"]):
-      record.mark_diverged(nxt, f"non-finite loss {metrics[0]['loss']} at step {nxt}")
-    elif not bool(_finite((local.params, local.opt_state))):
-      record.mark_diverged(nxt, f"non-finite parameters or optimizer state at step {nxt}")
-    else:
-      save(nxt, local)
-
-  def progress(nxt: int, records, rate: float) -> None:
-    m = records[0].final
-    info = "  ".join(f"{k} {m[k]:.4f}" for k in _SHOWN if k in m)
-    report.advance(nxt - reported[0], info)
-    reported[0] = nxt
-
-  t_start = time.perf_counter()
+def _wait(run: _Run) -> None:
+  """Waits for the checkpoint orbax is writing; its failure names that checkpoint's step."""
+  if run.mngr is None or run.pending is None:
+    return
+  # Waited for here, not inside orbax's next save, which would report it as the next step's.
+  step, run.pending = run.pending, None
   try:
+    run.mngr.wait_until_finished()
+  except Exception as e:  # orbax raises many types; each means the checkpoint is not written
+    raise _checkpoint_error(run, step, e) from e
+
+
+def _save(run: _Run, step: int, local: TrainState) -> None:
+  """Checkpoints `local` at `step` (process 0), after making the records before it durable."""
+  if run.mngr is None or run.mngr.latest_step() == step:
+    return
+  _wait(run)
+  run.writer.sync()
+  try:
+    checkpoint_lib.save(run.mngr, step, local, last_record=run.writer.last_step or None)
+  except Exception as e:  # orbax raises many types; each means the checkpoint is not written
+    raise _checkpoint_error(run, step, e) from e
+  run.pending = step
+  runlog.fault("checkpoint")
+
+
+def _on_checkpoint(run: _Run, nxt: int, state: TrainState, metrics) -> None:
+  """A checkpoint step: only a state whose loss, parameters and optimizer state are finite is
+  saved; any other marks the run diverged."""
+  local = run.dp.local(state)
+  if not math.isfinite(metrics[0]["loss"]):
+    run.record.mark_diverged(nxt, f"non-finite loss {metrics[0]['loss']} at step {nxt}")
+  elif not bool(_finite((local.params, local.opt_state))):
+    run.record.mark_diverged(nxt, f"non-finite parameters or optimizer state at step {nxt}")
+  else:
+    _save(run, nxt, local)
+
+
+@contextlib.contextmanager
+def _progress(run: _Run):
+  """The progress line of the run (its own steps: a resumed run starts at its step), or None."""
+  if not ((run.verbose or progress_lib.active()) and run.lead):
+    yield None
+    return
+  with progress_lib.task(f"train {run.workdir}", run.config.steps, done=run.start) as task:
+    shown = [run.start]
+
+    def report(nxt: int, records, rate: float) -> None:
+      m = records[0].final
+      task.advance(nxt - shown[0], "  ".join(f"{k} {m[k]:.4f}" for k in _SHOWN if k in m))
+      shown[0] = nxt
+
+    yield report
+
+
+def _loop(run: _Run, state: TrainState) -> TrainState:
+  """Trains from `run.start` to the end (or a stop); sets the step it ended at and whether a
+  signal preempted the run (then that step is checkpointed, so --resume loses nothing)."""
+  config, dp = run.config, run.dp
+  source = batch_source(run.exp, config.batch_size, run.start, dp.place)
+  with _progress(run) as report:
     state = loop_lib.run_loop(
-      program,
+      run.program,
       state,
-      [record],
+      [run.record],
       cadence=loop_lib.Cadence.from_config(config),
       source=source,
-      start=start,
-      on_checkpoint=on_checkpoint,
-      progress=progress if report else None,
-      stop=stop,
+      start=run.start,
+      on_checkpoint=lambda nxt, s, m: _on_checkpoint(run, nxt, s, m),
+      progress=report,
+      stop=run.stop,
     )
-    done = int(jax.device_get(dp.local(state).step))
-    preempted = stop.requested is not None and record.diverged_at is None and done < config.steps
-    if preempted:  # a checkpoint of the step the signal interrupted, so --resume loses nothing
-      local = dp.local(state)
-      if bool(_finite((local.params, local.opt_state))):
-        save(done, local)
-    if mngr:
-      try:
-        mngr.wait_until_finished()
-      except Exception as e:
-        raise runlog.RunIOError(0, f"cannot write a checkpoint: {e}") from e
+  run.done = done = int(jax.device_get(dp.local(state).step))
+  signalled = run.stop.requested is not None and run.record.diverged_at is None
+  run.preempted = signalled and done < config.steps
+  if run.preempted:
+    local = dp.local(state)
+    if bool(_finite((local.params, local.opt_state))):
+      _save(run, done, local)
+  _wait(run)
+  return state
+
+
+def _stopped(run: _Run, e: BaseException) -> None:
+  """A run stopped by an exception: the checkpoint in flight is finished or abandoned, and
+  status.json (and, after a second Ctrl-C, summary.md) says how the run stopped."""
+  if run.mngr:  # let a save already in flight finish (or fail) before this process moves on
+    with contextlib.suppress(Exception):
+      run.mngr.wait_until_finished()
+    with contextlib.suppress(Exception):
+      run.mngr.close()
+  if not run.lead:
+    return
+  checkpoint_lib.remove_temporaries(run.workdir)
+  saved = checkpoint_lib.steps(run.workdir)
+  last = saved[-1] if saved else None
+  step = last if last is not None else run.start
+  with contextlib.suppress(OSError):
+    if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C: stopped without a new checkpoint
+      final = {
+        "preempted": True,
+        "preempted_at_step": run.record.step if run.record else run.start,
+        "signal": int(signal.SIGINT),
+        "last_checkpoint_step": last,
+        "wall_time_sec": time.perf_counter() - run.t_start,
+      }
+      write_summary(run.workdir, run.config, final)
+      workdir_lib.write_status(run.workdir, "preempted", step, final=_json_final(final))
+    else:
+      workdir_lib.write_status(
+        run.workdir, "failed", step, error=" ".join(str(e).split()) or type(e).__name__
+      )
+
+
+def _train(run: _Run, restored: checkpoint_lib.Restored, stop) -> dict[str, Any]:
+  run.start, run.stop = restored.step, stop
+  state = run.dp.place(restored.state)
+  run.program = loop_lib.Program(run.exp, parallel=run.dp)
+  run.t_start = time.perf_counter()
+  try:
+    _open_outputs(run)
+    state = _loop(run, state)
   except BaseException as e:
-    if mngr:  # let a save already in flight finish (or fail) before this process moves on
-      with contextlib.suppress(Exception):
-        mngr.wait_until_finished()
-      with contextlib.suppress(Exception):
-        mngr.close()
-    if lead and isinstance(e, runlog.RunIOError):
-      with contextlib.suppress(OSError):
-        workdir_lib.write_status(workdir, "failed", record.step or start, error=str(e))
+    _stopped(run, e)
     raise
   finally:
-    record.close()
-    display.close()
+    if run.record is not None:
+      run.record.close()
+  return _finish(run, state)
+
+
+def _final_metrics(run: _Run, state: TrainState) -> dict[str, Any]:
+  record, done = run.record, run.done
   if record.diverged_at is not None:
     final: dict[str, Any] = {
       "diverged": True,
       "diverged_at_step": record.diverged_at,
       "message": record.message,
     }
-    if say:
-      last = mngr.latest_step() if mngr else None
-      say(f"\nrun diverged: {record.message}; last good checkpoint: step {last}")
-  else:
-    final = dict(record.final) or _last_record(workdir, done) if lead else dict(record.final)
-    if preempted:
-      final.update(preempted=True, preempted_at_step=done, signal=stop.requested)
-      if say:
-        say(f"\npreempted at step {done}: checkpoint written; continue with --resume.")
-    elif program.eval_split == "val":
-      final.update(program.evaluate(state, "test")[0])  # the test split, read once
-  final["wall_time_sec"] = time.perf_counter() - t_start
-  if mngr:
-    final["last_checkpoint_step"] = mngr.latest_step()
-    mngr.close()
-    write_summary(workdir, config, final)
-    state_name = "diverged" if final.get("diverged") else "preempted" if preempted else "completed"
-    workdir_lib.write_status(
-      workdir, state_name, done if not final.get("diverged") else start, final=_json_final(final)
-    )
-  final["state"] = None if record.diverged_at is not None else dp.local(state)
+    if run.say:
+      last = run.mngr.latest_step() if run.mngr else None
+      run.say(f"\nrun diverged: {record.message}; last good checkpoint: step {last}")
+    return final
+  final = dict(record.final) or _last_record(run.workdir, done) if run.lead else dict(record.final)
+  if run.preempted:
+    final.update(preempted=True, preempted_at_step=done, signal=run.stop.requested)
+    if run.say:
+      run.say(f"\npreempted at step {done}: checkpoint written; continue with --resume.")
+  elif run.program.eval_split == "val":
+    final.update(run.program.evaluate(state, "test")[0])  # the test split, read once
+  return final
+
+
+def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
+  """The result of a run that ended (completed, diverged or preempted): summary and status."""
+  try:
+    final = _final_metrics(run, state)
+    final["wall_time_sec"] = time.perf_counter() - run.t_start
+    if run.mngr:
+      final["last_checkpoint_step"] = run.mngr.latest_step()
+      run.mngr.close()
+      run.mngr = None
+      write_summary(run.workdir, run.config, final)
+      name = "preempted" if run.preempted else "completed"
+      name = "diverged" if final.get("diverged") else name
+      step = run.start if final.get("diverged") else run.done
+      workdir_lib.write_status(run.workdir, name, step, final=_json_final(final))
+  except BaseException as e:
+    _stopped(run, e)
+    raise
+  final["state"] = None if run.record.diverged_at is not None else run.dp.local(state)
   return final
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from wd_jax.engine.data._dataset import (
   Dataset,
-  _on_device,
+  on_device,
 )
 
 # CIFAR-10 binary format: one label byte, then 3 × 32 × 32 pixel bytes, channel-major (R, G, B).
@@ -156,7 +156,7 @@ def cifar10(
     x /= std.astype(np.float32)
     return x
 
-  return _on_device(
+  return on_device(
     "cifar10",
     "classification",
     (normalise(train_images), y_train),

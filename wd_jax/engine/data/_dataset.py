@@ -115,19 +115,19 @@ class Dataset:
 # Argument checks (fail when the loader is called, name the argument and the value).
 
 
-def _check_int(name: str, value: Any, *, minimum: int = 1) -> None:
+def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
     raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
-def _check_fraction(name: str, value: Any) -> None:
+def check_fraction(name: str, value: Any) -> None:
   if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
     raise ValueError(f"{name} must be a number in (0, 1), got {value!r}.")
   if not 0.0 < float(value) < 1.0:
     raise ValueError(f"{name} must be in (0, 1), got {value!r}.")
 
 
-def _check_nonnegative(name: str, value: Any) -> None:
+def check_nonnegative(name: str, value: Any) -> None:
   if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
     raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
   if not (math.isfinite(float(value)) and value >= 0):
@@ -138,7 +138,7 @@ def _to_device(*arrays: np.ndarray) -> tuple[jax.Array, ...]:
   return tuple(jax.device_put(a) for a in arrays)
 
 
-def _on_device(
+def on_device(
   name: str, task: str, train: tuple, test: tuple, num_classes: int, **fields: Any
 ) -> Dataset:
   """A `Dataset` of host (x, y) splits placed on the default device once (a language model's
@@ -197,8 +197,8 @@ def with_validation_split(dataset: Dataset, fraction: float, seed: int = 0) -> D
     Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
     performance evaluation", JMLR 2010 (why selection reads a validation split, not test).
   """
-  _check_fraction("validation_fraction", fraction)
-  _check_int("validation_seed", seed, minimum=0)
+  check_fraction("validation_fraction", fraction)
+  check_int("validation_seed", seed, minimum=0)
   if dataset.has_validation:
     raise ValueError(f"dataset {dataset.name!r} already has a validation split.")
   x, y = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
@@ -308,4 +308,4 @@ def from_arrays(
       arrays[i] = arrays[i].astype(np.float32)
   if task == "language_model":
     arrays[0], arrays[2] = arrays[0].astype(np.int32), arrays[2].astype(np.int32)
-  return _on_device(name, task, arrays[:2], arrays[2:], num_classes, seq_len=int(seq_len))
+  return on_device(name, task, arrays[:2], arrays[2:], num_classes, seq_len=int(seq_len))

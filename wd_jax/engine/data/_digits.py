@@ -6,9 +6,9 @@ import numpy as np
 
 from wd_jax.engine.data._dataset import (
   Dataset,
-  _check_fraction,
-  _check_int,
-  _on_device,
+  check_fraction,
+  check_int,
+  on_device,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -29,8 +29,8 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   from sklearn.datasets import load_digits
   from sklearn.model_selection import train_test_split
 
-  _check_fraction("test_fraction", test_fraction)
-  _check_int("seed", seed, minimum=0)
+  check_fraction("test_fraction", test_fraction)
+  check_int("seed", seed, minimum=0)
   raw = load_digits()
   images = (np.asarray(raw.images, np.float64) / 16.0).astype(np.float32)[..., None]
   labels = np.asarray(raw.target, np.int32)
@@ -38,4 +38,4 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     images, labels, test_size=test_fraction, random_state=int(seed), stratify=labels
   )
   meta = {"seed": int(seed), "test_fraction": float(test_fraction)}
-  return _on_device("digits", "classification", (x_tr, y_tr), (x_te, y_te), 10, meta=meta)
+  return on_device("digits", "classification", (x_tr, y_tr), (x_te, y_te), 10, meta=meta)

@@ -9,8 +9,8 @@ import numpy as np
 
 from wd_jax.engine.data._dataset import (
   Dataset,
-  _check_int,
-  _on_device,
+  check_int,
+  on_device,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -58,12 +58,12 @@ def mnist1d(seed: int = 0) -> Dataset:
     A classification `Dataset`: x (N, 40) float32, standardised by the train set's global
     (scalar) mean and std; y (N,) int32 in [0, 10). `meta` holds `seed`, `mean` and `std`.
   """
-  _check_int("seed", seed, minimum=0)
+  check_int("seed", seed, minimum=0)
   x, y, x_test, y_test = _mnist1d_arrays(int(seed))
   mean, std = float(x.mean()), float(x.std())
   x_tr = ((x - mean) / std).astype(np.float32)
   x_te = ((x_test - mean) / std).astype(np.float32)
   meta = {"seed": int(seed), "mean": mean, "std": std}
-  return _on_device(
+  return on_device(
     "mnist1d", "classification", (x_tr, y.copy()), (x_te, y_test.copy()), 10, meta=meta
   )

@@ -9,9 +9,9 @@ import numpy as np
 
 from wd_jax.engine.data._dataset import (
   Dataset,
-  _check_int,
-  _check_nonnegative,
-  _on_device,
+  check_int,
+  check_nonnegative,
+  on_device,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -42,19 +42,19 @@ def linear_regression(
     A regression `Dataset`: x (N, dim) float32, y (N,) float32, `num_classes=0`.
     `meta["w_true"]` is w* as a float64 numpy array (dim,); `meta["noise"]` the noise level.
   """
-  _check_int("num_examples", num_examples)
-  _check_int("dim", dim)
-  _check_nonnegative("noise", noise)
-  _check_int("seed", seed, minimum=0)
+  check_int("num_examples", num_examples)
+  check_int("dim", dim)
+  check_nonnegative("noise", noise)
+  check_int("seed", seed, minimum=0)
   num_test = num_examples if num_test is None else num_test
-  _check_int("num_test", num_test)
+  check_int("num_test", num_test)
   rng = np.random.default_rng(seed)
   w_true = rng.normal(size=(dim,)) / math.sqrt(dim)
   x = rng.normal(size=(num_examples + num_test, dim))
   y = x @ w_true + noise * rng.normal(size=(num_examples + num_test,))
   x, y = x.astype(np.float32), y.astype(np.float32)
   meta = {"w_true": w_true, "noise": float(noise), "seed": int(seed)}
-  return _on_device("linear_regression", "regression", *_split_at(x, y, num_examples), 0, meta=meta)
+  return on_device("linear_regression", "regression", *_split_at(x, y, num_examples), 0, meta=meta)
 
 
 def _split_at(x: np.ndarray, y: np.ndarray, n: int) -> tuple[tuple, tuple]:
@@ -76,7 +76,7 @@ def ridge_solution(x: Any, y: Any, weight_decay: float) -> np.ndarray:
   Returns:
     θ* as a float64 numpy array of shape (d,) or (d, k).
   """
-  _check_nonnegative("weight_decay", weight_decay)
+  check_nonnegative("weight_decay", weight_decay)
   x = np.asarray(x, np.float64)
   y = np.asarray(y, np.float64)
   if x.ndim != 2 or y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
@@ -117,13 +117,13 @@ def teacher_student(
     A classification `Dataset`: x (N, dim) float32 ~ N(0, I), y (N,) int32.
     `meta["teacher"]` holds the float64 numpy weights `{"w1", "w2", "b2"}`.
   """
-  _check_int("num_examples", num_examples)
-  _check_int("dim", dim)
-  _check_int("hidden", hidden)
-  _check_int("num_classes", num_classes, minimum=2)
-  _check_int("seed", seed, minimum=0)
+  check_int("num_examples", num_examples)
+  check_int("dim", dim)
+  check_int("hidden", hidden)
+  check_int("num_classes", num_classes, minimum=2)
+  check_int("seed", seed, minimum=0)
   num_test = num_examples if num_test is None else num_test
-  _check_int("num_test", num_test)
+  check_int("num_test", num_test)
   rng = np.random.default_rng(seed)
   w1 = rng.normal(size=(dim, hidden)) / math.sqrt(dim)
   w2 = rng.normal(size=(hidden, num_classes)) / math.sqrt(hidden)
@@ -138,4 +138,4 @@ def teacher_student(
   y = (np.tanh(x.astype(np.float64) @ w1) @ w2 + b2).argmax(1).astype(np.int32)
   meta = {"teacher": {"w1": w1, "w2": w2, "b2": b2}, "seed": int(seed)}
   splits = _split_at(x, y, num_examples)
-  return _on_device("teacher_student", "classification", *splits, num_classes, meta=meta)
+  return on_device("teacher_student", "classification", *splits, num_classes, meta=meta)

@@ -11,9 +11,9 @@ import numpy as np
 
 from wd_jax.engine.data._dataset import (
   Dataset,
-  _check_fraction,
-  _check_int,
-  _on_device,
+  check_fraction,
+  check_int,
+  on_device,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -113,10 +113,10 @@ def char_corpus(
     FileNotFoundError: a path does not exist.
     ValueError: the corpus is empty, or a split has fewer than seq_len + 1 characters.
   """
-  _check_int("seq_len", seq_len)
-  _check_fraction("test_fraction", test_fraction)
+  check_int("seq_len", seq_len)
+  check_fraction("test_fraction", test_fraction)
   if max_chars is not None:
-    _check_int("max_chars", max_chars)
+    check_int("max_chars", max_chars)
   if paths is None:
     paths = _default_corpus_paths()
   elif isinstance(paths, (str, os.PathLike)):
@@ -156,6 +156,4 @@ def char_corpus(
       )
   meta = {"vocab": vocab, "paths": tuple(used), "num_chars": n}
   splits = (tokens[:n_train],), (tokens[n_train:],)
-  return _on_device(
-    "char_corpus", "language_model", *splits, len(vocab), seq_len=seq_len, meta=meta
-  )
+  return on_device("char_corpus", "language_model", *splits, len(vocab), seq_len=seq_len, meta=meta)
