@@ -38,7 +38,7 @@ DOCUMENTED_MODULES = (
   "wd_jax.engine.data._dataset",
   "wd_jax.study.stats",
   "wd_jax.study._estimate",
-  "wd_jax.study._power",
+  "wd_jax.study.power",
   "wd_jax.study.claims",
   "wd_jax.study.protocol",
 )

@@ -1,7 +1,9 @@
 """wd_jax.study.stats: hand-computed values, scipy cross-checks, error rates and power simulated.
 
-The simulations run the same vectorised code the verdicts use (`_mean_se_df`, `_welch`, `_ols`,
-`_interval`, `_verdict_codes`) over many simulated studies at once, with fixed numpy seeds;
+The simulations run the same vectorised code the verdicts use (`mean_se_df`, `welch`,
+`crossed_se_df`, `interval`, `verdict_codes` of `wd_jax.study._estimate`) over many simulated
+studies at once, with fixed numpy seeds (slopes: a vectorised OLS here, checked against the
+`scipy.stats.linregress` the verdicts call);
 `test_vectorised_verdicts_equal_the_public_decisions` ties that code to the public `decide_*`
 functions trial by trial. A rate is allowed its Monte-Carlo error: 3 standard errors of a
 binomial proportion, sqrt(p(1 − p)/trials), so a correct rule fails one check in ~700 seeds and a
@@ -20,7 +22,7 @@ import scipy.special
 import scipy.stats
 from ml_collections import ConfigDict
 
-from wd_jax.study import _estimate, _power, stats
+from wd_jax.study import _estimate, power, stats
 
 ALPHA = 0.05
 TRIALS = 200_000  # simulated studies per rate: 3 SE at p = 0.05 is 0.0015
@@ -32,15 +34,26 @@ def _tol(p: float, trials: int = TRIALS) -> float:
 
 def _codes_paired(d: np.ndarray, comparison: str, margin: float, alpha: float = ALPHA):
   """Verdict codes (+1 supported, −1 not, 0 inconclusive) of paired studies, one per row of d."""
-  mean, se, df = _estimate._mean_se_df(d)
-  lo, hi = _estimate._interval(mean, se, df, alpha)
-  return stats._verdict_codes(lo, hi, _estimate._bounds(comparison, margin, 0.0, 0.0))
+  mean, se, df = _estimate.mean_se_df(d)
+  lo, hi = _estimate.interval(mean, se, df, alpha)
+  return _estimate.verdict_codes(lo, hi, _estimate.claim_bounds(comparison, margin, 0.0, 0.0))
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """OLS slope of y on x over the last axis and its standard error (n − 2 dof), vectorised."""
+  n = x.shape[-1]
+  xc = x - x.mean(axis=-1, keepdims=True)
+  yc = y - y.mean(axis=-1, keepdims=True)
+  sxx = (xc * xc).sum(axis=-1)
+  slope = (xc * yc).sum(axis=-1) / sxx
+  resid = yc - slope[..., None] * xc
+  return slope, np.sqrt((resid * resid).sum(axis=-1) / (n - 2) / sxx)
 
 
 def _codes_welch(a: np.ndarray, b: np.ndarray, comparison: str, margin: float):
-  effect, se, df = _estimate._welch(a, b)
-  lo, hi = _estimate._interval(effect, se, df, ALPHA)
-  return stats._verdict_codes(lo, hi, _estimate._bounds(comparison, margin, 0.0, 0.0))
+  effect, se, df = _estimate.welch(a, b)
+  lo, hi = _estimate.interval(effect, se, df, ALPHA)
+  return _estimate.verdict_codes(lo, hi, _estimate.claim_bounds(comparison, margin, 0.0, 0.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +98,7 @@ def test_welch_by_hand():
   a, b = X5, [2.0, 4.0, 6.0]
   # mean a − mean b = 3 − 4 = −1; se² = 2.5/5 + 4/3 = 11/6; Welch–Satterthwaite
   # df = (11/6)² / ((1/2)²/4 + (4/3)²/2) = (121/36) / (137/144) = 484/137 = 3.532847.
-  effect, se, df = _estimate._welch(np.asarray(a), np.asarray(b))
+  effect, se, df = _estimate.welch(np.asarray(a), np.asarray(b))
   assert effect == -1.0
   np.testing.assert_allclose(se, math.sqrt(11 / 6), rtol=1e-14)
   np.testing.assert_allclose(df, 484 / 137, rtol=1e-14)
@@ -128,6 +141,12 @@ def test_slope_on_three_points_by_hand():
   assert stats.decide_slope(x, y, low=0.0, high=3.0).verdict == stats.INCONCLUSIVE
   assert stats.decide_slope(x, y, low=4.0, high=5.0).verdict == stats.NOT_SUPPORTED
   assert scipy.stats.linregress(x, y).stderr == pytest.approx(math.sqrt(1 / 12), rel=1e-12)
+  # The vectorised OLS of the simulations below is scipy's, row by row.
+  rows = np.random.default_rng(0).normal(size=(4, 6))
+  slope, se = _ols(np.broadcast_to(np.arange(6.0), rows.shape), rows)
+  for k, row in enumerate(rows):
+    fit = scipy.stats.linregress(np.arange(6.0), row)
+    assert (slope[k], se[k]) == (pytest.approx(fit.slope), pytest.approx(fit.stderr))
   assert d.margin == 2.5 and d.comparison == "slope_within"
 
 
@@ -252,7 +271,7 @@ def test_decide_dispatches_declared_claims_and_names_bad_keys():
 
 
 def test_examples_in_docstrings_run():
-  for module in (stats, _estimate, _power):
+  for module in (stats, _estimate, power):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -281,10 +300,10 @@ def _quad_inside(low, high, true, se, df, alpha):
 def test_interval_power_matches_adaptive_quadrature_and_the_noncentral_t(df):
   for se in (0.05, 0.3, 1.0):
     for true in (0.0, 0.5, 0.95, 1.0, 1.3):
-      got = _power._power_inside(-1.0, 1.0, true, se, df, ALPHA)
+      got = power.power_inside(-1.0, 1.0, true, se, df, ALPHA)
       assert got == pytest.approx(_quad_inside(-1.0, 1.0, true, se, df, ALPHA), abs=1e-5)
     # A very wide range leaves only the lower test: the noncentral t tail.
-    wide = _power._power_inside(0.0, 1e6, 0.7, se, df, ALPHA)
+    wide = power.power_inside(0.0, 1e6, 0.7, se, df, ALPHA)
     nct = scipy.stats.nct.sf(scipy.stats.t.ppf(1 - ALPHA, df), df, 0.7 / se)
     assert wide == pytest.approx(nct, abs=1e-5)
 
@@ -400,14 +419,14 @@ def test_false_supported_slope_when_the_true_slope_is_just_outside_the_range():
   for name, beta in (("at high", high), ("just above high", high + 0.01), ("at low", low)):
     # Ungrouped: one OLS slope over 8 points, noise sd 0.1.
     y = beta * x + 0.1 * rng.normal(size=(trials, x.size))
-    slope, se, _ = _estimate._ols(np.broadcast_to(x, y.shape), y)
-    lo, hi = _estimate._interval(slope, se, x.size - 2, ALPHA)
-    rates[f"OLS, {name}"] = float(np.mean(stats._verdict_codes(lo, hi, (low, high)) == 1))
+    slope, se = _ols(np.broadcast_to(x, y.shape), y)
+    lo, hi = _estimate.interval(slope, se, x.size - 2, ALPHA)
+    rates[f"OLS, {name}"] = float(np.mean(_estimate.verdict_codes(lo, hi, (low, high)) == 1))
     # Grouped: 3 seeds × 5 x each; each seed has its own offset and slope deviation (sd 0.05).
     gx = np.linspace(0.0, 1.0, 5)
     seed_slope = beta + 0.05 * rng.normal(size=(trials, 3, 1))
     gy = seed_slope * gx + rng.normal(size=(trials, 3, 1)) + 0.1 * rng.normal(size=(trials, 3, 5))
-    per_group = _estimate._ols(np.broadcast_to(gx, gy.shape), gy)[0]
+    per_group = _ols(np.broadcast_to(gx, gy.shape), gy)[0]
     codes = _codes_slope_groups(per_group, (low, high))
     rates[f"3 groups, {name}"] = float(np.mean(codes == 1))
   print(f"\nfalse 'supported' for slope_within [0.5, 1] ({trials} trials): {rates}")
@@ -416,9 +435,9 @@ def test_false_supported_slope_when_the_true_slope_is_just_outside_the_range():
 
 
 def _codes_slope_groups(per_group: np.ndarray, bounds):
-  mean, se, df = _estimate._mean_se_df(per_group)
-  lo, hi = _estimate._interval(mean, se, df, ALPHA)
-  return stats._verdict_codes(lo, hi, bounds)
+  mean, se, df = _estimate.mean_se_df(per_group)
+  lo, hi = _estimate.interval(mean, se, df, ALPHA)
+  return _estimate.verdict_codes(lo, hi, bounds)
 
 
 def test_n_needed_reaches_80_percent_power_in_simulation():
@@ -484,7 +503,7 @@ def test_vectorised_verdicts_equal_the_public_decisions():
   groups = np.repeat([0, 1, 2], 4)
   for _ in range(k):
     gy = 0.8 * gx + 0.2 * rng.normal(size=gx.size)
-    per_group = _estimate._ols(gx.reshape(3, 4), gy.reshape(3, 4))[0]
+    per_group = _ols(gx.reshape(3, 4), gy.reshape(3, 4))[0]
     code = int(_codes_slope_groups(per_group, (0.5, 1.0)))
     got = stats.decide_slope(gx, gy, low=0.5, high=1.0, groups=groups)
     assert got.verdict == stats._VERDICTS[code]

@@ -34,7 +34,7 @@ MEASURED = {
 }
 
 
-def test_claims_keep_their_declared_order_and_are_decided_by_stats():
+def test_claims_keep_their_declared_order_and_each_verdict_is_the_stats_decision():
   parsed = claims.check(_claims(), MEASURED)
   assert [c.name for c in parsed] == ["faster", "same", "identity", "slope"]
   found = claims.decide(parsed, MEASURED)
@@ -178,7 +178,7 @@ def test_an_inconclusive_verdict_says_how_many_seeds_would_decide_it(tmp_path):
   assert f"~{found[0].decision.n_needed} pairs would decide it" in text
 
 
-def test_mean_spread_and_fmt():
+def test_diverged_runs_are_counted_not_averaged():
   m, s = study.mean_spread([1.0, 2.0, 3.0, math.nan])
   assert m == 2.0 and s == 1.0
   assert study.fmt([1.0, 2.0, 3.0]) == "2.000 ± 1.000 (n=3)"
@@ -186,6 +186,18 @@ def test_mean_spread_and_fmt():
   assert study.fmt([math.nan] * 2) == "diverged (n=2)"
 
 
-def test_every_variant_has_a_stable_colour():
+def test_a_new_variant_never_takes_a_known_variants_colour():
   assert study.color("adamw") == study.VARIANT_COLORS["adamw"]
-  assert study.color("something_new") == study.color("something_new")
+  known = set(study.VARIANT_COLORS.values())
+  for name in ("something_new", "adamw_v2", "lion", "my_decay"):
+    assert study.color(name) not in known, name
+
+
+def test_report_intervals_are_the_verdicts_t_interval():
+  from wd_jax.study import report
+
+  values = [0.70, 0.72, 0.75, None, float("nan")]  # two diverged runs are left out
+  mean, half, n = report.mean_and_ci(values)
+  centre, lo, hi = stats.t_interval([0.70, 0.72, 0.75], 0.05)
+  assert (mean, n) == (centre, 3) and half == pytest.approx((hi - lo) / 2, rel=1e-12)
+  assert math.isnan(report.mean_and_ci([0.7])[1]) and report.mean_and_ci([])[2] == 0
