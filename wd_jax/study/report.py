@@ -147,7 +147,8 @@ def _cells(rows, metric: str, panel: str, panel_of, lrs, wds):
   return mean, half, (seen > 0) & (div == seen), int(seen.max()) if seen.size else 0
 
 
-def _panel_axes(k: int):
+def panel_axes(k: int):
+  """A figure with `k` panels, at most 4 per row (the rest hidden), constrained layout."""
   ncols = min(k, 4)
   nrows = math.ceil(k / ncols)
   fig, axes = plt.subplots(
@@ -217,7 +218,7 @@ def heatmap(
   cells = {p: _cells(rows, metric, p, panel_of, lrs, wds) for p in panels}
   norm, flat = heatmap_scale([c[0] for c in cells.values()], [c[1] for c in cells.values()])
   cmap = plt.get_cmap("viridis" if higher_is_better else "viridis_r")
-  fig, axes = _panel_axes(len(panels))
+  fig, axes = panel_axes(len(panels))
   mesh = None
   for ax, p in zip(axes.flat, panels):
     mean, half, dead, _ = cells[p]
@@ -559,3 +560,37 @@ def seed_series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray
   n = min(len(s) for s in series)
   steps = np.array([p[0] for p in series[0][:n]], float)
   return steps, np.array([[p[1] for p in s[:n]] for s in series], float)
+
+
+def forest(findings: Sequence[Any], path: str, xlabel: str, title: str = "") -> str:
+  """Each claim's effect and its (1−2α) interval on one axis (claims in the same unit), with the
+  claim's bound drawn at its margin: a picture of what was decided, claim by claim.
+
+  Args:
+    findings: `wd_jax.study.claims.Finding` objects (effects in one unit).
+    path: the PNG to write.
+    xlabel: the effect's unit.
+    title: the figure title.
+
+  Returns:
+    `path`.
+  """
+  fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.42 * len(findings)), dpi=DPI)
+  colour = {"supported": "#1a9850", "not supported": "#d73027", "inconclusive": "#777777"}
+  for k, f in enumerate(reversed(findings)):
+    d = f.decision
+    lo, hi = (v if math.isfinite(v) else d.effect for v in d.ci)
+    ax.plot([lo, hi], [k, k], color=colour[d.verdict], lw=2.5)
+    ax.plot([d.effect], [k], "o", color=colour[d.verdict], ms=5)
+    for bound in {-d.margin, d.margin} if d.comparison == "equivalent" else {d.margin}:
+      sign = -1.0 if d.comparison == "less" else 1.0
+      ax.plot([sign * bound] * 2, [k - 0.35, k + 0.35], color="black", lw=1, ls=":")
+  ax.axvline(0.0, color="0.6", lw=0.8)
+  ax.set_yticks(range(len(findings)), [f.claim.name for f in reversed(findings)], fontsize=7)
+  ax.set_xlabel(xlabel, fontsize=9)
+  if title:
+    ax.set_title(title, fontsize=9)
+  handles = [plt.Line2D([], [], color=c, lw=2.5, label=v) for v, c in colour.items()]
+  handles.append(plt.Line2D([], [], color="black", lw=1, ls=":", label="declared bound"))
+  ax.legend(handles=handles, fontsize=7, loc="best")
+  return finish(fig, path, [ax], legend=False)

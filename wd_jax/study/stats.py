@@ -96,6 +96,8 @@ from wd_jax.study._estimate import (
   interval,
   p_inside,
   paired_differences,
+  per_item_slopes,
+  seeds_items_interval,
   slope_sample,
   t_interval,
   two_arm_sample,
@@ -119,8 +121,10 @@ __all__ = [
   "multiple_claims_note",
   "n_needed",
   "paired_differences",
+  "per_item_slopes",
   "power_one_sided",
   "power_tost",
+  "seeds_items_interval",
   "t_interval",
 ]
 
