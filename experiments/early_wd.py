@@ -25,7 +25,7 @@ import numpy as np
 from wd_jax import study
 from wd_jax.engine import config as config_lib
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import phases, protocol, report, schema, stats, strength
+from wd_jax.study import lr_strength, phases, protocol, report, schema, stats, strength
 from wd_jax.study import scale_invariant as si
 
 FIELDS = {
@@ -77,12 +77,8 @@ def decay_received(run, lam: float) -> float:
 def tune_grids(config) -> dict[str, list[dict]]:
   """none: every lr at λ = 0; whole: every lr × τ/T (λ from `wd_jax.study.strength`)."""
   lrs, taus = config.tune.learning_rates, config.tune.tau_over_T
-  whole = []
-  for lr in lrs:
-    lams = strength.weight_decays(arm_run(config, "whole", "tune", lr), "sgd_l2", taus)
-    whole += [{"learning_rate": lr, "weight_decay": x, "tau_over_T": t} for t, x in zip(taus, lams)]
-  none = [{"learning_rate": lr, "weight_decay": 0.0, "tau_over_T": None} for lr in lrs]
-  return {"none": none, "whole": whole}
+  run_at = lambda lr: arm_run(config, "whole", "tune", lr)
+  return {"none": lr_strength.off(lrs), "whole": lr_strength.cells(run_at, "sgd_l2", lrs, taus)}
 
 
 def tune(config, workdir: str) -> dict[str, Any]:
@@ -98,7 +94,7 @@ def tune(config, workdir: str) -> dict[str, Any]:
   }
   sel = phases.select(cands, axes, larger=True, resamples=config.resamples)
   every = grids["none"] + grids["whole"]
-  picks = {a: next(c for c in every if _is(c, s.choice.pick)) for a, s in sel.items()}
+  picks = {a: lr_strength.find(every, s.choice.pick) for a, s in sel.items()}
   cells = confirm_cells(config, picks)
   received = {
     a: decay_received(arm_run(config, a, "tune", c[0]["learning_rate"]), c[0]["weight_decay"])
@@ -121,10 +117,6 @@ def tune(config, workdir: str) -> dict[str, Any]:
     "findings": [],
     "lines": [*lines, premise, f"pre-registration {prereg.short}: {prereg.path}"],
   }
-
-
-def _is(cell, pick) -> bool:
-  return all(cell[k] == v for k, v in pick.items())
 
 
 def premise_text(cands, sel) -> str:
@@ -166,18 +158,9 @@ def confirm_cells(config, picks) -> dict[str, list[dict]]:
 
 def tune_figure(config, cands, sel, path: str) -> str:
   """Mean validation accuracy over lr × T/τ (row 0: no decay), whole's pick outlined."""
-  lrs = sorted(config.tune.learning_rates)
-  ys = [0.0, *sorted(1.0 / t for t in config.tune.tau_over_T)]
-  at = lambda c: (
-    ys.index(1.0 / c["tau_over_T"] if c["tau_over_T"] else 0.0),
-    lrs.index(c["learning_rate"]),
-  )
-  g = np.full((len(ys), len(lrs)), np.nan)
-  for label, v in cands["whole"]:
-    g[at(label)] = np.mean(v)
   title = f"whole-run decay (stability {sel['whole'].choice.stability:.2f})"
-  panel = {title: (g, at(sel["whole"].choice.pick))}
-  return phases.tune_panels(panel, lrs, ys, path, xlabel="peak lr", ylabel="T/τ (0: no decay)")
+  pick, t = sel["whole"].choice.pick, config.tune
+  return lr_strength.heatmap(title, cands["whole"], pick, t.learning_rates, t.tau_over_T, path)
 
 
 def final_log_norm(row) -> float:
@@ -224,6 +207,7 @@ def confirm(config, workdir: str) -> dict[str, Any]:
     lr=w["learning_rate"],
     lam=w["weight_decay"],
     tau=w["tau_over_T"],
+    edges="; ".join(prereg.body["selection"]["whole"]["edges"]) or "interior",
   )
   study.write_summary(
     workdir,
@@ -242,7 +226,9 @@ INTRO = (
   "Confirm phase: only the pre-registered cells, on {seeds} fresh seeds and a fresh MNIST-1D draw "
   "({draw}); the test split read once per run, per item. Every early/late arm runs at whole-run "
   "decay's tuned peak lr {lr:g} and λ = {lam:.3g} (τ/T = {tau:g}); early-only: λ on for the steps "
-  "before s·T, late-only: from s·T on. ‖w‖: the norm of the scale-invariant hidden kernels."
+  "before s·T, late-only: from s·T on. Whole's tuned cell on its grid: {edges} (the strength grid "
+  "stops at τ/T = 1/16 by design: τ no shorter than the switch grid's 5% step). ‖w‖: the norm of "
+  "the scale-invariant hidden kernels."
 )
 
 
@@ -252,7 +238,8 @@ def table(config, prereg, values, rows) -> str:
   received = prereg.body["tune"]["decay_received"]
   none = values["none@matched/test_accuracy"]
   out = []
-  for tag in ["none", "none@matched", *arms(config)[1:]]:
+  same = len(prereg.body["cells"]["none"]) == 1  # none's own lr is whole's: one cell
+  for tag in ["none", *([] if same else ["none@matched"]), *arms(config)[1:]]:
     arm = tag.split("@")[0]
     m, lo, hi = stats.seeds_items_interval(values[f"{tag}/test_accuracy"])
     d, dlo, dhi = stats.seeds_items_interval(values[f"{tag}/test_accuracy"], none)
@@ -261,7 +248,7 @@ def table(config, prereg, values, rows) -> str:
       step = int(arm.split("_")[1]) / 100 * config.run.steps
       at = f"{np.nanmean([si.value_at(r['records'], si.KEY, step) for r in rows[arm]]):.1f}"
     norm = math.exp(np.nanmean(values[f"{tag}/final_log_norm"]))
-    diff = "—" if tag == "none@matched" else f"{d:+.4f} [{dlo:+.4f}, {dhi:+.4f}]"
+    diff = "—" if tag.startswith("none") else f"{d:+.4f} [{dlo:+.4f}, {dhi:+.4f}]"
     lam = 0.0 if tag.startswith("none") else received.get(arm, 0.0)
     out.append([tag, f"{lam:.2f}", f"{m:.4f} [{lo:.4f}, {hi:.4f}]", diff, f"{norm:.1f}", at])
   head = ["arm", "decay received (τ)", "test accuracy", "− none, same lr", "final ‖w‖", "‖w‖ at s"]

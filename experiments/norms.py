@@ -32,7 +32,7 @@ from wd_jax.engine import data as data_lib
 from wd_jax.engine import experiment, sweep
 from wd_jax.engine.runlog import read_metrics
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import phases, protocol, report, schema, stats, strength
+from wd_jax.study import lr_strength, phases, protocol, report, schema, stats, strength
 from wd_jax.study import scale_invariant as si
 
 ARMS = ("true_none", "true_early", "random_none", "random_early")
@@ -85,11 +85,8 @@ def dataset(config, arm: str, phase: str) -> data_lib.Dataset:
 def tune(config, workdir: str) -> dict[str, Any]:
   """Tune phase (true labels): early decay over lr × τ/T (+ λ = 0), selected on validation."""
   lrs, taus = config.tune.learning_rates, config.tune.tau_over_T
-  none = [{"learning_rate": lr, "weight_decay": 0.0, "tau_over_T": None} for lr in lrs]
-  early = []
-  for lr in lrs:
-    lams = strength.weight_decays(arm_run(config, "true_early", "tune", lr), "sgd_l2", taus)
-    early += [{"learning_rate": lr, "weight_decay": x, "tau_over_T": t} for t, x in zip(taus, lams)]
+  run_at = lambda lr: arm_run(config, "true_early", "tune", lr)
+  none, early = lr_strength.off(lrs), lr_strength.cells(run_at, "sgd_l2", lrs, taus)
   grids = {"true_none": none, "true_early": early}
   study.begin(config, workdir)
   rows = phases.tune_arms({a: arm_run(config, a, "tune") for a in grids}, grids, config, workdir)
@@ -97,9 +94,7 @@ def tune(config, workdir: str) -> dict[str, Any]:
   cands = {"true_early": score("true_none") + score("true_early")}
   axes = {"learning_rate": lrs, "tau_over_T": [None, *taus]}
   sel = phases.select(cands, axes, larger=True, resamples=config.resamples)
-  pick = next(
-    c for c in none + early if all(c[k] == v for k, v in sel["true_early"].choice.pick.items())
-  )
+  pick = lr_strength.find(none + early, sel["true_early"].choice.pick)
   if not pick["weight_decay"]:  # λ = 0 selected: early decay at the declared fallback strength
     tau = config.fallback_tau_over_T
     run = arm_run(config, "true_early", "tune", pick["learning_rate"])
@@ -126,18 +121,9 @@ def tune(config, workdir: str) -> dict[str, Any]:
 
 def tune_figure(config, cands, sel, path: str) -> str:
   """Mean validation accuracy over lr × T/τ (row 0: no decay), the pick outlined."""
-  lrs = sorted(config.tune.learning_rates)
-  ys = [0.0, *sorted(1.0 / t for t in config.tune.tau_over_T)]
-  at = lambda c: (
-    ys.index(1.0 / c["tau_over_T"] if c["tau_over_T"] else 0.0),
-    lrs.index(c["learning_rate"]),
-  )
-  g = np.full((len(ys), len(lrs)), np.nan)
-  for label, v in cands:
-    g[at(label)] = np.mean(v)
   title = f"early-only decay (stability {sel['true_early'].choice.stability:.2f})"
-  panel = {title: (g, at(sel["true_early"].choice.pick))}
-  return phases.tune_panels(panel, lrs, ys, path, xlabel="peak lr", ylabel="T/τ (0: no decay)")
+  pick, t = sel["true_early"].choice.pick, config.tune
+  return lr_strength.heatmap(title, cands, pick, t.learning_rates, t.tau_over_T, path)
 
 
 def sharpness_fn(config, exp):
