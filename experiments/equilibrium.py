@@ -30,7 +30,6 @@ from wd_jax.study import claims as claims_lib
 from wd_jax.study import phases, protocol, report, schema, stats
 from wd_jax.study import scale_invariant as si
 
-RATIOS = ("angle", "norm")  # measured / predicted angular update, and norm
 LABELS = {"adamw": "AdamW", "sgdm": "SGD+momentum (L2)"}
 PER_SEED = ("log_angle_ratio", "log_norm_ratio", "free_decay_share", "log_norm_drift")
 
@@ -135,7 +134,7 @@ def window_stats(config, row, shrink: float) -> dict[str, float]:
   recs = [r for r in row["records"] if r["step"] > start and si.paths(r)]
   layers = si.paths(recs[0]) if recs else []
   mean = lambda key: float(np.mean([r[key] for r in recs if r.get(key) is not None]))
-  out = {f"log_{q}_ratio": [] for q in RATIOS} | {"free_decay_share": [], "log_norm_drift": []}
+  out = {m: [] for m in PER_SEED}
   for p in layers:
     out["log_angle_ratio"].append(
       math.log(mean(f"angular_update/{p}") / mean(f"pred_angular_update/{p}"))
@@ -247,10 +246,13 @@ INTRO = (
 )
 
 
-def ratio_text(logs) -> str:
+def ratio_interval(logs) -> tuple[float, float, float]:
   """exp of the mean log ratio over seeds and of its 90% t interval."""
-  m, lo, hi = stats.t_interval([v for v in logs if math.isfinite(v)], 0.05)
-  return f"{math.exp(m):.3f} [{math.exp(lo):.3f}, {math.exp(hi):.3f}]"
+  return tuple(math.exp(x) for x in stats.t_interval([v for v in logs if math.isfinite(v)], 0.05))
+
+
+def ratio_text(logs) -> str:
+  return "{:.3f} [{:.3f}, {:.3f}]".format(*ratio_interval(logs))
 
 
 def settings_table(config, summ) -> str:
@@ -280,15 +282,13 @@ def settings_table(config, summ) -> str:
 
 def figure(config, summ, rows, cells, workdir: str) -> tuple[str, str]:
   """Left: measured/predicted per setting (angle, norm) with the declared band; right: each
-  setting's ‖w‖/predicted over training (layer 2), the window shaded."""
+  setting's ‖w‖/predicted over training (last hidden layer), the window shaded."""
   fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 3.8), dpi=100)
   names = [s[0] for s in config.settings]
   for k, (q, marker) in enumerate((("angle", "o"), ("norm", "s"))):
-    cis = [
-      stats.t_interval([v for v in summ[n][f"log_{q}_ratio"] if math.isfinite(v)], 0.05)
-      for n in names
-    ]
-    m, lo, hi = (np.exp(np.array(v)) for v in zip(*cis))
+    m, lo, hi = (
+      np.array(v) for v in zip(*(ratio_interval(summ[n][f"log_{q}_ratio"]) for n in names))
+    )
     x = np.arange(len(names)) + (k - 0.5) * 0.2
     ax.errorbar(
       x, m, yerr=[m - lo, hi - m], fmt=marker, capsize=3, label=f"{q}: measured / predicted"
@@ -297,33 +297,7 @@ def figure(config, summ, rows, cells, workdir: str) -> tuple[str, str]:
   ax.axhline(1.0, color="k", lw=0.8)
   ax.set_xticks(range(len(names)), names, fontsize=8)
   ax.set(ylabel="measured / predicted (90% CI over seeds)", title="At the prediction?")
-  start = config.run.steps * (1 - config.window)
-  for variant, variant_cells in cells.items():
-    for j, c in enumerate(variant_cells):
-      layer = next(si.paths(r)[-1] for r in rows[variant][0]["records"][::-1] if si.paths(r))
-      for r in protocol.rows_of(rows[variant], protocol.fields_of(c)):
-        for rec in r["records"]:
-          if f"pred_norm/{layer}" in rec:
-            rec["norm_over_prediction"] = rec[f"param_norm/{layer}"] / rec[f"pred_norm/{layer}"]
-      steps, per_seed = report.seed_series(
-        protocol.rows_of(rows[variant], protocol.fields_of(c)), "norm_over_prediction"
-      )
-      report.ci_band(
-        bx,
-        steps,
-        per_seed,
-        color=study.color("adamw" if variant == "adamw" else "sgd_l2"),
-        label=c["setting"],
-        ls=("-", "--", ":")[j % 3],
-      )
-  bx.axvspan(start, config.run.steps, color="0.9", zorder=0)
-  bx.axhline(1.0, color="k", lw=0.8)
-  bx.set(
-    xlabel="training step",
-    ylabel="‖w‖ / predicted (last hidden layer)",
-    title="Approach to equilibrium",
-    ylim=(0.0, 2.5),
-  )
+  approach_panel(bx, config, rows, cells)
   path = report.finish(fig, os.path.join(workdir, "equilibrium.png"), [ax, bx], fontsize=7)
   caption = (
     "Left: measured/predicted angular update and norm per setting (geometric mean over layers, "
@@ -331,6 +305,25 @@ def figure(config, summ, rows, cells, workdir: str) -> tuple[str, str]:
     "through training (grey: the averaging window)"
   )
   return caption, path
+
+
+def approach_panel(bx, config, rows, cells) -> None:
+  """‖w‖ / predicted of the last hidden layer over training, per setting (mean, 90% CI)."""
+  for variant, variant_cells in cells.items():
+    layer = next(si.paths(r)[-1] for r in rows[variant][0]["records"][::-1] if si.paths(r))
+    for j, c in enumerate(variant_cells):
+      cell_rows = protocol.rows_of(rows[variant], protocol.fields_of(c))
+      for rec in (rec for r in cell_rows for rec in r["records"] if f"pred_norm/{layer}" in rec):
+        rec["norm_over_prediction"] = rec[f"param_norm/{layer}"] / rec[f"pred_norm/{layer}"]
+      steps, per_seed = report.seed_series(cell_rows, "norm_over_prediction")
+      color = study.color("adamw" if variant == "adamw" else "sgd_l2")
+      report.ci_band(
+        bx, steps, per_seed, color=color, label=c["setting"], ls=("-", "--", ":")[j % 3]
+      )
+  bx.axvspan(config.run.steps * (1 - config.window), config.run.steps, color="0.9", zorder=0)
+  bx.axhline(1.0, color="k", lw=0.8)
+  bx.set(xlabel="training step", ylabel="‖w‖ / predicted (last hidden layer)", ylim=(0.0, 2.5))
+  bx.set_title("Approach to equilibrium")
 
 
 def run(config, workdir: str) -> dict[str, Any]:
