@@ -24,7 +24,16 @@ from absl import app, flags
 from wd_jax.engine.runlog import write_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STUDIES = ("l2_pollution", "lr_wd_grid", "early_wd", "equilibrium", "l1_vs_l2", "ridge", "coupling")
+STUDIES = (
+  "l2_pollution",
+  "lr_wd_grid",
+  "early_wd",
+  "norms",
+  "equilibrium",
+  "l1_vs_l2",
+  "ridge",
+  "coupling",
+)
 
 _RUNS_DIR = flags.DEFINE_string("runs_dir", "runs/results", "Where the study workdirs live.")
 _ONLY = flags.DEFINE_list("only", [], "Studies to include (default: every study that exists).")
