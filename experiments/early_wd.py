@@ -102,7 +102,8 @@ def tune(config, workdir: str) -> dict[str, Any]:
   }
   extra = {k: list(config.tune[k]) for k in ("learning_rates", "tau_over_T")}
   prereg = phases.preregister(config, "early_wd", cells, sel, {**extra, "decay_received": received})
-  fig = tune_figure(config, cands, sel, os.path.join(workdir, "tune_validation.png"))
+  path = os.path.join(workdir, "tune_validation.png")
+  fig = phases.tune_panels({"whole": cands["whole"]}, {"whole": sel["whole"]}, path)
   premise = premise_text(cands, sel)
   tables = [
     ("Premise on validation", f"{premise}\n\n![validation]({os.path.basename(fig)})"),
@@ -154,13 +155,6 @@ def confirm_cells(config, picks) -> dict[str, list[dict]]:
   for arm in arms(config)[2:]:
     out[arm] = [{**w, "roles": ["curve"]}]
   return out
-
-
-def tune_figure(config, cands, sel, path: str) -> str:
-  """Mean validation accuracy over lr × T/τ (row 0: no decay), whole's pick outlined."""
-  title = f"whole-run decay (stability {sel['whole'].choice.stability:.2f})"
-  pick, t = sel["whole"].choice.pick, config.tune
-  return lr_strength.heatmap(title, cands["whole"], pick, t.learning_rates, t.tau_over_T, path)
 
 
 def final_log_norm(row) -> float:

@@ -140,41 +140,12 @@ def tune(config, workdir: str) -> dict[str, Any]:
   grid_info = {k: list(config.tune[k]) for k in ("learning_rates", "tau_over_T")}
   cells = confirm_cells(config, picks, probe)
   prereg = phases.preregister(config, f"l2_pollution/{config.task}", cells, sel, grid_info)
-  fig = tune_figure(config, cands, sel, os.path.join(workdir, "tune_validation.png"))
-  figure = [("Validation by lr × strength", f"![validation {metric}]({os.path.basename(fig)})")]
-  title = f"L2 pollution ({config.task}): tune"
-  phases.write_tune_summary(workdir, title, prereg, sel, figure)
-  lines = [
-    f"{a}: {phases.cell_text(s.choice.pick)}, stability {s.choice.stability:.2f}, "
-    f"{'; '.join(s.edges) or 'interior'}"
-    for a, s in sel.items()
-  ]
-  return {"findings": [], "lines": [*lines, f"pre-registration {prereg.short}: {prereg.path}"]}
-
-
-def tune_figure(config, cands, sel, path: str) -> str:
-  """Each arm's mean validation metric over lr × strength (T/τ; 0 = no decay), pick outlined."""
-  lrs = sorted(config.tune.learning_rates)
-  ys = [0.0, *sorted(1.0 / t for t in config.tune.tau_over_T)]
-  at = lambda c: (
-    ys.index(1.0 / c["tau_over_T"] if c["tau_over_T"] else 0.0),
-    lrs.index(c["learning_rate"]),
-  )
-  panels = {}
-  for arm, cells in cands.items():
-    g = np.full((len(ys), len(lrs)), np.nan)
-    for label, v in cells:
-      g[at(label)] = np.mean(v)
-    panels[f"{arm} (stability {sel[arm].choice.stability:.2f})"] = (g, at(sel[arm].choice.pick))
-  return phases.tune_panels(
-    panels,
-    lrs,
-    ys,
-    path,
-    xlabel="peak lr",
-    ylabel="T/τ (0: no decay)",
-    higher_is_better=TASKS[config.task][1],
-  )
+  fig = os.path.join(workdir, "tune_validation.png")
+  phases.tune_panels(cands, sel, fig, higher_is_better=larger)
+  figure = [("Validation by lr × strength", f"![validation {metric}](tune_validation.png)")]
+  phases.write_tune_summary(workdir, f"L2 pollution ({config.task}): tune", prereg, sel, figure)
+  lines = [*phases.tune_lines(sel), f"pre-registration {prereg.short}: {prereg.path}"]
+  return {"findings": [], "lines": lines}
 
 
 def turn(lr: float, active: bool):
@@ -193,10 +164,12 @@ def measure(config, rows, cells) -> dict[str, Any]:
       arm_cells, phases.scored(rows[arm], arm_cells, "test_items", metric, config.confirm.seeds)
     ):
       active = phases.per_seed(rows[arm], c, turn(c["learning_rate"], True))
+      whole = phases.per_seed(rows[arm], c, turn(c["learning_rate"], False))
+      out.setdefault("turns", []).append((arm, c, active, whole))
       for role in c["roles"]:
         tag = f"{t}/{arm if role == 'tuned' else f'{arm}@{role}'}"
         out[f"{tag}/test_{metric}"], out[f"{tag}/step_turn@active"] = items, active
-        out[f"{tag}/step_turn@run"] = phases.per_seed(rows[arm], c, turn(c["learning_rate"], False))
+        out[f"{tag}/step_turn@run"] = whole
         if role == "strength":
           slope.setdefault(c["tau_over_T"], {})[arm] = (items, active)
   taus = sorted(tau for tau, by in slope.items() if len(by) == 2)
@@ -238,7 +211,7 @@ def confirm(config, workdir: str) -> dict[str, Any]:
     findings,
     intro=INTRO.format(seeds=len(config.confirm.seeds), draw=draw),
     tables=tables(config, prereg, values),
-    figures=figures(config, rows, cells, findings, workdir),
+    figures=figures(config, rows, cells, findings, values, workdir),
     preregistered=phases.describe_prereg(prereg),
     footer=f"**Diverged runs**: {diverged}.",
   )
@@ -256,13 +229,19 @@ INTRO = (
 )
 
 
+def tau_text(tau) -> str:
+  return "— (λ = 0)" if tau is None else (f"1/{1 / tau:g}" if tau < 1 else f"{tau:g}")
+
+
 def tables(config, prereg, values) -> list[tuple[str, str]]:
   t, metric = config.task, f"test_{TASKS[config.task][0]}"
   items = {a: values[f"{t}/{a}/{metric}"] for a in config.arms}
-  keys = [k for k in values if k.endswith("step_turn@active")]
   turn_rows = [
-    [k.split("/")[1], study.fmt(values[k], 4), study.fmt(values[k[:-7] + "@run"], 4)] for k in keys
+    [arm, f"{c['learning_rate']:g}", tau_text(c["tau_over_T"]), ", ".join(c["roles"])]
+    + [study.fmt(v, 4) for v in (active, whole)]
+    for arm, c, active, whole in values["turns"]
   ]
+  head = ["arm", "lr", "τ/T", "cell's roles", "α_t ≥ α/2", "whole run"]
   out = [
     (
       "Pre-registered cells: test metric over seeds × items, and the difference from plain Adam",
@@ -270,12 +249,12 @@ def tables(config, prereg, values) -> list[tuple[str, str]]:
     ),
     (
       "The step's turn from the loss-only step, 1 − cos (mean ± sd over seeds)",
-      study.markdown_table(["arm@cell", "α_t ≥ α/2", "whole run"], turn_rows),
+      study.markdown_table(head, turn_rows),
     ),
   ]
   if "slope_points" in values:
     pts = [
-      [f"{tau:g}", f"{x:.4f}", f"{y:+.4f} [{lo:+.4f}, {hi:+.4f}]"]
+      [tau_text(tau), f"{x:.4f}", f"{y:+.4f} [{lo:+.4f}, {hi:+.4f}]"]
       for tau, x, y, lo, hi in values["slope_points"]
     ]
     head = ["τ/T", "Adam+L2 turn (α_t ≥ α/2)", "harm of λθ in m [90% CI]"]
@@ -288,12 +267,11 @@ def tables(config, prereg, values) -> list[tuple[str, str]]:
   return out
 
 
-def figures(config, rows, cells, findings, workdir) -> list[tuple[str, str]]:
+def figures(config, rows, cells, findings, values, workdir) -> list[tuple[str, str]]:
   t, metric = config.task, TASKS[config.task][0]
   same_unit = [f for f in findings if f.claim.measurements[0].endswith(f"test_{metric}")]
-  path = report.forest(
-    same_unit, os.path.join(workdir, f"{t}_claims.png"), f"effect on test {metric}"
-  )
+  path = os.path.join(workdir, f"{t}_claims.png")
+  report.forest(same_unit, path, f"effect on test {metric}")
   out = [
     (
       f"{t}: each test-{metric} claim's effect and 90% interval over seeds × items; dotted: "
@@ -305,25 +283,45 @@ def figures(config, rows, cells, findings, workdir) -> list[tuple[str, str]]:
   for arm in ("adam_l2", "l2_m_only", "adamw"):
     c = next((c for c in cells.get(arm, []) if "matched" in c["roles"]), None)
     if c is not None:
-      steps, per_seed = report.seed_series(
-        protocol.rows_of(rows[arm], protocol.fields_of(c)), "step_cos"
+      cell_rows = protocol.rows_of(rows[arm], protocol.fields_of(c))
+      report.ci_band(
+        ax, *report.seed_series(cell_rows, "step_cos"), color=study.color(arm), label=arm
       )
-      report.ci_band(ax, steps, per_seed, color=study.color(arm), label=arm)
-      half = c["learning_rate"] / 2
-      active = [
-        rec["step"] for rec in rows[arm][0]["records"] if rec.get("learning_rate", 0) >= half
+      on = [
+        r["step"]
+        for r in cell_rows[0]["records"]
+        if r.get("learning_rate", 0) >= c["learning_rate"] / 2
       ]
-  ax.axvspan(min(active), max(active), color="0.92", zorder=0, label="α_t ≥ α/2")
+  ax.axvspan(min(on), max(on), color="0.92", zorder=0, label="α_t ≥ α/2")
   ax.set(xlabel="training step", ylabel="cos(step, loss-only step)", title=f"{t}: matched strength")
   path = report.finish(fig, os.path.join(workdir, f"{t}_step_cos.png"), [ax], fontsize=7)
-  return [
-    *out,
+  out.append(
     (
       f"{t}: cos(step, loss-only step) over training at Adam+L2's tuned lr and strength "
-      "(mean, 90% CI over seeds)",
+      "(mean, 90% CI over seeds); shaded: the steps with α_t ≥ α/2",
       path,
-    ),
-  ]
+    )
+  )
+  if "slope_points" in values:
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), dpi=100)
+    for tau, x, y, lo, hi in values["slope_points"]:
+      ax.errorbar(
+        [x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3, color=study.color("adam_l2")
+      )
+      ax.annotate(
+        f"τ/T {tau_text(tau)}", (x, y), textcoords="offset points", xytext=(6, -10), fontsize=7
+      )
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set(xlabel="Adam+L2's turn, 1 − cos (α_t ≥ α/2)", ylabel=f"harm of λθ in m (test {metric})")
+    path = report.finish(fig, os.path.join(workdir, f"{t}_turn_vs_harm.png"), [ax], legend=False)
+    out.append(
+      (
+        f"{t}: what λθ in m costs (λθ-in-v-only − Adam+L2, 90% CI over seeds × items) "
+        "against how far it turns Adam+L2's step, at three strengths",
+        path,
+      )
+    )
+  return out
 
 
 def run(config, workdir: str) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def tune(config, workdir: str) -> dict[str, Any]:
   prereg = phases.preregister(
     config, "norms", cells, sel, {"learning_rates": list(lrs), "tau_over_T": list(taus)}
   )
-  fig = tune_figure(config, cands["true_early"], sel, os.path.join(workdir, "tune_validation.png"))
+  fig = phases.tune_panels(cands, sel, os.path.join(workdir, "tune_validation.png"))
   note = "Early-only decay's cell: every arm runs at its lr, the decayed arms at its λ."
   note += f"\n\n![validation]({os.path.basename(fig)})"
   phases.write_tune_summary(
@@ -117,13 +117,6 @@ def tune(config, workdir: str) -> dict[str, Any]:
   s = sel["true_early"]
   lines = [f"early: {phases.cell_text(s.choice.pick)}; {'; '.join(s.edges) or 'interior'}"]
   return {"findings": [], "lines": [*lines, f"pre-registration {prereg.short}: {prereg.path}"]}
-
-
-def tune_figure(config, cands, sel, path: str) -> str:
-  """Mean validation accuracy over lr × T/τ (row 0: no decay), the pick outlined."""
-  title = f"early-only decay (stability {sel['true_early'].choice.stability:.2f})"
-  pick, t = sel["true_early"].choice.pick, config.tune
-  return lr_strength.heatmap(title, cands, pick, t.learning_rates, t.tau_over_T, path)
 
 
 def sharpness_fn(config, exp):

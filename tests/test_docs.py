@@ -41,6 +41,7 @@ DOCUMENTED_MODULES = (
   "wd_jax.study.power",
   "wd_jax.study.claims",
   "wd_jax.study.protocol",
+  "wd_jax.study.preregistration",
 )
 # Pages of the site whose ``>>>`` lines are examples too.
 DOCUMENTED_PAGES = ("docs/getting_started.md", "docs/guide.md")
@@ -79,6 +80,8 @@ ENGINE_FUNCTIONS = (
       "t_interval",
       "bootstrap_interval",
       "paired_differences",
+      "seeds_items_interval",
+      "per_item_slopes",
       "power_one_sided",
       "power_tost",
       "n_needed",
@@ -94,7 +97,14 @@ ENGINE_FUNCTIONS = (
       "rows_of",
       "configurations",
       "score",
+      "choose",
+      "grid_edges",
+      "record_mean",
     )
+  ),
+  *(
+    f"wd_jax.study.preregistration.{n}"
+    for n in ("write", "read", "check_same", "bind", "provenance")
   ),
 )
 ENGINE_CLASSES = (
@@ -103,6 +113,7 @@ ENGINE_CLASSES = (
   "wd_jax.study.stats.Decision",
   "wd_jax.study.claims.Claim",
   "wd_jax.study.claims.Finding",
+  "wd_jax.study.preregistration.Preregistration",
 )
 # Weight-decay transforms and recipes: their docstrings also give the update rule as math.
 DECAY_FUNCTIONS = (

@@ -523,3 +523,122 @@ def test_bootstrap_is_deterministic_and_too_narrow_at_three_seeds():
   print(f"\ncoverage of nominal 90% at n=3: t {t_cover:.3f}, percentile bootstrap {b_cover:.3f}")
   assert abs(t_cover - 0.9) <= _tol(0.9, 2000)
   assert b_cover < 0.8
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds × test items: the crossed random-effects interval.
+
+
+def test_crossed_mean_squares_by_hand():
+  # d = [[1, 2, 3], [3, 4, 8]]: grand mean 3.5; seed means 2, 5; item means 2, 3, 5.5.
+  # MS_seed = 3·((2−3.5)² + (5−3.5)²)/1 = 13.5; MS_item = 2·(2.25 + 0.25 + 4)/2 = 6.5;
+  # residuals ±[0.5, 0.5, −1] → MS_resid = 3/2 = 1.5. Var = (13.5 + (6.5 − 1.5))/6 = 18.5/6.
+  # Satterthwaite: 18.5² / (13.5²/1 + 6.5²/2 + 1.5²/2) = 342.25 / 204.5.
+  d = np.array([[1.0, 2.0, 3.0], [3.0, 4.0, 8.0]])
+  mean, se, df = _estimate.crossed_se_df(d)
+  assert mean == 3.5
+  np.testing.assert_allclose([se**2, df], [18.5 / 6, 342.25 / 204.5], rtol=1e-12)
+
+
+def test_crossed_interval_is_the_paired_t_over_seed_means_when_items_share_nothing():
+  # Every item has the same mean over seeds (no shared item part): the crossed interval is the
+  # paired t interval of the per-seed means, exactly.
+  rng = np.random.default_rng(21)
+  e = rng.normal(size=(6, 50))
+  d = 0.3 + rng.normal(size=(6, 1)) + e - e.mean(axis=0)
+  _, lo, hi = stats.seeds_items_interval(d)
+  ref = scipy.stats.ttest_1samp(d.mean(axis=1), 0.0).confidence_interval(0.90)
+  np.testing.assert_allclose([lo, hi], [ref.low, ref.high], rtol=1e-10)
+  a, b = d + 1.0, np.ones_like(d)  # two arms paired by seed and item
+  assert stats.decide_greater(a, b).ci == pytest.approx((lo, hi), rel=1e-12)
+  with pytest.raises(ValueError, match="paired must be True"):
+    stats.decide_greater(a, b, paired=False)
+
+
+def _crossed_rate(rng, trials, s, i, sd_seed, sd_item, sd_resid, margin):
+  """False 'supported' rates of 'greater than margin' when the true effect is the margin: the
+  crossed interval, and the paired t over per-seed means that ignores the items."""
+  crossed = naive = 0
+  for _ in range(trials // 1000):
+    d = (
+      margin
+      + sd_seed * rng.normal(size=(1000, s, 1))
+      + sd_item * rng.normal(size=(1000, 1, i))
+      + sd_resid * rng.normal(size=(1000, s, i))
+    )
+    lo, hi = _estimate.interval(*_estimate.crossed_se_df(d), ALPHA)
+    crossed += int(np.sum(_estimate.verdict_codes(lo, hi, (margin, math.inf)) == 1))
+    lo, hi = _estimate.interval(*_estimate.mean_se_df(d.mean(axis=-1)), ALPHA)
+    naive += int(np.sum(_estimate.verdict_codes(lo, hi, (margin, math.inf)) == 1))
+  return crossed / trials, naive / trials
+
+
+def test_false_supported_at_most_alpha_over_seeds_and_items_at_the_margin():
+  """Seeds and items both vary, the true effect sits on the margin: the crossed interval keeps
+  the false 'supported' rate at α whatever the mix; the paired t over per-seed means does not
+  once the items share an effect (a finite test set is a sample too)."""
+  rng = np.random.default_rng(31)
+  trials, margin, rates = 20_000, 0.01, {}
+  mixes = {  # (sd of seed effects, of item effects, of the seed × item residual)
+    "seeds only": (0.01, 0.0, 0.0),
+    "items only": (0.0, 0.01, 0.0),
+    "residual only": (0.0, 0.0, 0.1),
+    "balanced": (0.005, 0.005, 0.05),
+    "items dominate": (0.001, 0.02, 0.05),
+  }
+  for name, (a, b, e) in mixes.items():
+    rates[name] = _crossed_rate(rng, trials, 10, 200, a, b, e, margin)
+  print(
+    f"\nfalse 'supported' at the margin, 10 seeds × 200 items, {trials} trials each "
+    f"(crossed, per-seed paired t): {rates}"
+  )
+  for name, (crossed, _) in rates.items():
+    assert crossed <= ALPHA + _tol(ALPHA, trials), (name, crossed)
+  assert rates["items only"][1] > 0.3 and rates["items dominate"][1] > 2 * ALPHA
+
+
+def test_false_supported_at_most_alpha_for_accuracy_items_at_the_margin():
+  """The same for 0/1 outcomes like the studies' test items: 20 seeds × 1000 items, each item
+  with its own difficulty, each arm's gain on it varying by item and seed, and the two arms'
+  runs of a seed sharing their randomness on an item (paired); the true gap is the margin."""
+  rng = np.random.default_rng(41)
+  trials, s, i, margin = 4000, 20, 1000, 0.01
+  hits = 0
+  for _ in range(trials // 200):
+    p = rng.uniform(0.3, 0.8, size=(200, 1, i))  # item difficulty
+    gain = margin + rng.uniform(-0.08, 0.08, size=(200, 1, i))  # per item, mean = margin
+    gain = gain + rng.uniform(-0.02, 0.02, size=(200, s, 1))  # per seed, mean 0
+    u = rng.random((200, s, i))
+    shared = rng.random((200, s, i)) < 0.7  # paired runs share the draw on most items
+    a = (u < p + gain).astype(float)
+    b = (np.where(shared, u, rng.random((200, s, i))) < p).astype(float)
+    lo, hi = _estimate.interval(*_estimate.crossed_se_df(a - b), ALPHA)
+    hits += int(np.sum(_estimate.verdict_codes(lo, hi, (margin, math.inf)) == 1))
+  rate = hits / trials
+  print(
+    f"\nfalse 'supported' at the margin, 0/1 items, {s} seeds × {i} items: {rate:.4f} "
+    f"(n = {trials} simulated studies)"
+  )
+  assert rate <= ALPHA + _tol(ALPHA, trials)
+
+
+def test_per_item_slopes_average_to_the_slope_over_item_means():
+  rng = np.random.default_rng(51)
+  x = rng.normal(size=(4, 3))
+  y = rng.normal(size=(4, 3, 30))
+  slopes = stats.per_item_slopes(x, y)
+  for s in range(4):
+    fit = scipy.stats.linregress(x[s], y[s].mean(axis=1))
+    assert slopes[s].mean() == pytest.approx(fit.slope, rel=1e-10)
+  flat = stats.per_item_slopes(np.ones((1, 3)), np.zeros((1, 3, 2)))
+  assert np.isnan(flat).all()  # an x that does not vary gives no slope
+
+
+def test_more_seeds_cannot_decide_what_the_test_items_leave_undecided():
+  # Seeds agree closely; the items carry a shared effect with a large spread: the interval is
+  # wide because of the items, and the verdict says more items (not seeds) would decide it.
+  rng = np.random.default_rng(61)
+  d = 0.002 + 0.0005 * rng.normal(size=(20, 1)) + 0.3 * rng.normal(size=(1, 300))
+  got = stats.decide_greater(d, margin=0.0)
+  assert got.verdict == stats.INCONCLUSIVE and got.n_needed is None
+  assert "more seeds alone would not decide it" in got.detail and "more test items" in got.detail

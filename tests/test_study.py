@@ -1,13 +1,17 @@
-"""The study protocol: declared claims, selection on validation, config rules and summaries."""
+"""The study protocol: declared claims, selection on validation (and its stability), the
+pre-registration and the confirm phase's refusals, config rules and summaries."""
 
 import dataclasses
+import json
 import math
+import subprocess
 
 import ml_collections
+import numpy as np
 import pytest
 
 from wd_jax import study
-from wd_jax.study import claims, protocol, schema, stats
+from wd_jax.study import claims, phases, preregistration, protocol, schema, stats
 
 
 def _claims():
@@ -201,3 +205,108 @@ def test_report_intervals_are_the_verdicts_t_interval():
   centre, lo, hi = stats.t_interval([0.70, 0.72, 0.75], 0.05)
   assert (mean, n) == (centre, 3) and half == pytest.approx((hi - lo) / 2, rel=1e-12)
   assert math.isnan(report.mean_and_ci([0.7])[1]) and report.mean_and_ci([])[2] == 0
+
+
+def test_findings_carry_holm_over_the_empirical_claims_only():
+  found = claims.decide(claims.check(_claims(), MEASURED), MEASURED)
+  family = [f for f in found if f.claim.kind == "empirical"]
+  adjusted, rejected = stats.holm([f.decision.p_value for f in family], 0.05)
+  assert [f.holm_p for f in family] == pytest.approx(list(adjusted))
+  assert [f.survives_holm for f in family] == [bool(r) for r in rejected]  # all supported here
+  (built_in,) = [f for f in found if f.claim.kind == "construction"]
+  assert math.isnan(built_in.holm_p) and built_in.survives_holm is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Two phases: selection on validation items, the pre-registration, fresh seeds and data.
+
+
+def test_a_clear_pick_is_stable_and_a_tie_is_not():
+  rng = np.random.default_rng(0)
+  good = (rng.random((3, 2000)) < 0.75).astype(float)
+  worse = (rng.random((3, 2000)) < 0.70).astype(float)
+  twin = good[:, rng.permutation(2000)]  # the same scores on shuffled items: a tie
+  clear = protocol.choose([({"lr": 1}, good), ({"lr": 2}, worse)], larger=True)
+  assert clear.pick == {"lr": 1} and clear.stability > 0.99 and clear.gap > 0.03
+  tie = protocol.choose([({"lr": 1}, good), ({"lr": 2}, twin)], larger=True, resamples=400)
+  assert 0.3 < tie.stability < 0.7 and tie.alternatives[0][0] == {"lr": 2}
+  diverged = good.copy()
+  diverged[1, 0] = np.nan  # one seed of the best cell diverged: never picked
+  assert protocol.choose([({"lr": 1}, diverged), ({"lr": 2}, worse)], larger=True).pick == {"lr": 2}
+  assert protocol.choose([({"lr": 1}, good), ({"lr": 2}, worse)], larger=False).pick == {"lr": 2}
+
+
+def test_a_pick_on_the_grids_edge_is_named():
+  grids = {"learning_rate": [0.01, 0.02, 0.04], "tau_over_T": [None, 4.0, 1.0, 0.25]}
+  assert protocol.grid_edges({"learning_rate": 0.02, "tau_over_T": 1.0}, grids) == []
+  assert protocol.grid_edges({"learning_rate": 0.01, "tau_over_T": 0.25}, grids) == [
+    "learning_rate 0.01 is the grid's smallest",
+    "tau_over_T 0.25 is the grid's smallest",
+  ]
+
+
+def test_an_edited_preregistration_is_refused(tmp_path):
+  path = str(tmp_path / "p.json")
+  written = preregistration.write(path, {"claims": {"gap": {"margin": 0.01}}, "cells": {}})
+  assert preregistration.read(path).digest == written.digest
+  raw = json.loads((tmp_path / "p.json").read_text())
+  raw["preregistration"]["claims"]["gap"]["margin"] = 0.02  # edited by hand, digest kept
+  (tmp_path / "p.json").write_text(json.dumps(raw))
+  with pytest.raises(ValueError, match="was edited after it was written"):
+    preregistration.read(path)
+  with pytest.raises(ValueError, match="run it first"):
+    preregistration.read(str(tmp_path / "missing.json"))
+
+
+def test_a_changed_claim_is_refused_naming_the_digest_and_the_field(tmp_path):
+  p = preregistration.write(str(tmp_path / "p.json"), {"claims": _claims()})
+  preregistration.check_same(p, "config.claims", _claims(), "claims")  # unchanged: accepted
+  edited = _claims()
+  edited.faster.margin = 0.01
+  with pytest.raises(ValueError, match=rf"{p.short}.*faster\.margin: 0\.01 now"):
+    preregistration.check_same(p, "config.claims", edited, "claims")
+
+
+def test_a_workdir_keeps_the_digest_it_was_started_on(tmp_path):
+  a = preregistration.write(str(tmp_path / "a.json"), {"claims": 1})
+  b = preregistration.write(str(tmp_path / "b.json"), {"claims": 2})
+  preregistration.bind(str(tmp_path / "run"), a)
+  preregistration.bind(str(tmp_path / "run"), a)  # the same one: fine
+  with pytest.raises(
+    ValueError, match=f"holds pre-registration {a.short}; this run reads {b.short}"
+  ):
+    preregistration.bind(str(tmp_path / "run"), b)
+
+
+def test_provenance_names_the_commit_only_while_the_file_is_unchanged(tmp_path):
+  git = lambda *args: subprocess.run(
+    ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+    cwd=tmp_path,
+    check=True,
+    capture_output=True,
+  )
+  git("init", "-q")
+  p = preregistration.write(str(tmp_path / "p.json"), {"claims": 1})
+  assert preregistration.provenance(p).startswith("uncommitted (no git commit")
+  git("add", "p.json")
+  git("commit", "-q", "-m", "pre-register")
+  commit = git("rev-parse", "HEAD").stdout.decode().strip()
+  assert preregistration.provenance(p) == f"committed in {commit[:12]}"
+  p = preregistration.write(str(tmp_path / "p.json"), {"claims": 2})
+  assert preregistration.provenance(p).startswith("uncommitted (the file differs")
+
+
+@pytest.mark.parametrize(
+  "seeds, dataset, message",
+  [
+    ((5, 6), {"seed": 2}, "has 2 seeds"),
+    ((0, 5, 6), {"seed": 2}, r"reuses the tuning seeds \[0\]"),
+    ((5, 6, 7), {"seed": 1}, "is the tuning draw's"),
+    ((5, 6, 7), {"paths": ("/x/a.py", "/y/c.py")}, "shares 1 files"),
+  ],
+)
+def test_confirm_needs_fresh_seeds_and_a_fresh_draw(seeds, dataset, message):
+  tune = {"seeds": [0, 1], "dataset": {"seed": 1, "paths": ["a.py", "b.py"]}}
+  confirm = ml_collections.ConfigDict({"seeds": seeds, "dataset": dataset})
+  with pytest.raises(ValueError, match=message):
+    phases.check_fresh(tune, confirm, min_seeds=3)

@@ -1,9 +1,9 @@
-"""A tune grid over peak learning rate × decay strength (τ/T, plus no decay), and its figure.
+"""A tune grid over peak learning rate × decay strength (τ/T), plus no decay.
 
 Studies that tune one decayed arm grid it as lr × τ/T (`wd_jax.study.strength` turns each τ/T
 into the optimizer's own λ at that lr) and add the λ = 0 cells, so that "no decay" is a
-candidate of the same selection (`wd_jax.study.phases.select`); the tune figure is the mean
-validation metric over that grid with the pick outlined.
+candidate of the same selection (`wd_jax.study.phases.select`, whose figure is
+`wd_jax.study.phases.tune_panels`).
 
 >>> from wd_jax.study import lr_strength
 >>> [c["weight_decay"] for c in lr_strength.off([0.1, 0.2])]
@@ -15,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from wd_jax.study import phases, strength
+from wd_jax.study import strength
 
 
 def cells(
@@ -55,40 +53,3 @@ def off(learning_rates: Sequence[float]) -> list[dict[str, Any]]:
 def find(grid: Sequence[Mapping[str, Any]], pick: Mapping[str, Any]) -> dict[str, Any]:
   """The cell of `grid` whose values agree with the selection's `pick` on every key it has."""
   return dict(next(c for c in grid if all(c[k] == v for k, v in pick.items())))
-
-
-def heatmap(
-  title: str,
-  candidates: Sequence[tuple[Mapping[str, Any], np.ndarray]],
-  pick: Mapping[str, Any],
-  learning_rates: Sequence[float],
-  tau_over_T: Sequence[float],
-  path: str,
-) -> str:
-  """The mean validation metric of each candidate over lr × T/τ (row 0: no decay), the pick
-  outlined (`wd_jax.study.phases.tune_panels`).
-
-  Args:
-    title: the panel's title.
-    candidates: (cell labels with ``learning_rate`` and ``tau_over_T``, (seeds, items) values).
-    pick: the selected cell's labels.
-    learning_rates: the grid's lrs.
-    tau_over_T: the grid's strengths.
-    path: the PNG to write.
-
-  Returns:
-    `path`.
-  """
-  lrs = sorted(learning_rates)
-  ys = [0.0, *sorted(1.0 / t for t in tau_over_T)]
-
-  def at(c):
-    return ys.index(1.0 / c["tau_over_T"] if c["tau_over_T"] else 0.0), lrs.index(
-      c["learning_rate"]
-    )
-
-  g = np.full((len(ys), len(lrs)), np.nan)
-  for label, v in candidates:
-    g[at(label)] = np.mean(v)
-  panel = {title: (g, at(pick))}
-  return phases.tune_panels(panel, lrs, ys, path, xlabel="peak lr", ylabel="T/τ (0: no decay)")

@@ -55,9 +55,18 @@ def fields(**tune: schema.Rule) -> dict[str, schema.Rule]:
 
 
 def phase_run(config: Any, phase: str) -> Any:
-  """`config.run` on the data draw of `phase` (its ``dataset.kwargs`` replaced)."""
+  """`config.run` on the data draw of `phase` (the draw's loader kwargs over the run's own, e.g.
+  a corpus's ``seq_len``)."""
   run = config.run.copy_and_resolve_references()
-  run.dataset.kwargs = dict(config[phase].dataset)
+  run.dataset.kwargs = {**dict(run.dataset.kwargs), **dict(config[phase].dataset)}
+  return run
+
+
+def run_record(config: Any) -> dict[str, Any]:
+  """`config.run` as the pre-registration keeps it (the data draw is the phases' own)."""
+  run = config.run.to_dict()
+  if not run["dataset"].get("kwargs"):
+    run["dataset"].pop("kwargs", None)
   return run
 
 
@@ -217,12 +226,10 @@ def preregister(
   Returns:
     The `wd_jax.study.preregistration.Preregistration` written.
   """
-  run = config.run.to_dict()
-  run["dataset"].pop("kwargs", None)
   body = {
     "study": study,
     "claims": config.claims,
-    "run": run,
+    "run": run_record(config),
     "tune": {
       "seeds": list(config.tune.seeds),
       "dataset": _portable(config.tune.dataset),
@@ -264,9 +271,7 @@ def open_confirm(config: Any, workdir: str) -> preregistration.Preregistration:
   """
   prereg = preregistration.read(config.preregistration)
   preregistration.check_same(prereg, "config.claims", config.claims, "claims")
-  run = config.run.to_dict()
-  run["dataset"].pop("kwargs", None)
-  preregistration.check_same(prereg, "config.run", run, "run")
+  preregistration.check_same(prereg, "config.run", run_record(config), "run")
   check_fresh(prereg.body["tune"], config.confirm, prereg.body["rules"]["min_confirm_seeds"])
   preregistration.bind(workdir, prereg)
   return prereg
@@ -467,40 +472,59 @@ def write_run_lines(
 
 
 def tune_panels(
-  panels: Mapping[str, tuple[np.ndarray, tuple[int, int] | None]],
-  xs: Sequence[float],
-  ys: Sequence[float],
+  candidates: Mapping[str, Sequence[tuple[Mapping[str, Any], np.ndarray]]],
+  selections: Mapping[str, Selection],
   path: str,
   *,
-  xlabel: str,
-  ylabel: str,
+  x: str = "learning_rate",
+  y: str = "tau_over_T",
+  y_value=lambda v: 0.0 if v is None else 1.0 / v,
+  labels: tuple[str, str] = ("peak lr", "T/τ (0: no decay)"),
   higher_is_better: bool = True,
 ) -> str:
-  """A tune phase's figure: one heat-map panel per arm on a shared grid and colour scale
-  (`wd_jax.study.report.heatmap_panel`), the selected cell of each outlined.
+  """A tune phase's figure: each arm's mean validation metric over its grid, one heat-map panel
+  per arm on a shared colour scale (`wd_jax.study.report.heatmap_panel`), its pick outlined.
 
   Args:
-    panels: title -> ((len(ys), len(xs)) values, NaN for none; the (row, column) to outline).
-    xs: the columns' values (increasing).
-    ys: the rows' values (increasing).
+    candidates: arm -> (cell, (seeds, items) validation outcomes), as `select` read them.
+    selections: arm -> its `Selection`.
     path: the PNG to write.
-    xlabel: x-axis label.
-    ylabel: y-axis label.
+    x: the cell key of the columns.
+    y: the cell key of the rows.
+    y_value: a row's position from its key's value (default: T/τ, 0 for no decay).
+    labels: the x and y axis labels.
     higher_is_better: the colour map's direction.
 
   Returns:
     `path`.
   """
+  cells = [c for cs in candidates.values() for c, _ in cs]
+  xs, ys = sorted({c[x] for c in cells}), sorted({y_value(c[y]) for c in cells})
+  at = lambda c: (ys.index(y_value(c[y])), xs.index(c[x]))
+  panels = {}
+  for arm, cs in candidates.items():
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for c, v in cs:
+      grid[at(c)] = np.mean(v)
+    choice = selections[arm].choice
+    panels[f"{arm} (stability {choice.stability:.2f})"] = (grid, at(choice.pick))
   norm, _ = report.heatmap_scale([g for g, _ in panels.values()])
   cmap = plt.get_cmap("viridis" if higher_is_better else "viridis_r")
   fig, axes = report.panel_axes(len(panels))
-  for ax, (title, (grid, at)) in zip(axes.flat, panels.items()):
-    report.heatmap_panel(
-      ax, xs, ys, grid, norm=norm, cmap=cmap, outline=at, fmt=lambda v: f"{v:.3f}"
-    )
+  for ax, (title, (grid, pick)) in zip(axes.flat, panels.items()):
+    report.heatmap_panel(ax, xs, ys, grid, norm=norm, cmap=cmap, outline=pick, fmt="{:.3f}".format)
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel(xlabel, fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_xlabel(labels[0], fontsize=8)
+    ax.set_ylabel(labels[1], fontsize=8)
   fig.savefig(path, dpi=report.DPI)
   plt.close(fig)
   return path
+
+
+def tune_lines(selections: Mapping[str, Selection]) -> list[str]:
+  """One printed line per arm: its pick, stability and grid edges."""
+  return [
+    f"{arm}: {cell_text(s.choice.pick)}, stability {s.choice.stability:.2f}, "
+    f"{'; '.join(s.edges) or 'interior'}"
+    for arm, s in selections.items()
+  ]

@@ -127,13 +127,13 @@ def read(path: str) -> Preregistration:
       does not match the recorded digest (edited after it was written).
 
   Example:
-    >>> import json, os, tempfile
+    >>> import json, pathlib, tempfile
     >>> from wd_jax.study import preregistration
-    >>> path = os.path.join(tempfile.mkdtemp(), "s.json")
-    >>> _ = preregistration.write(path, {"study": "s", "margin": 0.01})
-    >>> raw = json.load(open(path)); raw["preregistration"]["margin"] = 0.02
-    >>> json.dump(raw, open(path, "w"))
-    >>> preregistration.read(path)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.json"
+    >>> _ = preregistration.write(str(path), {"study": "s", "margin": 0.01})
+    >>> raw = json.loads(path.read_text()); raw["preregistration"]["margin"] = 0.02
+    >>> _ = path.write_text(json.dumps(raw))  # edited by hand, the digest kept
+    >>> preregistration.read(str(path))
     Traceback (most recent call last):
     ...
     ValueError: pre-registration ... was edited after it was written: ...
@@ -207,6 +207,9 @@ def check_same(prereg: Preregistration, what: str, declared: Any, key: str) -> N
     declared: that field's value now.
     key: where the pre-registration keeps it.
 
+  Returns:
+    None; it raises on a difference.
+
   Raises:
     ValueError: naming the digest and the first difference.
 
@@ -249,6 +252,9 @@ def bind(workdir: str, prereg: Preregistration) -> None:
   Args:
     workdir: the confirm phase's workdir (created if needed).
     prereg: the pre-registration it confirms.
+
+  Returns:
+    None; it raises on another digest.
 
   Raises:
     ValueError: the workdir was started on a pre-registration with another digest.

@@ -307,7 +307,13 @@ def run_cells(
   points = [{**fields_of(c), "seed": int(s)} for c in cells for s in seeds]
   select = (lambda rows: list(range(len(rows)))) if read_test else None
   rows = sweep.run_sweep(
-    run, points, workdir, strategy=strategy, verbose=False, select=select, return_states=True
+    run,
+    points,
+    workdir,
+    strategy=strategy,
+    verbose=False,
+    select=select,
+    return_states=not read_test,
   )
   if not read_test:
     outcomes = item_outcomes(run, [r.get("state") for r in rows], "val")
@@ -315,10 +321,10 @@ def run_cells(
     r.update({k2: v for k2, v in cells[k // len(seeds)].items() if k2 not in r})
     r.pop("state", None)
     r["records"] = read_metrics(os.path.join(workdir, r["run_dir"], "metrics.jsonl"))
-    if read_test:
+    if read_test and not r["diverged"]:  # a diverged run has no test items (NaN in the claims)
       with np.load(os.path.join(workdir, r["run_dir"], "test_items.npz")) as f:
-        r["test_items"] = {name: f[name] for name in f.files} if not r["diverged"] else {}
-    else:
+        r["test_items"] = {name: f[name] for name in f.files}
+    elif not read_test:
       r["val_items"] = outcomes[k] if not r["diverged"] else {}
   return rows
 
