@@ -45,6 +45,9 @@ def _settings_rule(config):
       if variant not in config.optimizers:
         valid = sorted(config.optimizers)
         raise ValueError(f"{where}: {name} has variant {variant!r}; valid: {valid}.")
+      if config.optimizers[variant].name not in ("adamw", "sgd_l2"):
+        bad = config.optimizers[variant].name
+        raise ValueError(f"{where}: {variant} is {bad!r}, which has no equilibrium prediction.")
       if not (lr > 0 and wd > 0):
         raise ValueError(f"{where}: {name} needs α > 0 and λ > 0, got {setting!r}.")
       held = config.run.steps * shrink_per_step(config, variant, lr, wd)
@@ -55,15 +58,6 @@ def _settings_rule(config):
         )
 
   return rule
-
-
-def _optimizers_rule(where: str, value: Any) -> None:
-  for variant, spec in dict(value).items():
-    if spec.get("name") not in ("adamw", "sgd_l2"):
-      raise ValueError(
-        f"{where}.{variant}.name must be a recipe with an equilibrium prediction (adamw, "
-        f"sgd_l2), got {spec.get('name')!r}."
-      )
 
 
 def _run_rule(where: str, value: Any) -> None:
@@ -83,7 +77,7 @@ def _run_rule(where: str, value: Any) -> None:
 def fields(config) -> dict:
   return {
     **phases.fields(),
-    "optimizers": _optimizers_rule,
+    "optimizers": schema.mapping(),
     "settings": _settings_rule(config),
     "strategy": schema.choice(("vmap", "sequential", "auto")),
     "window": schema.number(low=0.0, high=1.0, open_low=True),
@@ -175,12 +169,7 @@ def run_phase(config, workdir: str, phase: str):
   runs = {v: variant_run(config, v, phase) for v in cells}
   if phase == "tune":
     study.begin(config, workdir)
-    rows = {
-      v: protocol.run_cells(
-        runs[v], cells[v], config.tune.seeds, os.path.join(workdir, v), strategy=config.strategy
-      )
-      for v in cells
-    }
+    rows = phases.tune_arms(runs, cells, config, workdir)
     return None, cells, rows
   prereg = phases.open_confirm(config, workdir)
   study.begin(config, workdir)
