@@ -1,19 +1,17 @@
-"""Does weight decay matter early or late? Whole run, none, early only, late only.
+"""When does weight decay matter? Golatkar's critical-period curve, in two phases.
 
-A BatchNorm ResNet trained with each weight-decay schedule over several seeds by
-`wd_jax.engine.sweep`; the final accuracy and the weight-norm trajectories test Golatkar et al.
-(2019)
-and Bjorck et al. (2021) (REFERENCES §3) through the claims declared in the config. Every run
-holds out a validation split of its training data and is evaluated on it; the four schedules are
-fixed in advance (nothing is selected), so the test split is read once, at the end, for each of
-them. Writes figures, metrics.jsonl (one line per run) and summary.md with the verdicts.
+**Tune** (``--config.phase=tune``): whole-run decay over lr × strength (τ/T) plus λ = 0, on a
+tuning draw, selected on validation items (stability, grid edges); writes the pre-registration.
+**Confirm** (the default): at whole's tuned lr and λ, early-only (decay until the switch s) and
+late-only (decay from s) for every s of ``config.switches``, whole, none at the same lr and none
+at its own tuned lr, on fresh seeds and a fresh draw; test items read once per run; claims on
+the curve's shape and on the scale-invariant weights' norm, over seeds × items, Holm.
 
   python experiments/early_wd.py --config=experiments/configs/early_wd.py --workdir=runs/early_wd
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -22,252 +20,283 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import ml_collections
 import numpy as np
 
 from wd_jax import study
-from wd_jax.engine import sweep
-from wd_jax.engine.runlog import read_metrics, write_atomic
+from wd_jax.engine import config as config_lib
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import protocol, report, schema
-
-# schedule -> (config.optimizer.wd_schedule, whether λ is the config's λ or 0).
-SCHEDULES = {
-  "whole": ("constant", True),
-  "none": ("constant", False),
-  "early": ("early", True),
-  "late": ("late", True),
-}
-LABELS = {
-  "whole": "whole run",
-  "none": "none (λ = 0)",
-  "early": "early only",
-  "late": "late only",
-}
-KERNEL_NORM = "kernel_norm"  # ‖θ‖₂ over every kernel (the decayed weights), per record
-# Per schedule, one value per seed: what the claims may read.
-MEASURES = ("val_accuracy", "test_accuracy", KERNEL_NORM, f"{KERNEL_NORM}@switch")
-
-
-def _run_rule(where: str, value: Any) -> None:
-  schema.run_config()(where, value)
-  if not value.per_leaf_diagnostics or not value.diagnostics_every:
-    raise ValueError(
-      f"{where}.per_leaf_diagnostics must be True and diagnostics_every > 0: the study reads "
-      "the per-kernel weight norms."
-    )
-  if not value.optimizer.weight_decay > 0:
-    raise ValueError(
-      f"{where}.optimizer.weight_decay must be > 0, got {value.optimizer.weight_decay}."
-    )
-
+from wd_jax.study import lr_strength, phases, protocol, report, schema, stats, strength
+from wd_jax.study import scale_invariant as si
 
 FIELDS = {
-  "schedules": schema.choices(tuple(SCHEDULES)),
-  "seeds": schema.ints(),
-  "strategy": schema.choice(sweep.STRATEGIES),
-  "run": _run_rule,
+  **phases.fields(learning_rates=schema.numbers(), tau_over_T=schema.numbers()),
+  "switches": schema.numbers(),
+  "strategy": schema.choice(("vmap", "sequential", "auto")),
+  "resamples": schema.integer(minimum=20),
+  "fallback_tau_over_T": schema.number(low=0.0, open_low=True),
 }
+
+
+def arms(config) -> list[str]:
+  """none, whole, then early_<s%> and late_<s%> for every switch s."""
+  pct = [round(100 * s) for s in config.switches]
+  return ["none", "whole", *(f"early_{p}" for p in pct), *(f"late_{p}" for p in pct)]
 
 
 def measurement_names(config) -> list[str]:
   """Every measurement this study produces for `config` (claims may read any of them)."""
-  return [f"{s}/{m}" for s in config.schedules for m in MEASURES]
+  tags = [*arms(config), "none@matched"]
+  out = [f"{t}/{m}" for t in tags for m in ("test_accuracy", "final_log_norm")]
+  timed = arms(config)[2:]
+  return out + [f"{a}/{m}" for a in timed for m in ("above_midpoint", "log_norm_vs_midpoint")]
 
 
-def _overrides(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
-  """schedule -> the sweep fields that make it (besides the seed)."""
-  lam = config.run.optimizer.weight_decay
+def arm_run(config, arm: str, phase: str, lr: float | None = None):
+  """The phase's run with the arm's λ schedule (constant for none/whole, else early/late at s)."""
+  run = phases.phase_run(config, phase)
+  kind, _, pct = arm.partition("_")
+  run.optimizer.wd_schedule = kind if pct else "constant"
+  run.optimizer.wd_switch_fraction = int(pct) / 100 if pct else 0.5
+  if lr is not None:
+    run.optimizer.learning_rate = lr
+  return run
+
+
+def decay_received(run, lam: float) -> float:
+  """Σ_t c_t λ_t, in timescales: how much the arm's decay shrinks over the run (coupled L2
+  through momentum μ: c_t = α_t/(1 − μ) while λ_t is on)."""
+  if not lam:
+    return 0.0
+  t = np.arange(run.steps)
+  lr = np.asarray(config_lib.learning_rate_schedule(run)(t))
+  wd = config_lib.weight_decay_schedule(run, lam)
+  wd = np.asarray(wd(t)) if callable(wd) else wd
+  return float(np.sum(lr * wd) / (1.0 - run.optimizer.kwargs.get("momentum", 0.0)))
+
+
+def tune_grids(config) -> dict[str, list[dict]]:
+  """none: every lr at λ = 0; whole: every lr × τ/T (λ from `wd_jax.study.strength`)."""
+  lrs, taus = config.tune.learning_rates, config.tune.tau_over_T
+  run_at = lambda lr: arm_run(config, "whole", "tune", lr)
+  return {"none": lr_strength.off(lrs), "whole": lr_strength.cells(run_at, "sgd_l2", lrs, taus)}
+
+
+def tune(config, workdir: str) -> dict[str, Any]:
+  """Tune phase: whole over lr × τ/T (+ λ = 0) on the tuning draw, selection on validation."""
+  grids = tune_grids(config)
+  study.begin(config, workdir)
+  rows = phases.tune_arms({a: arm_run(config, a, "tune") for a in grids}, grids, config, workdir)
+  score = lambda a: phases.scored(rows[a], grids[a], "val_items", "accuracy", config.tune.seeds)
+  cands = {"none": score("none"), "whole": score("none") + score("whole")}
+  axes = {
+    "learning_rate": config.tune.learning_rates,
+    "tau_over_T": [None, *config.tune.tau_over_T],
+  }
+  sel = phases.select(cands, axes, larger=True, resamples=config.resamples)
+  every = grids["none"] + grids["whole"]
+  picks = {a: lr_strength.find(every, s.choice.pick) for a, s in sel.items()}
+  cells = confirm_cells(config, picks)
+  received = {
+    a: decay_received(arm_run(config, a, "tune", c[0]["learning_rate"]), c[0]["weight_decay"])
+    for a, c in cells.items()
+  }
+  extra = {k: list(config.tune[k]) for k in ("learning_rates", "tau_over_T")}
+  prereg = phases.preregister(config, "early_wd", cells, sel, {**extra, "decay_received": received})
+  path = os.path.join(workdir, "tune_validation.png")
+  fig = phases.tune_panels({"whole": cands["whole"]}, {"whole": sel["whole"]}, path)
+  premise = premise_text(cands, sel)
+  tables = [
+    ("Premise on validation", f"{premise}\n\n![validation]({os.path.basename(fig)})"),
+    ("Decay each confirm arm receives (Σ_t c_t λ_t, in timescales)", received_table(received)),
+  ]
+  phases.write_tune_summary(workdir, "Early vs late weight decay: tune", prereg, sel, tables)
+  lines = [
+    f"{a}: {phases.cell_text(s.choice.pick)}; {'; '.join(s.edges) or 'interior'}"
+    for a, s in sel.items()
+  ]
   return {
-    s: {"optimizer.wd_schedule": SCHEDULES[s][0], "weight_decay": lam if SCHEDULES[s][1] else 0.0}
-    for s in config.schedules
+    "findings": [],
+    "lines": [*lines, premise, f"pre-registration {prereg.short}: {prereg.path}"],
   }
 
 
-def _kernel_norm(record: dict[str, Any]) -> float | None:
-  """‖θ‖₂ over every parameter named ``.../kernel`` (the ndim ≥ 2 weights the mask decays)."""
-  sq = [v * v for k, v in record.items() if k.startswith("param_norm/") and k.endswith("kernel")]
-  return math.sqrt(sum(sq)) if sq else None
-
-
-def _at_step(records: list[dict], key: str, step: float) -> float:
-  """`key` at the last record at or before `step` (NaN if none)."""
-  series = [rec[key] for rec in records if key in rec and rec["step"] <= step]
-  return float(series[-1]) if series else math.nan
-
-
-def run_schedules(config: ml_collections.ConfigDict, workdir: str) -> dict[str, list[dict]]:
-  """schedule -> rows of `sweep.run_sweep` in seed order, with their records under "records".
-
-  Each row also gets its final ``kernel_norm`` and the one at the switch step."""
-  overrides = _overrides(config)
-  grid = [{**o, "seed": seed} for o in overrides.values() for seed in config.seeds]
-  # The schedules are declared in advance, not selected: the test split is read once for each.
-  select = protocol.selector(fixed=list(overrides.values()))
-  base = config.run.copy_and_resolve_references()
-  sdir = os.path.join(workdir, "sweep")
-  rows = sweep.run_sweep(base, grid, sdir, strategy=config.strategy, verbose=False, select=select)
-  switch = _switch_step(config.run)
-  out = {}
-  for s, o in overrides.items():
-    out[s] = protocol.rows_of(rows, o)
-    for r in out[s]:
-      r["schedule"] = s
-      r["records"] = read_metrics(os.path.join(sdir, r["run_dir"], "metrics.jsonl"))
-      for rec in r["records"]:
-        norm = _kernel_norm(rec)
-        if norm is not None:
-          rec[KERNEL_NORM] = norm
-      r[KERNEL_NORM] = _at_step(r["records"], KERNEL_NORM, math.inf)
-      r[f"{KERNEL_NORM}@switch"] = _at_step(r["records"], KERNEL_NORM, switch)
-  print(f"early_wd: {len(rows)} runs done")
+def premise_text(cands, sel) -> str:
+  """Whole's validation gain over none, in sd of none's seed-to-seed spread (each at its pick)."""
+  picked = lambda a: next(v for c, v in cands[a] if c == sel[a].choice.pick)
+  whole, none = picked("whole").mean(axis=1), picked("none").mean(axis=1)  # per-seed means
+  gap, spread = whole.mean() - none.mean(), np.std(none, ddof=1)
+  out = (
+    f"whole − none on validation {gap:+.4f}, {gap / spread:.1f} sd of none's seeds ({spread:.4f})"
+  )
+  if sel["whole"].choice.pick["tau_over_T"] is None:
+    out += "; whole selected λ = 0: the curve runs at the declared fallback strength"
   return out
 
 
-def _switch_step(rc) -> int:
-  return round(rc.optimizer.wd_switch_fraction * rc.steps)
+def received_table(received) -> str:
+  rows = [[a, f"{v:.2f}"] for a, v in received.items()]
+  return study.markdown_table(["arm", "decay received (timescales)"], rows)
 
 
-def measure(res: dict[str, list[dict]]) -> dict[str, list[float]]:
-  """The study's measurements, one value per seed in seed order (NaN where a run diverged)."""
-  return {f"{s}/{m}": protocol.per_seed(rows, m) for s, rows in res.items() for m in MEASURES}
+def confirm_cells(config, picks) -> dict[str, list[dict]]:
+  """whole's tuned cell for whole and every early/late arm; none at its own lr and at whole's."""
+  w = dict(picks["whole"])
+  if not w["weight_decay"]:  # whole selected λ = 0: the curve at the declared fallback strength
+    tau = config.fallback_tau_over_T
+    run = arm_run(config, "whole", "tune", w["learning_rate"])
+    w.update(tau_over_T=tau, weight_decay=strength.weight_decays(run, "sgd_l2", [tau])[0])
+  none = {**picks["none"], "roles": ["tuned"]}
+  out = {"whole": [{**w, "roles": ["tuned"]}], "none": [none]}
+  if none["learning_rate"] == w["learning_rate"]:
+    none["roles"].append("matched")
+  else:
+    matched = {"learning_rate": w["learning_rate"], "weight_decay": 0.0, "tau_over_T": None}
+    out["none"].append({**matched, "roles": ["matched"]})
+  for arm in arms(config)[2:]:
+    out[arm] = [{**w, "roles": ["curve"]}]
+  return out
 
 
-def plot_accuracy(res: dict[str, list[dict]], title: str, workdir: str) -> tuple[str, str]:
-  fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6), dpi=100, sharey=True)
-  splits = (
-    ("val_accuracy", "validation split (every run)"),
-    ("test_accuracy", "test split (read once per run)"),
-  )
-  for ax, (key, what) in zip(axes, splits):
-    for i, (s, rows) in enumerate(res.items()):
-      accs = protocol.per_seed(rows, key)
-      report.ci_errorbar(ax, [i], [accs], color=study.color(s), marker="o", ms=8, lw=2, zorder=3)
-      jitter = np.linspace(-0.12, 0.12, len(accs)) if len(accs) > 1 else np.zeros(1)
-      ax.scatter(i + 0.25 + jitter, accs, color=study.color(s), s=14, alpha=0.6, zorder=2)
-    ax.set_xticks(range(len(res)), [LABELS[s] for s in res], fontsize=8)
-    ax.set(title=what, xlabel="weight-decay schedule")
-    ax.title.set_fontsize(10)
-  axes[0].set_ylabel("final accuracy (fraction)")
-  fig.suptitle(f"Final accuracy per weight-decay schedule — {title}", fontsize=11)
-  path = report.finish(fig, os.path.join(workdir, "accuracy.png"), axes, legend=False)
-  return (
-    "Final validation (left) and test (right) accuracy per weight-decay schedule (mean, 90% CI "
-    "over seeds; dots: seeds)",
-    path,
-  )
+def final_log_norm(row) -> float:
+  return math.log(si.value_at(row["records"], si.KEY))
 
 
-def plot_norm(res: dict[str, list[dict]], title: str, switch: int, workdir: str) -> tuple[str, str]:
-  fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
-  for s, rows in res.items():
-    steps, per_seed = report.seed_series(rows, KERNEL_NORM)
-    if steps.size:
-      report.ci_band(ax, steps, per_seed, color=study.color(s), label=LABELS[s])
-  ax.axvline(switch, color="k", ls=":", lw=1)
-  ax.text(switch, 0.98, " WD switch", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
-  ax.set(
-    title=f"Weight norm over training\n{title}",
-    xlabel="training step",
-    ylabel="‖kernels‖₂ (all conv + head kernels)",
-  )
-  ax.title.set_fontsize(11)
-  path = report.finish(fig, os.path.join(workdir, "weight_norm.png"), [ax])
-  return "Norm of the decayed weights over training per schedule (mean, 90% CI over seeds)", path
+def measure(config, rows, cells) -> dict[str, Any]:
+  """Per arm and role: (seeds, test items) accuracy and the per-seed final log ‖w‖; then each
+  early/late arm's distance above the none–whole midpoint, in accuracy (items) and log ‖w‖."""
+  out: dict[str, Any] = {}
+  seeds = config.confirm.seeds
+  for arm, arm_cells in cells.items():
+    scored = phases.scored(rows[arm], arm_cells, "test_items", "accuracy", seeds)
+    for c, (_, items) in zip(arm_cells, scored):
+      norms = np.array(phases.per_seed(rows[arm], c, final_log_norm))
+      for role in c["roles"]:
+        tag = "none@matched" if role == "matched" else arm
+        out[f"{tag}/test_accuracy"], out[f"{tag}/final_log_norm"] = items, norms
+  mid = lambda m: 0.5 * (out[f"whole/{m}"] + out[f"none@matched/{m}"])
+  for arm in arms(config)[2:]:
+    out[f"{arm}/above_midpoint"] = out[f"{arm}/test_accuracy"] - mid("test_accuracy")
+    out[f"{arm}/log_norm_vs_midpoint"] = out[f"{arm}/final_log_norm"] - mid("final_log_norm")
+  return out
 
 
-def _describe(values: dict[str, list[float]], switch: int):
-  def text(c: claims_lib.Claim) -> str:
-    parts = [f"{m}: {study.fmt(values[m], 4)}" for m in c.measurements]
-    for m in c.measurements:
-      s, q = m.split("/", 1)
-      if q == KERNEL_NORM:
-        at = values[f"{s}/{KERNEL_NORM}@switch"]
-        parts.append(f"{s} at the switch (step {switch}): {study.fmt(at, 4)}")
-    return "; ".join(parts)
-
-  return text
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  declared = study.check(config, workdir, FIELDS, measurement_names)
+def confirm(config, workdir: str) -> dict[str, Any]:
+  """Confirm phase: the pre-registered cells only, on fresh seeds and a fresh draw."""
+  prereg = phases.open_confirm(config, workdir)
   study.begin(config, workdir)
-  res = run_schedules(config, workdir)
-  return write_report(config, workdir, res, declared)
-
-
-def write_report(config, workdir: str, res: dict[str, list[dict]], declared) -> dict[str, Any]:
-  """metrics.jsonl, the figures and summary.md from the runs of `run_schedules`."""
-  rc = config.run
-  switch = _switch_step(rc)
-  lines = []
-  for s, rows in res.items():
-    for r in rows:
-      lines.append(
-        {
-          "schedule": s,
-          "seed": r["seed"],
-          "weight_decay": r["weight_decay"],
-          "wd_schedule": SCHEDULES[s][0],
-          "wd_switch_step": switch if s in ("early", "late") else None,
-          **{k: r[k] for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss") if k in r},
-          "train_loss": r["loss"],
-          "diverged": r["diverged"],
-          "final_kernel_norm": r[KERNEL_NORM],
-          "kernel_norm_at_switch": r[f"{KERNEL_NORM}@switch"],
-        }
-      )
-  write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(x) + "\n" for x in lines))
-  values = measure(res)
-  findings = claims_lib.decide(declared, values, _describe(values, switch))
-  widths = rc.model.kwargs.get("widths")
-  title = f"{rc.dataset.name}, {rc.model.name}" + (f" widths {tuple(widths)}" if widths else "")
-  table = study.markdown_table(
-    [
-      "schedule",
-      "validation accuracy",
-      "test accuracy",
-      "‖kernels‖₂ at switch",
-      "final ‖kernels‖₂",
-      "final train loss",
-    ],
-    [
-      [
-        LABELS[s],
-        study.fmt(values[f"{s}/val_accuracy"], 4),
-        study.fmt(values[f"{s}/test_accuracy"], 4),
-        study.fmt(values[f"{s}/{KERNEL_NORM}@switch"], 2),
-        study.fmt(values[f"{s}/{KERNEL_NORM}"], 2),
-        study.fmt(protocol.per_seed(rows, "loss"), 4),
-      ]
-      for s, rows in res.items()
-    ],
+  cells = prereg.body["cells"]
+  runs = {a: arm_run(config, a, "confirm") for a in cells}
+  rows = phases.confirm_arms(runs, prereg, config, workdir)
+  for arm_rows in rows.values():
+    si.add_norms(arm_rows)
+  values = measure(config, rows, cells)
+  fmt = lambda v: f"{np.nanmean(v):.4f}" if np.ndim(v) == 2 else study.fmt(v, 4)
+  said = lambda c: "; ".join(f"{m}: {fmt(values[m])}" for m in c.measurements)
+  findings = claims_lib.decide(claims_lib.parse(config.claims), values, said)
+  diverged = phases.write_run_lines(workdir, rows, cells, {"final_log_norm": final_log_norm})
+  w = cells["whole"][0]
+  intro = INTRO.format(
+    seeds=len(config.confirm.seeds),
+    draw=dict(config.confirm.dataset),
+    lr=w["learning_rate"],
+    lam=w["weight_decay"],
+    tau=w["tau_over_T"],
+    edges="; ".join(prereg.body["selection"]["whole"]["edges"]) or "interior",
   )
-  o = rc.optimizer
-  figures = [plot_accuracy(res, title, workdir), plot_norm(res, title, switch, workdir)]
   study.write_summary(
     workdir,
-    "Early vs late weight decay",
+    "Early vs late weight decay: confirm",
     findings,
-    intro=(
-      f"{title}: {o.name} {dict(o.kwargs)}, peak lr {o.learning_rate:g} "
-      f"({o.lr_schedule}), λ = {o.weight_decay:g} (mask {o.mask}), {rc.steps} steps of batch "
-      f"{rc.batch_size}; seeds {tuple(config.seeds)}, the same initial weights and batches for "
-      f"every schedule at a given seed. Early: λ on for steps < {switch}; late: λ on from step "
-      f"{switch}. {rc.dataset.validation_fraction:g} of the training data is held out for "
-      "validation; the four schedules are declared in advance (nothing is selected), so the "
-      "test split is read once for each of them, at the end. Norms are over every kernel (the "
-      "weights the mask decays)."
-    ),
-    tables=[("Per schedule (mean ± sd over seeds)", table)],
-    figures=figures,
+    intro=intro,
+    tables=[("Per arm (90% CI over seeds × test items)", table(config, prereg, values, rows))],
+    figures=[figure(config, values, rows, cells, workdir)],
+    preregistered=phases.describe_prereg(prereg),
+    footer=f"**Diverged runs**: {diverged}.",
   )
-  return {"findings": findings, "results": res, "values": values}
+  return {"findings": findings, "rows": rows, "values": values}
+
+
+INTRO = (
+  "Confirm phase: only the pre-registered cells, on {seeds} fresh seeds and a fresh MNIST-1D draw "
+  "({draw}); the test split read once per run, per item. Every early/late arm runs at whole-run "
+  "decay's tuned peak lr {lr:g} and λ = {lam:.3g} (τ/T = {tau:g}); early-only: λ on for the steps "
+  "before s·T, late-only: from s·T on. Whole's tuned cell on its grid: {edges} (the strength grid "
+  "stops at τ/T = 1/16 by design: τ no shorter than the switch grid's 5% step). ‖w‖: the norm of "
+  "the scale-invariant hidden kernels."
+)
+
+
+def table(config, prereg, values, rows) -> str:
+  """Each arm: decay received, test accuracy and its difference from none at the same lr, the
+  final ‖w‖ and (early-only arms) ‖w‖ at the switch."""
+  received = prereg.body["tune"]["decay_received"]
+  none = values["none@matched/test_accuracy"]
+  out = []
+  same = len(prereg.body["cells"]["none"]) == 1  # none's own lr is whole's: one cell
+  for tag in ["none", *([] if same else ["none@matched"]), *arms(config)[1:]]:
+    arm = tag.split("@")[0]
+    m, lo, hi = stats.seeds_items_interval(values[f"{tag}/test_accuracy"])
+    d, dlo, dhi = stats.seeds_items_interval(values[f"{tag}/test_accuracy"], none)
+    at = "—"
+    if arm.startswith("early"):
+      step = int(arm.split("_")[1]) / 100 * config.run.steps
+      at = f"{np.nanmean([si.value_at(r['records'], si.KEY, step) for r in rows[arm]]):.1f}"
+    norm = math.exp(np.nanmean(values[f"{tag}/final_log_norm"]))
+    diff = "—" if tag.startswith("none") else f"{d:+.4f} [{dlo:+.4f}, {dhi:+.4f}]"
+    lam = 0.0 if tag.startswith("none") else received.get(arm, 0.0)
+    out.append([tag, f"{lam:.2f}", f"{m:.4f} [{lo:.4f}, {hi:.4f}]", diff, f"{norm:.1f}", at])
+  head = ["arm", "decay received (τ)", "test accuracy", "− none, same lr", "final ‖w‖", "‖w‖ at s"]
+  return study.markdown_table(head, out)
+
+
+def figure(config, values, rows, cells, workdir: str) -> tuple[str, str]:
+  """Left: test accuracy against the switch point s, early-only and late-only; right: ‖w‖."""
+  fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.0, 3.8), dpi=100)
+  xs = 100 * np.array([0.0, *config.switches, 1.0])
+  for kind, (first, last) in {
+    "early": ("none@matched", "whole"),
+    "late": ("whole", "none@matched"),
+  }.items():
+    tags = [first, *(f"{kind}_{round(100 * s)}" for s in config.switches), last]
+    m, lo, hi = (
+      np.array(v)
+      for v in zip(*(stats.seeds_items_interval(values[f"{t}/test_accuracy"]) for t in tags))
+    )
+    label = "decay until s (early-only)" if kind == "early" else "decay from s (late-only)"
+    ax.errorbar(
+      xs, m, yerr=[m - lo, hi - m], color=study.color(kind), marker="o", capsize=3, label=label
+    )
+  ax.set(
+    xlabel="switch point s (% of training)", ylabel="test accuracy", title="When the decay acts"
+  )
+  for arm, ls in (("none", ":"), ("whole", "-"), ("early_25", "-"), ("late_50", "--")):
+    c = next(c for c in cells[arm] if arm != "none" or "matched" in c["roles"])
+    steps, per_seed = report.seed_series(protocol.rows_of(rows[arm], protocol.fields_of(c)), si.KEY)
+    report.ci_band(
+      bx, steps, per_seed, color=study.color(arm.split("_")[0]), label=arm, ls=ls, log=True
+    )
+  bx.set_yscale("log")
+  report.plain_log_ticks(bx, "y")
+  bx.set(xlabel="training step", ylabel="‖w‖ of the scale-invariant kernels", title="Weight norm")
+  path = report.finish(fig, os.path.join(workdir, "critical_period.png"), [ax, bx], fontsize=7)
+  caption = (
+    "Left: test accuracy against the switch point (mean, 90% CI over seeds × items); right: the "
+    "scale-invariant kernels' norm over training (geometric mean, 90% CI over seeds)"
+  )
+  return caption, path
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  study.check(config, workdir, FIELDS, measurement_names)
+  return tune(config, workdir) if config.phase == "tune" else confirm(config, workdir)
 
 
 def work(config) -> int:
-  """Configuration-steps the study trains (its progress line's total)."""
-  return len(config.schedules) * len(config.seeds) * config.run.steps
+  """Configuration-steps the phase trains (its progress line's total)."""
+  if config.phase == "tune":
+    cells = len(config.tune.learning_rates) * (len(config.tune.tau_over_T) + 1)
+    return cells * len(config.tune.seeds) * config.run.steps
+  return (len(arms(config)) + 1) * len(config.confirm.seeds) * config.run.steps
 
 
 if __name__ == "__main__":

@@ -1,22 +1,20 @@
 """Does coupled L2 turn Adam's step away from the loss, and is that (not adaptivity) what hurts?
 
-Adam+L2, AdamW, stable weight decay (AdamS) and the 2×2 ablation (λθ in/out of m × in/out of v),
-each over a strength × seed grid run by `wd_jax.engine.sweep`, strength in one unit for every arm:
-τ/T,
-the decay's timescale over the run (`wd_jax.study.strength`). Adam+L2 and AdamW are also tuned
-over the learning rate. Measures how far each step is from the loss-only step over training
-(`wd_jax.diagnostics.pollution` for the L2 arms, `step_deviation` for the decoupled ones), and
-the accuracy each arm ends at. Writes figures, metrics.jsonl (one line per run) and summary.md
-with the verdicts on the claims declared in the config. Configurations are selected on a
-validation split; the test split is read once, for the selected configuration and for the
-matched strength the claims name in advance.
+Plain Adam, Adam+L2, AdamW, stable weight decay (AdamS) and the 2×2 ablation (λθ in/out of m ×
+in/out of v), in two phases (`wd_jax.study.phases`). **Tune** (``--config.phase=tune``): every
+arm over the same lr × strength grid (τ/T, `wd_jax.study.strength`, plus λ = 0) on a tuning
+draw with a few seeds; each arm's cell selected on validation items, with its stability and grid
+edges; writes the pre-registration. **Confirm** (the default, the main job): only the
+pre-registered cells — each arm's tuned cell; at Adam+L2's tuned lr and strength τ* the matched
+ablation arms and AdamW; Adam+L2 and λθ-in-v-only at τ* × 4 and ÷ 4 — on fresh seeds and a fresh
+draw, the test split read once per run and per item; claims decided over seeds × items, Holm
+over the claims.
 
   python experiments/l2_pollution.py --config=experiments/configs/l2_pollution.py --workdir=runs/l2
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -25,17 +23,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import ml_collections
 import numpy as np
 
 from wd_jax import study
-from wd_jax.engine import sweep
-from wd_jax.engine.runlog import read_metrics, write_atomic
 from wd_jax.study import claims as claims_lib
-from wd_jax.study import protocol, report, schema, strength
+from wd_jax.study import phases, protocol, report, schema, stats, strength
 
-# variant -> (optimizer recipe, its flags). Every Adam+L2 variant tracks m = m_loss + m_l2.
-VARIANTS = {
+# arm -> (optimizer recipe, its flags). The L2 arms track m = m_loss + m_l2 (the step's turn).
+RECIPES = {
+  "adam": ("adamw", {}),  # λ = 0 only
   "adam_l2": ("adam_l2", {"track_moments": True}),
   "l2_m_only": ("adam_l2", {"track_moments": True, "l2_in_second_moment": False}),
   "l2_v_only": ("adam_l2", {"track_moments": True, "l2_in_first_moment": False}),
@@ -46,419 +42,299 @@ VARIANTS = {
   "adams": ("adams", {}),
   "adamw": ("adamw", {}),
 }
-LABELS = {
-  "adam_l2": "Adam+L2 (λθ in m and v)",
-  "l2_m_only": "λθ in m only",
-  "l2_v_only": "λθ in v only",
-  "l2_neither": "λθ in neither",
-  "adams": "AdamS (λθ/√v̄, stable)",
-  "adamw": "AdamW (decoupled)",
-}
-# The metric each task is judged by, and whether larger is better.
-TASK_METRIC = {"mnist1d": ("test_accuracy", True), "char_lm": ("test_loss", False)}
-TASK_TITLE = {"mnist1d": "MNIST-1D, MLP", "char_lm": "char-level Transformer"}
-PHASES = ("early", "mid", "late")  # thirds of the run
-# Arms whose λθ is added to the step outside m: `diagnostics.pollution` reads m's split, which
-# is then all loss (cos 1 by construction), so their step turn is not measured.
-NOT_IN_M = ("l2_v_only", "l2_neither")
-
-
+TASKS = {"mnist1d": ("accuracy", True), "char_lm": ("loss", False)}  # metric, larger is better
+ROLES = ("matched", "weak", "strong")  # cells at Adam+L2's tuned lr, τ* × 1, largest, smallest
 FIELDS = {
-  "variants": schema.choices(tuple(VARIANTS)),
-  "tuned_variants": schema.choices(tuple(VARIANTS)),
-  "strategy": schema.choice(sweep.STRATEGIES),
-  "matched": schema.number(low=0.0, open_low=True),
-  "tasks": schema.each(
-    {
-      "run": schema.run_config(datasets=("mnist1d", "char_corpus")),
-      "tau_over_T": schema.numbers(),
-      "seeds": schema.ints(),
-      "learning_rates": schema.numbers(),
-    }
-  ),
+  **phases.fields(learning_rates=schema.numbers(), tau_over_T=schema.numbers()),
+  "task": schema.choice(tuple(TASKS)),
+  "arms": schema.choices(tuple(RECIPES)),
+  "strategy": schema.choice(("vmap", "sequential", "auto")),
+  "resamples": schema.integer(minimum=20),
+  "strength_factors": schema.numbers(),
+  "matched_fallback": schema.number(low=0.0, open_low=True),
 }
-
-
-def _tau_key(tau: float) -> str:
-  return f"@tau{tau:g}"
 
 
 def measurement_names(config) -> list[str]:
   """Every measurement this study produces for `config` (claims may read any of them)."""
-  out = []
-  for name, task in config.tasks.items():
-    if name not in TASK_METRIC:
-      raise ValueError(f"config.tasks has {name!r}; valid: {sorted(TASK_METRIC)}.")
-    metric = TASK_METRIC[name][0]
-    taus = sorted(task.tau_over_T)
-    if not any(math.isclose(t, config.matched) for t in taus):
-      raise ValueError(
-        f"config.matched={config.matched!r} must be one of config.tasks.{name}.tau_over_T "
-        f"{tuple(taus)}: the claims read the test split there."
-      )
-    for v in config.variants:
-      out += [f"{name}/{v}/{metric}@tuned", f"{name}/{v}/{metric}{_tau_key(config.matched)}"]
-      out += [f"{name}/{v}/step_cos{_tau_key(t)}" for t in taus]
-      out += [f"{name}/{v}/step_cos@{w}" for w in ("weakest", "strongest")]
-  return out
+  t, metric = config.task, f"test_{TASKS[config.task][0]}"
+  tags = [*config.arms, *(f"{a}@{r}" for a in config.arms for r in ROLES)]
+  out = [f"{t}/{tag}/{m}" for tag in tags for m in (metric, "step_turn@active", "step_turn@run")]
+  return [*out, f"{t}/turn_predicts_harm"]
 
 
-def _lrs(config, task, v) -> list[float]:
-  own = float(task.run.optimizer.learning_rate)
-  return (
-    sorted(set(map(float, task.learning_rates)) | {own}) if v in config.tuned_variants else [own]
-  )
+def arm_run(config, arm: str, phase: str):
+  run = phases.phase_run(config, phase)
+  run.optimizer.name, run.optimizer.kwargs = RECIPES[arm]
+  return run
 
 
-def grid(config, name: str, task, v: str, probe) -> tuple[list[dict], dict[tuple, float]]:
-  """The variant's configurations (lr × τ/T × seed as lr, λ, seed) and (lr, λ) -> τ/T.
-
-  A strength Adam+L2 cannot reach at an lr (every coordinate already moves by α) is left out of
-  that lr's grid and reported."""
-  recipe = VARIANTS[v][0]
-  points, tau_of = [], {}
-  for lr in _lrs(config, task, v):
-    run = task.run.copy_and_resolve_references()
-    run.optimizer.learning_rate = lr
-    for tau in task.tau_over_T:
-      try:
-        (lam,) = strength.weight_decays(run, recipe, [tau], probe=probe)
-      except ValueError as e:
-        print(f"{name}/{v}: lr {lr:g}, τ/T {tau:g} left out: {e}")
-        continue
-      tau_of[(lr, lam)] = float(tau)
-      points += [{"learning_rate": lr, "weight_decay": lam, "seed": s} for s in task.seeds]
-  return points, tau_of
+def lam_at(config, arm: str, lr: float, tau: float, probe) -> float | None:
+  """The arm's λ at strength τ/T and lr (measured g² at init for the L2 arms), or None where
+  Adam+L2 cannot reach it (every coordinate already moves by α)."""
+  run = arm_run(config, arm, "tune")
+  run.optimizer.learning_rate = lr
+  try:
+    return strength.weight_decays(run, RECIPES[arm][0], [tau], probe=probe)[0]
+  except ValueError:
+    return None
 
 
-def plan(config) -> dict[str, dict[str, tuple[list[dict], dict[tuple, float]]]]:
-  """Every task's and variant's grid, before anything is written: a variant none of whose
-  strengths can be reached is a config error."""
-  out = {}
-  for name, task in config.tasks.items():
-    probe = strength.initial_grad_sq(task.run)
-    out[name] = {v: grid(config, name, task, v, probe) for v in config.variants}
-    own = float(task.run.optimizer.learning_rate)
-    for v, (_, tau_of) in out[name].items():
-      if not any(lr == own and math.isclose(t, config.matched) for (lr, _), t in tau_of.items()):
-        raise ValueError(
-          f"config.tasks.{name}: {v} cannot reach the matched strength τ/T = "
-          f"{config.matched:g} at lr {own:g} ({task.run.steps} steps); lengthen the run or "
-          "choose a weaker config.matched."
+def tune_grid(config, arm: str, probe) -> list[dict[str, Any]]:
+  lrs, taus = config.tune.learning_rates, config.tune.tau_over_T
+  if arm == "adam":
+    return [{"learning_rate": lr, "weight_decay": 0.0, "tau_over_T": None} for lr in lrs]
+  pts = [(lr, tau, lam_at(config, arm, lr, tau, probe)) for lr in lrs for tau in taus]
+  return [{"learning_rate": a, "weight_decay": c, "tau_over_T": b} for a, b, c in pts if c]
+
+
+def confirm_cells(config, picks: dict[str, dict], probe) -> dict[str, list[dict]]:
+  """Each arm's tuned cell, and the cells the claims read at Adam+L2's tuned lr and strength τ*
+  (``@matched``: τ*; ``@weak``/``@strong``: τ* × the largest/smallest factor; ``@strength``:
+  every factor, the pollution–harm slope)."""
+  out = {a: [{**p, "roles": ["tuned"]}] for a, p in picks.items()}
+  lr = picks["adam_l2"]["learning_rate"]
+  tau = picks["adam_l2"]["tau_over_T"] or config.matched_fallback
+  wanted = {m.split("/")[1] for c in claims_lib.parse(config.claims) for m in c.measurements}
+  if "turn_predicts_harm" in wanted:
+    wanted |= {"adam_l2@strength", "l2_v_only@strength"}
+  factors = sorted({1.0, *config.strength_factors}, reverse=True)  # weakest (largest τ) first
+  at = {"matched": [1.0], "weak": factors[:1], "strong": factors[-1:], "strength": factors}
+  for tag in sorted(t for t in wanted if "@" in t):
+    arm, role = tag.split("@")
+    for f in at[role]:
+      lam = lam_at(config, arm, lr, tau * f, probe)
+      same = [
+        c
+        for c in out[arm]
+        if c["learning_rate"] == lr and lam and math.isclose(c["weight_decay"], lam)
+      ]
+      if same:
+        same[0]["roles"].append(role)
+      elif lam is not None:
+        out[arm].append(
+          {"learning_rate": lr, "weight_decay": lam, "tau_over_T": tau * f, "roles": [role]}
         )
   return out
 
 
-def run_task(name: str, task: ml_collections.ConfigDict, config, workdir: str, grids):
-  """variant -> rows of `sweep.run_sweep` (with ``tau_over_T`` and the metric records).
-
-  lr and strength are tuned on the validation split; the test split is read for the tuned
-  configuration and for the matched strength at the run's own lr (named in advance)."""
-  metric, larger = TASK_METRIC[name]
-  own = float(task.run.optimizer.learning_rate)
-  out = {}
-  for v in config.variants:
-    recipe, kwargs = VARIANTS[v]
-    base = task.run.copy_and_resolve_references()
-    base.optimizer.name = recipe
-    base.optimizer.kwargs = kwargs
-    points, tau_of = grids[v]
-    matched = [
-      {"learning_rate": lr, "weight_decay": lam}
-      for (lr, lam), t in tau_of.items()
-      if lr == own and math.isclose(t, config.matched)
-    ]
-    select = protocol.selector(
-      by=("learning_rate", "weight_decay"),
-      metric=metric.replace("test_", "val_"),
-      larger=larger,
-      fixed=matched,
-    )
-    vdir = os.path.join(workdir, name, v)
-    rows = sweep.run_sweep(
-      base, points, vdir, strategy=config.strategy, verbose=False, select=select
-    )
-    for r in rows:
-      r["tau_over_T"] = tau_of[(r["learning_rate"], r["weight_decay"])]
-      r["records"] = read_metrics(os.path.join(vdir, r["run_dir"], "metrics.jsonl"))
-    out[v] = rows
-  return out
-
-
-def _at(rows, lr, tau) -> dict[str, Any]:
-  """The configuration of `rows` at this lr and τ/T (its λ), or None if it was left out."""
-  for r in rows:
-    if r["learning_rate"] == lr and math.isclose(r["tau_over_T"], tau):
-      return {"learning_rate": lr, "weight_decay": r["weight_decay"]}
-  return None
-
-
-def _mean_step_cos(rows, values, phase: str | None = None) -> list[float]:
-  """Per seed: the mean over the run's diagnostics records (or one third of them) of
-  cos(step, loss-only step); NaN where diverged or never logged."""
-  out = []
-  for r in protocol.rows_of(rows, values):
-    xs = [rec["step_cos"] for rec in r["records"] if rec.get("step_cos") is not None]
-    if phase is not None and xs:
-      k = PHASES.index(phase)
-      n = len(xs)
-      xs = xs[k * n // 3 : (k + 1) * n // 3]
-    out.append(float(np.mean(xs)) if xs and not r["diverged"] else math.nan)
-  return out
-
-
-def measure(name: str, res: dict[str, list[dict]], task, matched: float) -> dict[str, Any]:
-  """The task's measurements, one value per seed in seed order."""
-  metric, larger = TASK_METRIC[name]
-  own = float(task.run.optimizer.learning_rate)
-  taus = sorted(task.tau_over_T)
-  seeds = len(task.seeds)
-  nan = [math.nan] * seeds
-  out = {}
-  for v, rows in res.items():
-    best = protocol.select_best(
-      rows,
-      by=("learning_rate", "weight_decay"),
-      metric=metric.replace("test_", "val_"),
-      larger=larger,
-    )
-    out[f"{name}/{v}/{metric}@tuned"] = protocol.per_seed(rows, metric, best) if best else nan
-    out[f"{name}/{v}/selected"] = best
-    for t in taus:
-      at = _at(rows, own, t)
-      out[f"{name}/{v}/step_cos{_tau_key(t)}"] = _mean_step_cos(rows, at) if at else nan
-      if math.isclose(t, matched):
-        out[f"{name}/{v}/{metric}{_tau_key(matched)}"] = (
-          protocol.per_seed(rows, metric, at) if at else nan
-        )
-    out[f"{name}/{v}/step_cos@weakest"] = out[f"{name}/{v}/step_cos{_tau_key(max(taus))}"]
-    out[f"{name}/{v}/step_cos@strongest"] = out[f"{name}/{v}/step_cos{_tau_key(min(taus))}"]
-  return out
-
-
-def _val(name):
-  return TASK_METRIC[name][0].replace("test_", "val_")
-
-
-def plot_task(name: str, res: dict[str, list[dict]], task, workdir: str) -> list[tuple[str, str]]:
-  title, val = TASK_TITLE[name], _val(name)
-  own = float(task.run.optimizer.learning_rate)
-  taus = sorted(task.tau_over_T, reverse=True)  # weakest first
-  figs = []
-  # 1. The headline: how far the step is from the loss-only step, over training, per strength.
-  shown = [v for v in ("adam_l2", "adams", "adamw") if v in res]
-  fig, axes = plt.subplots(1, len(taus), figsize=(3.0 * len(taus), 3.0), dpi=100, sharey=True)
-  axes = np.atleast_1d(axes)
-  for ax, t in zip(axes, taus):
-    for v in shown:
-      at = _at(res[v], own, t)
-      if at is None:
-        continue
-      steps, per_seed = report.seed_series(protocol.rows_of(res[v], at), "step_cos")
-      if steps.size:
-        report.ci_band(ax, steps, per_seed, color=study.color(v), label=LABELS[v])
-    ax.set(title=f"τ/T = {t:g}", xlabel="training step", ylim=(-0.05, 1.05))
-  axes[0].set_ylabel("cos(step, loss-only step)")
-  path = report.finish(fig, os.path.join(workdir, f"{name}_step_cos.png"), [axes[-1]], fontsize=7)
-  figs.append(
-    (
-      f"{title}: cosine between each step and the loss-only step over training (mean, 90% CI "
-      f"over seeds), at matched strengths τ/T (lr {own:g}); 1 = the step is the loss's",
-      path,
-    )
-  )
-  # 2. Validation metric vs strength, every arm at the run's own lr.
-  fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
-  for v, rows in res.items():
-    xs, per = [], []
-    for t in taus:
-      at = _at(rows, own, t)
-      if at is not None:
-        xs.append(t)
-        per.append(protocol.per_seed(rows, val, at))
-    report.ci_errorbar(ax, xs, per, color=study.color(v), marker="o", ms=4, label=LABELS[v])
-  ax.set_xscale("log")
-  ax.invert_xaxis()  # stronger decay to the right
-  ylabel = "validation accuracy" if val == "val_accuracy" else "validation loss (nats/char)"
-  ax.set(
-    title=f"{ylabel.capitalize()} vs strength — {title}",
-    xlabel="τ/T (decay timescale / run length; stronger →)",
-    ylabel=ylabel,
-  )
-  path = report.finish(
-    fig, os.path.join(workdir, f"{name}_{val}_vs_strength.png"), [ax], fontsize=7
-  )
-  figs.append(
-    (
-      f"{title}: final {val} vs strength τ/T at lr {own:g} (mean, 90% CI over seeds; the test "
-      "split is read only for the configurations the claims name)",
-      path,
-    )
-  )
-  return figs
-
-
-def _mean_cell(values) -> str:
-  finite = [x for x in values if math.isfinite(x)]
-  return f"{np.mean(finite):.2f}" if finite else "n/a"
-
-
-def _fmt_cfg(rows, cfg) -> str:
-  if not cfg:
-    return "none (all diverged)"
-  r = protocol.rows_of(rows, cfg)[0]
-  return f"lr {cfg['learning_rate']:g}, τ/T {r['tau_over_T']:g} (λ {cfg['weight_decay']:.3g})"
-
-
-def _near_best(rows, val: str, larger: bool, within: float) -> tuple[int, int]:
-  """(cells within `within` of the best mean validation score, cells) over lr × strength:
-  Bjorck et al.'s payoff of decoupling, a wider region of good settings."""
-  cells = protocol.configurations(rows, ("learning_rate", "weight_decay"))
-  scores = [protocol.score(protocol.rows_of(rows, c), val) for c in cells]
-  finite = [s for s in scores if math.isfinite(s)]
-  if not finite:
-    return 0, len(cells)
-  best = max(finite) if larger else min(finite)
-  return sum(1 for s in finite if abs(s - best) <= within), len(cells)
-
-
-def tables(name: str, res, task, values, config) -> list[tuple[str, str]]:
-  metric, larger = TASK_METRIC[name]
-  val, own = _val(name), float(task.run.optimizer.learning_rate)
-  taus = sorted(task.tau_over_T, reverse=True)
-  out = []
-  header = ["variant", *[f"{val} τ/T={t:g}" for t in taus], "selected (lr × τ/T)", f"{metric}"]
-  rows = []
-  for v, r in res.items():
-    cells = []
-    for t in taus:
-      at = _at(r, own, t)
-      cells.append(study.fmt(protocol.per_seed(r, val, at)) if at else "unreachable")
-    sel = values[f"{name}/{v}/selected"]
-    rows.append(
-      [LABELS[v], *cells, _fmt_cfg(r, sel), study.fmt(values[f"{name}/{v}/{metric}@tuned"])]
-    )
-  out.append(
-    (
-      f"{TASK_TITLE[name]}: final validation metric by strength at lr {own:g} (mean ± sd over "
-      "seeds), the configuration selected on it over lr × strength, and the test metric read "
-      "once there",
-      study.markdown_table(header, rows),
-    )
-  )
-  lam_rows = []
-  for v, r in res.items():
-    lams = []
-    for t in taus:
-      at = _at(r, own, t)
-      lams.append(f"{at['weight_decay']:.3g}" if at else "unreachable")
-    lam_rows.append([LABELS[v], *lams])
-  out.append(
-    (
-      f"{TASK_TITLE[name]}: each arm's own λ at each strength τ/T (lr {own:g}, T = "
-      f"{task.run.steps} steps)",
-      study.markdown_table(["variant", *[f"τ/T={t:g}" for t in taus]], lam_rows),
-    )
-  )
-  cos_rows = []
-  for v, r in res.items():
-    cells = []
-    for t in taus:
-      at = _at(r, own, t)
-      if at is None:
-        cells.append("unreachable")
-        continue
-      if v in NOT_IN_M:
-        cells.append("— (λθ not in m)")
-        continue
-      cells.append(" / ".join(_mean_cell(_mean_step_cos(r, at, p)) for p in PHASES))
-    cos_rows.append([LABELS[v], *cells])
-  out.append(
-    (
-      f"{TASK_TITLE[name]}: cos(step, loss-only step), mean over seeds, early / mid / late "
-      f"thirds of the run (lr {own:g}); 1 = the step is the loss's. The arms with λθ outside m "
-      "add it to the step directly; the split of m does not see it, so they have no entry",
-      study.markdown_table(["variant", *[f"τ/T={t:g}" for t in taus]], cos_rows),
-    )
-  )
-  within = 0.01 if larger else 0.02  # one accuracy point / 0.02 nats per char
-  region = []
-  for v in config.tuned_variants:
-    if v in res:
-      k, n = _near_best(res[v], val, larger, within)
-      region.append([LABELS[v], f"{k} of {n}"])
-  if region:
-    out.append(
-      (
-        f"{TASK_TITLE[name]}: lr × strength cells whose mean {val} is within {within:g} of the "
-        "arm's best (Bjorck et al.'s payoff of decoupling: a wider good region)",
-        study.markdown_table(["variant", "cells near the best"], region),
-      )
-    )
-  return out
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  declared = study.check(config, workdir, FIELDS, measurement_names)
-  grids = plan(config)
+def tune(config, workdir: str) -> dict[str, Any]:
+  """Tune phase: grids on the tuning draw, selection on validation items, the pre-registration."""
+  probe = strength.initial_grad_sq(arm_run(config, "adam_l2", "tune"))
+  grids = {arm: tune_grid(config, arm, probe) for arm in config.arms}
   study.begin(config, workdir)
-  all_tables, figures, lines, results, values = [], [], [], {}, {}
-  for name, task in config.tasks.items():
-    res = run_task(name, task, config, workdir, grids[name])
-    results[name] = res
-    for v, rows in res.items():
-      for r in rows:
-        lines.append(
-          {
-            "task": name,
-            "variant": v,
-            "learning_rate": r["learning_rate"],
-            "tau_over_T": r["tau_over_T"],
-            "weight_decay": r["weight_decay"],
-            "seed": r["seed"],
-            **{
-              k: r[k] for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss") if k in r
-            },
-            "diverged": r["diverged"],
-            "mean_step_cos": _mean_step_cos([r], {})[0],
-          }
-        )
-    values.update(measure(name, res, task, config.matched))
-    all_tables += tables(name, res, task, values, config)
-    figures += plot_task(name, res, task, workdir)
-  write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(x) + "\n" for x in lines))
-  describe = lambda c: "; ".join(f"{m}: {study.fmt(values[m])}" for m in c.measurements)
-  findings = claims_lib.decide(declared, values, describe)
-  diverged = sum(1 for x in lines if x["diverged"])
+  rows = phases.tune_arms({a: arm_run(config, a, "tune") for a in grids}, grids, config, workdir)
+  metric, larger = TASKS[config.task]
+  score = lambda arm, cells: phases.scored(rows[arm], cells, "val_items", metric, config.tune.seeds)
+  off = score("adam", grids["adam"])  # λ = 0: every arm's weakest strength
+  cands = {a: score(a, grids[a]) + (off if a != "adam" else []) for a in grids}
+  axes = {
+    "learning_rate": config.tune.learning_rates,
+    "tau_over_T": [None, *config.tune.tau_over_T],
+  }
+  sel = phases.select(cands, axes, larger=larger, resamples=config.resamples)
+  picks = {}
+  for arm, s in sel.items():
+    grid = grids[arm] + (grids["adam"] if arm != "adam" else [])
+    picks[arm] = next(c for c in grid if all(c[k] == v for k, v in s.choice.pick.items()))
+  grid_info = {k: list(config.tune[k]) for k in ("learning_rates", "tau_over_T")}
+  cells = confirm_cells(config, picks, probe)
+  prereg = phases.preregister(config, f"l2_pollution/{config.task}", cells, sel, grid_info)
+  fig = os.path.join(workdir, "tune_validation.png")
+  phases.tune_panels(cands, sel, fig, higher_is_better=larger)
+  figure = [("Validation by lr × strength", f"![validation {metric}](tune_validation.png)")]
+  phases.write_tune_summary(workdir, f"L2 pollution ({config.task}): tune", prereg, sel, figure)
+  lines = [*phases.tune_lines(sel), f"pre-registration {prereg.short}: {prereg.path}"]
+  return {"findings": [], "lines": lines}
+
+
+def turn(lr: float, active: bool):
+  """A row's 1 − mean cos(step, loss-only step), over the records with α_t ≥ α/2 (where the
+  decay acts) or over the whole run."""
+  at_least = lr / 2 if active else None
+  return lambda r: 1 - protocol.record_mean(r["records"], "step_cos", lr_at_least=at_least)
+
+
+def measure(config, rows, cells) -> dict[str, Any]:
+  """What the claims read: (seeds, test items) arrays, per-seed turns, the per-item slopes."""
+  t, (metric, larger) = config.task, TASKS[config.task]
+  out, slope = {}, {}
+  for arm, arm_cells in cells.items():
+    for c, (_, items) in zip(
+      arm_cells, phases.scored(rows[arm], arm_cells, "test_items", metric, config.confirm.seeds)
+    ):
+      active = phases.per_seed(rows[arm], c, turn(c["learning_rate"], True))
+      whole = phases.per_seed(rows[arm], c, turn(c["learning_rate"], False))
+      out.setdefault("turns", []).append((arm, c, active, whole))
+      for role in c["roles"]:
+        tag = f"{t}/{arm if role == 'tuned' else f'{arm}@{role}'}"
+        out[f"{tag}/test_{metric}"], out[f"{tag}/step_turn@active"] = items, active
+        out[f"{tag}/step_turn@run"] = whole
+        if role == "strength":
+          slope.setdefault(c["tau_over_T"], {})[arm] = (items, active)
+  taus = sorted(tau for tau, by in slope.items() if len(by) == 2)
+  if taus:
+    x = np.array([slope[tau]["adam_l2"][1] for tau in taus]).T  # (seeds, K) turns
+    sign = 1.0 if larger else -1.0  # harm: what λθ in m costs, toward worse
+    y = np.stack(
+      [sign * (slope[tau]["l2_v_only"][0] - slope[tau]["adam_l2"][0]) for tau in taus], 1
+    )
+    out[f"{t}/turn_predicts_harm"] = stats.per_item_slopes(x, y)
+    out["slope_points"] = [
+      (tau, np.nanmean(x[:, k]), *stats.seeds_items_interval(y[:, k])) for k, tau in enumerate(taus)
+    ]
+  return out
+
+
+def confirm(config, workdir: str) -> dict[str, Any]:
+  """Confirm phase: the pre-registered cells only, on fresh seeds and a fresh draw."""
+  prereg = phases.open_confirm(config, workdir)
+  study.begin(config, workdir)
+  cells = prereg.body["cells"]
+  runs = {a: arm_run(config, a, "confirm") for a in cells}
+  rows = phases.confirm_arms(runs, prereg, config, workdir)
+  values = measure(config, rows, cells)
+  fmt = lambda v: f"{np.nanmean(v):.4f}" if np.ndim(v) == 2 else study.fmt(v, 4)
+  said = lambda c: "; ".join(f"{m}: {fmt(values[m])}" for m in c.measurements)
+  findings = claims_lib.decide(claims_lib.parse(config.claims), values, said)
+  turns = {
+    "turn_active": lambda r: turn(r["learning_rate"], True)(r),
+    "turn_run": lambda r: turn(r["learning_rate"], False)(r),
+  }
+  diverged = phases.write_run_lines(workdir, rows, cells, turns)
+  draw = (
+    dict(config.confirm.dataset) if config.task == "mnist1d" else "files disjoint from tuning's"
+  )
   study.write_summary(
     workdir,
-    "Coupled L2 in Adam's moments: how far it turns the step, and what it costs",
+    f"Coupled L2 in Adam's moments ({config.task}): confirm",
     findings,
-    intro=(
-      "Adam+L2 adds λθ to the gradient before Adam's moments; the first moment then splits "
-      "exactly into m_loss + m_l2 (tracked here), and the step m/(√v̂+ε) into the loss's part and "
-      "λθ's. cos(step, loss-only step) says how far λθ turns each step (for decoupled arms, "
-      "against the same state's step with λ = 0). The 2×2 ablation moves λθ in or out of m and v "
-      "separately; AdamS divides λθ by one global √v̄. Strength is τ/T for every arm: AdamW's λ "
-      "is 1/(α τ), the L2 arms' and AdamS's λ shrinks the weights at 1/τ per step at "
-      "initialisation (wd_jax.matched_weight_decay). Configurations are selected on a validation "
-      "split carved from the training data; the test split is read once, for the selected "
-      "configuration and the matched strength the claims name."
-    ),
-    tables=all_tables,
-    figures=figures,
-    footer=f"**Diverged runs**: {diverged} of {len(lines)}.",
+    intro=INTRO.format(seeds=len(config.confirm.seeds), draw=draw),
+    tables=tables(config, prereg, values),
+    figures=figures(config, rows, cells, findings, values, workdir),
+    preregistered=phases.describe_prereg(prereg),
+    footer=f"**Diverged runs**: {diverged}.",
   )
-  return {"findings": findings, "results": results}
+  return {"findings": findings, "rows": rows, "values": values}
+
+
+INTRO = (
+  "Confirm phase: only the pre-registered cells, on {seeds} fresh seeds and a fresh data draw "
+  "({draw}); the test split read once per run, per item. Adam+L2 adds λθ to the gradient before "
+  "Adam's moments; m splits exactly into m_loss + m_l2, and the turn 1 − cos(step, loss-only "
+  "step) says how far λθ turns each step (decoupled arms: against the same state's step with "
+  "λ = 0), where the decay acts (α_t ≥ α/2) and over the run. Strength is τ/T for every arm "
+  "(AdamW's λ = 1/(α τ); the L2 arms' and AdamS's λ shrink the weights at 1/τ per step at "
+  "initialisation)."
+)
+
+
+def tau_text(tau) -> str:
+  return "— (λ = 0)" if tau is None else (f"1/{1 / tau:g}" if tau < 1 else f"{tau:g}")
+
+
+def tables(config, prereg, values) -> list[tuple[str, str]]:
+  t, metric = config.task, f"test_{TASKS[config.task][0]}"
+  items = {a: values[f"{t}/{a}/{metric}"] for a in config.arms}
+  turn_rows = [
+    [arm, f"{c['learning_rate']:g}", tau_text(c["tau_over_T"]), ", ".join(c["roles"])]
+    + [study.fmt(v, 4) for v in (active, whole)]
+    for arm, c, active, whole in values["turns"]
+  ]
+  head = ["arm", "lr", "τ/T", "cell's roles", "α_t ≥ α/2", "whole run"]
+  out = [
+    (
+      "Pre-registered cells: test metric over seeds × items, and the difference from plain Adam",
+      phases.arms_table(prereg, items, metric, "adam"),
+    ),
+    (
+      "The step's turn from the loss-only step, 1 − cos (mean ± sd over seeds)",
+      study.markdown_table(head, turn_rows),
+    ),
+  ]
+  if "slope_points" in values:
+    pts = [
+      [tau_text(tau), f"{x:.4f}", f"{y:+.4f} [{lo:+.4f}, {hi:+.4f}]"]
+      for tau, x, y, lo, hi in values["slope_points"]
+    ]
+    head = ["τ/T", "Adam+L2 turn (α_t ≥ α/2)", "harm of λθ in m [90% CI]"]
+    out.append(
+      (
+        "Pollution and harm across strengths, at Adam+L2's tuned lr",
+        study.markdown_table(head, pts),
+      )
+    )
+  return out
+
+
+def figures(config, rows, cells, findings, values, workdir) -> list[tuple[str, str]]:
+  t, metric = config.task, TASKS[config.task][0]
+  same_unit = [f for f in findings if f.claim.measurements[0].endswith(f"test_{metric}")]
+  path = os.path.join(workdir, f"{t}_claims.png")
+  report.forest(same_unit, path, f"effect on test {metric}")
+  out = [
+    (
+      f"{t}: each test-{metric} claim's effect and 90% interval over seeds × items; dotted: "
+      "the declared bound",
+      path,
+    )
+  ]
+  fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=100)
+  for arm in ("adam_l2", "l2_m_only", "adamw"):
+    c = next((c for c in cells.get(arm, []) if "matched" in c["roles"]), None)
+    if c is not None:
+      cell_rows = protocol.rows_of(rows[arm], protocol.fields_of(c))
+      report.ci_band(
+        ax, *report.seed_series(cell_rows, "step_cos"), color=study.color(arm), label=arm
+      )
+      on = [
+        r["step"]
+        for r in cell_rows[0]["records"]
+        if r.get("learning_rate", 0) >= c["learning_rate"] / 2
+      ]
+  ax.axvspan(min(on), max(on), color="0.92", zorder=0, label="α_t ≥ α/2")
+  ax.set(xlabel="training step", ylabel="cos(step, loss-only step)", title=f"{t}: matched strength")
+  path = report.finish(fig, os.path.join(workdir, f"{t}_step_cos.png"), [ax], fontsize=7)
+  out.append(
+    (
+      f"{t}: cos(step, loss-only step) over training at Adam+L2's tuned lr and strength "
+      "(mean, 90% CI over seeds); shaded: the steps with α_t ≥ α/2",
+      path,
+    )
+  )
+  if "slope_points" in values:
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), dpi=100)
+    for tau, x, y, lo, hi in values["slope_points"]:
+      ax.errorbar(
+        [x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3, color=study.color("adam_l2")
+      )
+      ax.annotate(
+        f"τ/T {tau_text(tau)}", (x, y), textcoords="offset points", xytext=(6, -10), fontsize=7
+      )
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set(xlabel="Adam+L2's turn, 1 − cos (α_t ≥ α/2)", ylabel=f"harm of λθ in m (test {metric})")
+    path = report.finish(fig, os.path.join(workdir, f"{t}_turn_vs_harm.png"), [ax], legend=False)
+    out.append(
+      (
+        f"{t}: what λθ in m costs (λθ-in-v-only − Adam+L2, 90% CI over seeds × items) "
+        "against how far it turns Adam+L2's step, at three strengths",
+        path,
+      )
+    )
+  return out
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  study.check(config, workdir, FIELDS, measurement_names)
+  return tune(config, workdir) if config.phase == "tune" else confirm(config, workdir)
 
 
 def work(config) -> int:
-  """Configuration-steps the study trains (its progress line's total)."""
-  total = 0
-  for t in config.tasks.values():
-    for v in config.variants:
-      total += len(_lrs(config, t, v)) * len(t.tau_over_T) * len(t.seeds) * t.run.steps
-  return total
+  """Configuration-steps the phase trains (its progress line's total)."""
+  if config.phase == "tune":
+    cells = len(config.tune.learning_rates) * (len(config.tune.tau_over_T) + 1)
+    return cells * len(config.arms) * len(config.tune.seeds) * config.run.steps
+  return (len(config.arms) + 7) * len(config.confirm.seeds) * config.run.steps
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ DOCUMENTED_MODULES = (
   "wd_jax.engine.data._dataset",
   "wd_jax.study.stats",
   "wd_jax.study._estimate",
-  "wd_jax.study._power",
+  "wd_jax.study.power",
   "wd_jax.study.claims",
   "wd_jax.study.protocol",
+  "wd_jax.study.preregistration",
 )
 # Pages of the site whose ``>>>`` lines are examples too.
 DOCUMENTED_PAGES = ("docs/getting_started.md", "docs/guide.md")
@@ -79,6 +80,8 @@ ENGINE_FUNCTIONS = (
       "t_interval",
       "bootstrap_interval",
       "paired_differences",
+      "seeds_items_interval",
+      "per_item_slopes",
       "power_one_sided",
       "power_tost",
       "n_needed",
@@ -94,7 +97,14 @@ ENGINE_FUNCTIONS = (
       "rows_of",
       "configurations",
       "score",
+      "choose",
+      "grid_edges",
+      "record_mean",
     )
+  ),
+  *(
+    f"wd_jax.study.preregistration.{n}"
+    for n in ("write", "read", "check_same", "bind", "provenance")
   ),
 )
 ENGINE_CLASSES = (
@@ -103,6 +113,7 @@ ENGINE_CLASSES = (
   "wd_jax.study.stats.Decision",
   "wd_jax.study.claims.Claim",
   "wd_jax.study.claims.Finding",
+  "wd_jax.study.preregistration.Preregistration",
 )
 # Weight-decay transforms and recipes: their docstrings also give the update rule as math.
 DECAY_FUNCTIONS = (
@@ -235,23 +246,27 @@ GUIDE_VERDICTS = (
   ("**lr_rise_when_tuned**", "selects on validation", "inconclusive"),
   ("**corrected_reduces_rise**", "AdamC reduces that end-of-training rise", "supported"),
   ("**constant_larger_rise**", "makes the end-of-training rise larger", "supported"),
-  ("**whole_beats_none**", "Weight decay over the whole run helps", "supported"),
-  ("**early_like_whole**", "Weight decay only during the first quarter", "inconclusive"),
-  ("**late_like_none**", "Weight decay applied only after that", "inconclusive"),
-  ("**early_beats_late**", "Early-only decay ends better than late-only", "not supported"),
-  ("**norm_stays_small**", "After early-only decay the weight norm stays small", "supported"),
-  ("**sparse_at_matched_accuracy**", "proximal L1 still zeroes", "supported"),
-  ("**subgradient_no_zeros**", "A subgradient L1 step gives no exact zeros", "supported"),
+  ("**decay_helps**", "Whole-run decay helps here", "supported"),
+  ("**early_25_recovers_most**", "first 25% of training recovers most", "inconclusive"),
+  ("**late_50_recovers_little**", "only from 50% on recovers little", "supported"),
+  ("**early_beats_late_at_25**", "decay during the first quarter beats", "not supported"),
+  ("**norm_stays_below_none**", "stays below the never-decayed run's", "supported"),
+  ("**norm_stays_near_whole**", "nearer whole-run decay's than none's", "not supported"),
+  ("**random_labels_grow_the_norm**", "random labels grow the normalised layers'", "supported"),
+  ("**sharpness_tracks_early_decay**", "relative sharpness is lower after early", "supported"),
   (
-    "**adam_l2_has_no_single_rate**",
-    "Adam+L2 has no single equilibrium angular update",
+    "**classic_sharpness_misses_early_decay**",
+    "calls the early-decay network sharper",
     "supported",
   ),
-  (
-    "**adamw_angle_at_equilibrium**",
-    "Under AdamW each layer's angular update reaches",
-    "inconclusive",
-  ),
+  ("**sharpness_separates_labels**", "separates every random-label network", "supported"),
+  ("**raw_norm_misses_labels**", "By the same test the raw norm does not", "supported"),
+  ("**sparse_at_matched_accuracy**", "proximal L1 still zeroes", "supported"),
+  ("**subgradient_no_zeros**", "A subgradient L1 step gives no exact zeros", "supported"),
+  ("**equilibrium_reached**", "The runs reach equilibrium", "supported"),
+  ("**adamw_b_angle**", "each layer's angular update per step is at", "supported"),
+  ("**adamw_b_norm**", "Under AdamW the norm is at", "not supported"),
+  ("**sgdm_b_norm**", "Under SGD with momentum and L2 the norm", "supported"),
 )
 
 

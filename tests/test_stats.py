@@ -1,7 +1,9 @@
 """wd_jax.study.stats: hand-computed values, scipy cross-checks, error rates and power simulated.
 
-The simulations run the same vectorised code the verdicts use (`_mean_se_df`, `_welch`, `_ols`,
-`_interval`, `_verdict_codes`) over many simulated studies at once, with fixed numpy seeds;
+The simulations run the same vectorised code the verdicts use (`mean_se_df`, `welch`,
+`crossed_se_df`, `interval`, `verdict_codes` of `wd_jax.study._estimate`) over many simulated
+studies at once, with fixed numpy seeds (slopes: a vectorised OLS here, checked against the
+`scipy.stats.linregress` the verdicts call);
 `test_vectorised_verdicts_equal_the_public_decisions` ties that code to the public `decide_*`
 functions trial by trial. A rate is allowed its Monte-Carlo error: 3 standard errors of a
 binomial proportion, sqrt(p(1 − p)/trials), so a correct rule fails one check in ~700 seeds and a
@@ -20,7 +22,7 @@ import scipy.special
 import scipy.stats
 from ml_collections import ConfigDict
 
-from wd_jax.study import _estimate, _power, stats
+from wd_jax.study import _estimate, power, stats
 
 ALPHA = 0.05
 TRIALS = 200_000  # simulated studies per rate: 3 SE at p = 0.05 is 0.0015
@@ -32,15 +34,26 @@ def _tol(p: float, trials: int = TRIALS) -> float:
 
 def _codes_paired(d: np.ndarray, comparison: str, margin: float, alpha: float = ALPHA):
   """Verdict codes (+1 supported, −1 not, 0 inconclusive) of paired studies, one per row of d."""
-  mean, se, df = _estimate._mean_se_df(d)
-  lo, hi = _estimate._interval(mean, se, df, alpha)
-  return stats._verdict_codes(lo, hi, _estimate._bounds(comparison, margin, 0.0, 0.0))
+  mean, se, df = _estimate.mean_se_df(d)
+  lo, hi = _estimate.interval(mean, se, df, alpha)
+  return _estimate.verdict_codes(lo, hi, _estimate.claim_bounds(comparison, margin, 0.0, 0.0))
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """OLS slope of y on x over the last axis and its standard error (n − 2 dof), vectorised."""
+  n = x.shape[-1]
+  xc = x - x.mean(axis=-1, keepdims=True)
+  yc = y - y.mean(axis=-1, keepdims=True)
+  sxx = (xc * xc).sum(axis=-1)
+  slope = (xc * yc).sum(axis=-1) / sxx
+  resid = yc - slope[..., None] * xc
+  return slope, np.sqrt((resid * resid).sum(axis=-1) / (n - 2) / sxx)
 
 
 def _codes_welch(a: np.ndarray, b: np.ndarray, comparison: str, margin: float):
-  effect, se, df = _estimate._welch(a, b)
-  lo, hi = _estimate._interval(effect, se, df, ALPHA)
-  return stats._verdict_codes(lo, hi, _estimate._bounds(comparison, margin, 0.0, 0.0))
+  effect, se, df = _estimate.welch(a, b)
+  lo, hi = _estimate.interval(effect, se, df, ALPHA)
+  return _estimate.verdict_codes(lo, hi, _estimate.claim_bounds(comparison, margin, 0.0, 0.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +98,7 @@ def test_welch_by_hand():
   a, b = X5, [2.0, 4.0, 6.0]
   # mean a − mean b = 3 − 4 = −1; se² = 2.5/5 + 4/3 = 11/6; Welch–Satterthwaite
   # df = (11/6)² / ((1/2)²/4 + (4/3)²/2) = (121/36) / (137/144) = 484/137 = 3.532847.
-  effect, se, df = _estimate._welch(np.asarray(a), np.asarray(b))
+  effect, se, df = _estimate.welch(np.asarray(a), np.asarray(b))
   assert effect == -1.0
   np.testing.assert_allclose(se, math.sqrt(11 / 6), rtol=1e-14)
   np.testing.assert_allclose(df, 484 / 137, rtol=1e-14)
@@ -128,6 +141,12 @@ def test_slope_on_three_points_by_hand():
   assert stats.decide_slope(x, y, low=0.0, high=3.0).verdict == stats.INCONCLUSIVE
   assert stats.decide_slope(x, y, low=4.0, high=5.0).verdict == stats.NOT_SUPPORTED
   assert scipy.stats.linregress(x, y).stderr == pytest.approx(math.sqrt(1 / 12), rel=1e-12)
+  # The vectorised OLS of the simulations below is scipy's, row by row.
+  rows = np.random.default_rng(0).normal(size=(4, 6))
+  slope, se = _ols(np.broadcast_to(np.arange(6.0), rows.shape), rows)
+  for k, row in enumerate(rows):
+    fit = scipy.stats.linregress(np.arange(6.0), row)
+    assert (slope[k], se[k]) == (pytest.approx(fit.slope), pytest.approx(fit.stderr))
   assert d.margin == 2.5 and d.comparison == "slope_within"
 
 
@@ -252,7 +271,7 @@ def test_decide_dispatches_declared_claims_and_names_bad_keys():
 
 
 def test_examples_in_docstrings_run():
-  for module in (stats, _estimate, _power):
+  for module in (stats, _estimate, power):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -281,10 +300,10 @@ def _quad_inside(low, high, true, se, df, alpha):
 def test_interval_power_matches_adaptive_quadrature_and_the_noncentral_t(df):
   for se in (0.05, 0.3, 1.0):
     for true in (0.0, 0.5, 0.95, 1.0, 1.3):
-      got = _power._power_inside(-1.0, 1.0, true, se, df, ALPHA)
+      got = power.power_inside(-1.0, 1.0, true, se, df, ALPHA)
       assert got == pytest.approx(_quad_inside(-1.0, 1.0, true, se, df, ALPHA), abs=1e-5)
     # A very wide range leaves only the lower test: the noncentral t tail.
-    wide = _power._power_inside(0.0, 1e6, 0.7, se, df, ALPHA)
+    wide = power.power_inside(0.0, 1e6, 0.7, se, df, ALPHA)
     nct = scipy.stats.nct.sf(scipy.stats.t.ppf(1 - ALPHA, df), df, 0.7 / se)
     assert wide == pytest.approx(nct, abs=1e-5)
 
@@ -400,14 +419,14 @@ def test_false_supported_slope_when_the_true_slope_is_just_outside_the_range():
   for name, beta in (("at high", high), ("just above high", high + 0.01), ("at low", low)):
     # Ungrouped: one OLS slope over 8 points, noise sd 0.1.
     y = beta * x + 0.1 * rng.normal(size=(trials, x.size))
-    slope, se, _ = _estimate._ols(np.broadcast_to(x, y.shape), y)
-    lo, hi = _estimate._interval(slope, se, x.size - 2, ALPHA)
-    rates[f"OLS, {name}"] = float(np.mean(stats._verdict_codes(lo, hi, (low, high)) == 1))
+    slope, se = _ols(np.broadcast_to(x, y.shape), y)
+    lo, hi = _estimate.interval(slope, se, x.size - 2, ALPHA)
+    rates[f"OLS, {name}"] = float(np.mean(_estimate.verdict_codes(lo, hi, (low, high)) == 1))
     # Grouped: 3 seeds × 5 x each; each seed has its own offset and slope deviation (sd 0.05).
     gx = np.linspace(0.0, 1.0, 5)
     seed_slope = beta + 0.05 * rng.normal(size=(trials, 3, 1))
     gy = seed_slope * gx + rng.normal(size=(trials, 3, 1)) + 0.1 * rng.normal(size=(trials, 3, 5))
-    per_group = _estimate._ols(np.broadcast_to(gx, gy.shape), gy)[0]
+    per_group = _ols(np.broadcast_to(gx, gy.shape), gy)[0]
     codes = _codes_slope_groups(per_group, (low, high))
     rates[f"3 groups, {name}"] = float(np.mean(codes == 1))
   print(f"\nfalse 'supported' for slope_within [0.5, 1] ({trials} trials): {rates}")
@@ -416,9 +435,9 @@ def test_false_supported_slope_when_the_true_slope_is_just_outside_the_range():
 
 
 def _codes_slope_groups(per_group: np.ndarray, bounds):
-  mean, se, df = _estimate._mean_se_df(per_group)
-  lo, hi = _estimate._interval(mean, se, df, ALPHA)
-  return stats._verdict_codes(lo, hi, bounds)
+  mean, se, df = _estimate.mean_se_df(per_group)
+  lo, hi = _estimate.interval(mean, se, df, ALPHA)
+  return _estimate.verdict_codes(lo, hi, bounds)
 
 
 def test_n_needed_reaches_80_percent_power_in_simulation():
@@ -484,7 +503,7 @@ def test_vectorised_verdicts_equal_the_public_decisions():
   groups = np.repeat([0, 1, 2], 4)
   for _ in range(k):
     gy = 0.8 * gx + 0.2 * rng.normal(size=gx.size)
-    per_group = _estimate._ols(gx.reshape(3, 4), gy.reshape(3, 4))[0]
+    per_group = _ols(gx.reshape(3, 4), gy.reshape(3, 4))[0]
     code = int(_codes_slope_groups(per_group, (0.5, 1.0)))
     got = stats.decide_slope(gx, gy, low=0.5, high=1.0, groups=groups)
     assert got.verdict == stats._VERDICTS[code]
@@ -504,3 +523,122 @@ def test_bootstrap_is_deterministic_and_too_narrow_at_three_seeds():
   print(f"\ncoverage of nominal 90% at n=3: t {t_cover:.3f}, percentile bootstrap {b_cover:.3f}")
   assert abs(t_cover - 0.9) <= _tol(0.9, 2000)
   assert b_cover < 0.8
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds × test items: the crossed random-effects interval.
+
+
+def test_crossed_mean_squares_by_hand():
+  # d = [[1, 2, 3], [3, 4, 8]]: grand mean 3.5; seed means 2, 5; item means 2, 3, 5.5.
+  # MS_seed = 3·((2−3.5)² + (5−3.5)²)/1 = 13.5; MS_item = 2·(2.25 + 0.25 + 4)/2 = 6.5;
+  # residuals ±[0.5, 0.5, −1] → MS_resid = 3/2 = 1.5. Var = (13.5 + (6.5 − 1.5))/6 = 18.5/6.
+  # Satterthwaite: 18.5² / (13.5²/1 + 6.5²/2 + 1.5²/2) = 342.25 / 204.5.
+  d = np.array([[1.0, 2.0, 3.0], [3.0, 4.0, 8.0]])
+  mean, se, df = _estimate.crossed_se_df(d)
+  assert mean == 3.5
+  np.testing.assert_allclose([se**2, df], [18.5 / 6, 342.25 / 204.5], rtol=1e-12)
+
+
+def test_crossed_interval_is_the_paired_t_over_seed_means_when_items_share_nothing():
+  # Every item has the same mean over seeds (no shared item part): the crossed interval is the
+  # paired t interval of the per-seed means, exactly.
+  rng = np.random.default_rng(21)
+  e = rng.normal(size=(6, 50))
+  d = 0.3 + rng.normal(size=(6, 1)) + e - e.mean(axis=0)
+  _, lo, hi = stats.seeds_items_interval(d)
+  ref = scipy.stats.ttest_1samp(d.mean(axis=1), 0.0).confidence_interval(0.90)
+  np.testing.assert_allclose([lo, hi], [ref.low, ref.high], rtol=1e-10)
+  a, b = d + 1.0, np.ones_like(d)  # two arms paired by seed and item
+  assert stats.decide_greater(a, b).ci == pytest.approx((lo, hi), rel=1e-12)
+  with pytest.raises(ValueError, match="paired must be True"):
+    stats.decide_greater(a, b, paired=False)
+
+
+def _crossed_rate(rng, trials, s, i, sd_seed, sd_item, sd_resid, margin):
+  """False 'supported' rates of 'greater than margin' when the true effect is the margin: the
+  crossed interval, and the paired t over per-seed means that ignores the items."""
+  crossed = naive = 0
+  for _ in range(trials // 1000):
+    d = (
+      margin
+      + sd_seed * rng.normal(size=(1000, s, 1))
+      + sd_item * rng.normal(size=(1000, 1, i))
+      + sd_resid * rng.normal(size=(1000, s, i))
+    )
+    lo, hi = _estimate.interval(*_estimate.crossed_se_df(d), ALPHA)
+    crossed += int(np.sum(_estimate.verdict_codes(lo, hi, (margin, math.inf)) == 1))
+    lo, hi = _estimate.interval(*_estimate.mean_se_df(d.mean(axis=-1)), ALPHA)
+    naive += int(np.sum(_estimate.verdict_codes(lo, hi, (margin, math.inf)) == 1))
+  return crossed / trials, naive / trials
+
+
+def test_false_supported_at_most_alpha_over_seeds_and_items_at_the_margin():
+  """Seeds and items both vary, the true effect sits on the margin: the crossed interval keeps
+  the false 'supported' rate at α whatever the mix; the paired t over per-seed means does not
+  once the items share an effect (a finite test set is a sample too)."""
+  rng = np.random.default_rng(31)
+  trials, margin, rates = 20_000, 0.01, {}
+  mixes = {  # (sd of seed effects, of item effects, of the seed × item residual)
+    "seeds only": (0.01, 0.0, 0.0),
+    "items only": (0.0, 0.01, 0.0),
+    "residual only": (0.0, 0.0, 0.1),
+    "balanced": (0.005, 0.005, 0.05),
+    "items dominate": (0.001, 0.02, 0.05),
+  }
+  for name, (a, b, e) in mixes.items():
+    rates[name] = _crossed_rate(rng, trials, 10, 200, a, b, e, margin)
+  print(
+    f"\nfalse 'supported' at the margin, 10 seeds × 200 items, {trials} trials each "
+    f"(crossed, per-seed paired t): {rates}"
+  )
+  for name, (crossed, _) in rates.items():
+    assert crossed <= ALPHA + _tol(ALPHA, trials), (name, crossed)
+  assert rates["items only"][1] > 0.3 and rates["items dominate"][1] > 2 * ALPHA
+
+
+def test_false_supported_at_most_alpha_for_accuracy_items_at_the_margin():
+  """The same for 0/1 outcomes like the studies' test items: 20 seeds × 1000 items, each item
+  with its own difficulty, each arm's gain on it varying by item and seed, and the two arms'
+  runs of a seed sharing their randomness on an item (paired); the true gap is the margin."""
+  rng = np.random.default_rng(41)
+  trials, s, i, margin = 4000, 20, 1000, 0.01
+  hits = 0
+  for _ in range(trials // 200):
+    p = rng.uniform(0.3, 0.8, size=(200, 1, i))  # item difficulty
+    gain = margin + rng.uniform(-0.08, 0.08, size=(200, 1, i))  # per item, mean = margin
+    gain = gain + rng.uniform(-0.02, 0.02, size=(200, s, 1))  # per seed, mean 0
+    u = rng.random((200, s, i))
+    shared = rng.random((200, s, i)) < 0.7  # paired runs share the draw on most items
+    a = (u < p + gain).astype(float)
+    b = (np.where(shared, u, rng.random((200, s, i))) < p).astype(float)
+    lo, hi = _estimate.interval(*_estimate.crossed_se_df(a - b), ALPHA)
+    hits += int(np.sum(_estimate.verdict_codes(lo, hi, (margin, math.inf)) == 1))
+  rate = hits / trials
+  print(
+    f"\nfalse 'supported' at the margin, 0/1 items, {s} seeds × {i} items: {rate:.4f} "
+    f"(n = {trials} simulated studies)"
+  )
+  assert rate <= ALPHA + _tol(ALPHA, trials)
+
+
+def test_per_item_slopes_average_to_the_slope_over_item_means():
+  rng = np.random.default_rng(51)
+  x = rng.normal(size=(4, 3))
+  y = rng.normal(size=(4, 3, 30))
+  slopes = stats.per_item_slopes(x, y)
+  for s in range(4):
+    fit = scipy.stats.linregress(x[s], y[s].mean(axis=1))
+    assert slopes[s].mean() == pytest.approx(fit.slope, rel=1e-10)
+  flat = stats.per_item_slopes(np.ones((1, 3)), np.zeros((1, 3, 2)))
+  assert np.isnan(flat).all()  # an x that does not vary gives no slope
+
+
+def test_more_seeds_cannot_decide_what_the_test_items_leave_undecided():
+  # Seeds agree closely; the items carry a shared effect with a large spread: the interval is
+  # wide because of the items, and the verdict says more items (not seeds) would decide it.
+  rng = np.random.default_rng(61)
+  d = 0.002 + 0.0005 * rng.normal(size=(20, 1)) + 0.3 * rng.normal(size=(1, 300))
+  got = stats.decide_greater(d, margin=0.0)
+  assert got.verdict == stats.INCONCLUSIVE and got.n_needed is None
+  assert "more seeds alone would not decide it" in got.detail and "more test items" in got.detail

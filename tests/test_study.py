@@ -1,13 +1,17 @@
-"""The study protocol: declared claims, selection on validation, config rules and summaries."""
+"""The study protocol: declared claims, selection on validation (and its stability), the
+pre-registration and the confirm phase's refusals, config rules and summaries."""
 
 import dataclasses
+import json
 import math
+import subprocess
 
 import ml_collections
+import numpy as np
 import pytest
 
 from wd_jax import study
-from wd_jax.study import claims, protocol, schema, stats
+from wd_jax.study import claims, phases, preregistration, protocol, schema, stats
 
 
 def _claims():
@@ -34,7 +38,7 @@ MEASURED = {
 }
 
 
-def test_claims_keep_their_declared_order_and_are_decided_by_stats():
+def test_claims_keep_their_declared_order_and_each_verdict_is_the_stats_decision():
   parsed = claims.check(_claims(), MEASURED)
   assert [c.name for c in parsed] == ["faster", "same", "identity", "slope"]
   found = claims.decide(parsed, MEASURED)
@@ -178,7 +182,7 @@ def test_an_inconclusive_verdict_says_how_many_seeds_would_decide_it(tmp_path):
   assert f"~{found[0].decision.n_needed} pairs would decide it" in text
 
 
-def test_mean_spread_and_fmt():
+def test_diverged_runs_are_counted_not_averaged():
   m, s = study.mean_spread([1.0, 2.0, 3.0, math.nan])
   assert m == 2.0 and s == 1.0
   assert study.fmt([1.0, 2.0, 3.0]) == "2.000 ± 1.000 (n=3)"
@@ -186,6 +190,123 @@ def test_mean_spread_and_fmt():
   assert study.fmt([math.nan] * 2) == "diverged (n=2)"
 
 
-def test_every_variant_has_a_stable_colour():
+def test_a_new_variant_never_takes_a_known_variants_colour():
   assert study.color("adamw") == study.VARIANT_COLORS["adamw"]
-  assert study.color("something_new") == study.color("something_new")
+  known = set(study.VARIANT_COLORS.values())
+  for name in ("something_new", "adamw_v2", "lion", "my_decay"):
+    assert study.color(name) not in known, name
+
+
+def test_report_intervals_are_the_verdicts_t_interval():
+  from wd_jax.study import report
+
+  values = [0.70, 0.72, 0.75, None, float("nan")]  # two diverged runs are left out
+  mean, half, n = report.mean_and_ci(values)
+  centre, lo, hi = stats.t_interval([0.70, 0.72, 0.75], 0.05)
+  assert (mean, n) == (centre, 3) and half == pytest.approx((hi - lo) / 2, rel=1e-12)
+  assert math.isnan(report.mean_and_ci([0.7])[1]) and report.mean_and_ci([])[2] == 0
+
+
+def test_findings_carry_holm_over_the_empirical_claims_only():
+  found = claims.decide(claims.check(_claims(), MEASURED), MEASURED)
+  family = [f for f in found if f.claim.kind == "empirical"]
+  adjusted, rejected = stats.holm([f.decision.p_value for f in family], 0.05)
+  assert [f.holm_p for f in family] == pytest.approx(list(adjusted))
+  assert [f.survives_holm for f in family] == [bool(r) for r in rejected]  # all supported here
+  (built_in,) = [f for f in found if f.claim.kind == "construction"]
+  assert math.isnan(built_in.holm_p) and built_in.survives_holm is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Two phases: selection on validation items, the pre-registration, fresh seeds and data.
+
+
+def test_a_clear_pick_is_stable_and_a_tie_is_not():
+  rng = np.random.default_rng(0)
+  good = (rng.random((3, 2000)) < 0.75).astype(float)
+  worse = (rng.random((3, 2000)) < 0.70).astype(float)
+  twin = good[:, rng.permutation(2000)]  # the same scores on shuffled items: a tie
+  clear = protocol.choose([({"lr": 1}, good), ({"lr": 2}, worse)], larger=True)
+  assert clear.pick == {"lr": 1} and clear.stability > 0.99 and clear.gap > 0.03
+  tie = protocol.choose([({"lr": 1}, good), ({"lr": 2}, twin)], larger=True, resamples=400)
+  assert 0.3 < tie.stability < 0.7 and tie.alternatives[0][0] == {"lr": 2}
+  diverged = good.copy()
+  diverged[1, 0] = np.nan  # one seed of the best cell diverged: never picked
+  assert protocol.choose([({"lr": 1}, diverged), ({"lr": 2}, worse)], larger=True).pick == {"lr": 2}
+  assert protocol.choose([({"lr": 1}, good), ({"lr": 2}, worse)], larger=False).pick == {"lr": 2}
+
+
+def test_a_pick_on_the_grids_edge_is_named():
+  grids = {"learning_rate": [0.01, 0.02, 0.04], "tau_over_T": [None, 4.0, 1.0, 0.25]}
+  assert protocol.grid_edges({"learning_rate": 0.02, "tau_over_T": 1.0}, grids) == []
+  assert protocol.grid_edges({"learning_rate": 0.01, "tau_over_T": 0.25}, grids) == [
+    "learning_rate 0.01 is the grid's smallest",
+    "tau_over_T 0.25 is the grid's smallest",
+  ]
+
+
+def test_an_edited_preregistration_is_refused(tmp_path):
+  path = str(tmp_path / "p.json")
+  written = preregistration.write(path, {"claims": {"gap": {"margin": 0.01}}, "cells": {}})
+  assert preregistration.read(path).digest == written.digest
+  raw = json.loads((tmp_path / "p.json").read_text())
+  raw["preregistration"]["claims"]["gap"]["margin"] = 0.02  # edited by hand, digest kept
+  (tmp_path / "p.json").write_text(json.dumps(raw))
+  with pytest.raises(ValueError, match="was edited after it was written"):
+    preregistration.read(path)
+  with pytest.raises(ValueError, match="run it first"):
+    preregistration.read(str(tmp_path / "missing.json"))
+
+
+def test_a_changed_claim_is_refused_naming_the_digest_and_the_field(tmp_path):
+  p = preregistration.write(str(tmp_path / "p.json"), {"claims": _claims()})
+  preregistration.check_same(p, "config.claims", _claims(), "claims")  # unchanged: accepted
+  edited = _claims()
+  edited.faster.margin = 0.01
+  with pytest.raises(ValueError, match=rf"{p.short}.*faster\.margin: 0\.01 now"):
+    preregistration.check_same(p, "config.claims", edited, "claims")
+
+
+def test_a_workdir_keeps_the_digest_it_was_started_on(tmp_path):
+  a = preregistration.write(str(tmp_path / "a.json"), {"claims": 1})
+  b = preregistration.write(str(tmp_path / "b.json"), {"claims": 2})
+  preregistration.bind(str(tmp_path / "run"), a)
+  preregistration.bind(str(tmp_path / "run"), a)  # the same one: fine
+  with pytest.raises(
+    ValueError, match=f"holds pre-registration {a.short}; this run reads {b.short}"
+  ):
+    preregistration.bind(str(tmp_path / "run"), b)
+
+
+def test_provenance_names_the_commit_only_while_the_file_is_unchanged(tmp_path):
+  git = lambda *args: subprocess.run(
+    ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+    cwd=tmp_path,
+    check=True,
+    capture_output=True,
+  )
+  git("init", "-q")
+  p = preregistration.write(str(tmp_path / "p.json"), {"claims": 1})
+  assert preregistration.provenance(p).startswith("uncommitted (no git commit")
+  git("add", "p.json")
+  git("commit", "-q", "-m", "pre-register")
+  commit = git("rev-parse", "HEAD").stdout.decode().strip()
+  assert preregistration.provenance(p) == f"committed in {commit[:12]}"
+  p = preregistration.write(str(tmp_path / "p.json"), {"claims": 2})
+  assert preregistration.provenance(p).startswith("uncommitted (the file differs")
+
+
+@pytest.mark.parametrize(
+  "seeds, dataset, message",
+  [
+    ((5, 6), {"seed": 2}, "has 2 seeds"),
+    ((0, 5, 6), {"seed": 2}, r"reuses the tuning seeds \[0\]"),
+    ((5, 6, 7), {"seed": 1}, "is the tuning draw's"),
+    ((5, 6, 7), {"paths": ("/x/a.py", "/y/c.py")}, "shares 1 files"),
+  ],
+)
+def test_confirm_needs_fresh_seeds_and_a_fresh_draw(seeds, dataset, message):
+  tune = {"seeds": [0, 1], "dataset": {"seed": 1, "paths": ["a.py", "b.py"]}}
+  confirm = ml_collections.ConfigDict({"seeds": seeds, "dataset": dataset})
+  with pytest.raises(ValueError, match=message):
+    phases.check_fresh(tune, confirm, min_seeds=3)

@@ -99,7 +99,10 @@ def _finding_lines(f: claims.Finding) -> list[str]:
   if f.measured:
     lines.append(f"  - **Measured**: {f.measured}")
   lines.append(f"  - **Verdict**: {d.verdict} — {d.detail}")
-  if d.verdict == stats.INCONCLUSIVE and not d.n_needed:
+  if f.survives_holm is not None:
+    kept = "survives" if f.survives_holm else "does not survive"
+    lines.append(f"  - **Holm**: adjusted p = {f.holm_p:.2g}; {kept} the correction")
+  if d.verdict == stats.INCONCLUSIVE and not d.n_needed and "would not decide" not in d.detail:
     lines.append("  - **Seeds**: more seeds would not decide it at the observed effect")
   elif d.verdict != stats.INCONCLUSIVE and math.isfinite(d.power):  # (inconclusive: in detail)
     lines.append(f"  - **Power**: {d.power:.2f} at effect {d.power_at:+.3g}")
@@ -115,20 +118,28 @@ def write_summary(
   tables: Sequence[tuple[str, str]] = (),
   figures: Sequence[tuple[str, str]] = (),
   footer: str = "",
+  preregistered: str = "",
 ) -> str:
   """Writes ``summary.md``: the pre-registered claims and their verdicts (empirical ones, then
-  those true by construction), the multiple-claims note, then tables and figures."""
+  those true by construction), the multiple-claims note, then tables and figures.
+
+  `preregistered`: where the claims were frozen (a confirm phase names the pre-registration's
+  digest and the commit that holds it); default: the run's own config.json."""
   out = [f"# {title}", ""]
   if intro:
     out += [intro, ""]
   empirical = [f for f in findings if f.claim.kind == "empirical"]
   built_in = [f for f in findings if f.claim.kind == "construction"]
+  where = preregistered or "declared in the config before the run (config.json)"
   out += [
-    "## Claims (pre-registered in config.json) and verdicts",
+    "## Claims and verdicts",
     "",
-    "Each claim was declared in the config before the run (measurement, comparison, margin, "
-    "α) and is decided by `wd_jax.study.stats`: paired by seed, on the two-sided (1−2α) t "
-    "interval (equivalence by TOST).",
+    f"**Pre-registration**: {where}.",
+    "",
+    "Each claim (measurement, comparison, margin, α) is decided by `wd_jax.study.stats` on the "
+    "two-sided (1−2α) t interval of its effect (equivalence by TOST): paired by seed, and for "
+    "measurements per test item over seeds × items (crossed random effects), so the interval "
+    "counts the test set as a sample too.",
     "",
   ]
   for f in empirical:
@@ -187,7 +198,8 @@ def main(run_fn, claim_width: int | None = None, work=None) -> None:
 
   Flags are defined here, when the script runs, not at import, so tests can import several
   studies into one process. `run_fn(config, workdir)` returns ``{"findings": [...], ...}``
-  and optionally ``"wall_time_sec"``; each claim is printed cut to `claim_width` characters.
+  and optionally ``"wall_time_sec"`` and ``"lines"`` (more to print, e.g. a tune phase's
+  selections); each claim is printed cut to `claim_width` characters.
   `work(config)`, the configuration-steps the study will train, gives the study one progress
   line with an ETA over all its sweeps. Exit codes and one-line errors as `wd_jax.engine.cli` says.
   """
@@ -208,6 +220,8 @@ def main(run_fn, claim_width: int | None = None, work=None) -> None:
       out = run_fn(config, workdir)
     for f in out["findings"]:
       print(f"{f.decision.verdict:>13}: {f.claim.name}: {f.claim.statement[:claim_width]}")
+    for line in out.get("lines", ()):
+      print(line)
     wall = f" ({out['wall_time_sec']:.0f} s)" if "wall_time_sec" in out else ""
     print(f"wrote {workdir}/summary.md{wall}")
 

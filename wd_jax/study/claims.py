@@ -311,6 +311,10 @@ class Finding:
     claim: the `Claim`.
     decision: its `wd_jax.study.stats.Decision`.
     measured: what was measured, in words (may be empty).
+    holm_p: the Holm-adjusted p-value over the study's empirical claims (NaN for a claim
+      true by construction, which is kept out of the family).
+    survives_holm: for a "supported" empirical verdict, whether it survives Holm's correction
+      at the family-wise α; None otherwise.
 
   Example:
     >>> from wd_jax.study import claims
@@ -327,6 +331,8 @@ class Finding:
   claim: Claim
   decision: stats.Decision
   measured: str = ""
+  holm_p: float = math.nan  # Holm-adjusted p over the study's empirical claims
+  survives_holm: bool | None = None  # a "supported" verdict that survives Holm (else None)
 
 
 def decide(
@@ -334,12 +340,14 @@ def decide(
   measurements: Mapping[str, Any],
   describe: Callable[[Claim], str] | None = None,
 ) -> list[Finding]:
-  """Decides every claim from the study's measurements.
+  """Decides every claim from the study's measurements, then corrects the empirical claims'
+  p-values for their number (Holm, family-wise α = the smallest declared α).
 
   Args:
     claims: the parsed claims (`check`).
-    measurements: name -> one value per seed (seeds in the same order for every arm), or for a
-      slope ``{"x": ..., "y": ..., "groups": ...}``.
+    measurements: name -> one value per seed (seeds in the same order for every arm), or a
+      (seeds, test items) array (paired by seed and item), or for a slope
+      ``{"x": ..., "y": ..., "groups": ...}``.
     describe: optional ``claim -> str``, what was measured in words (beside the verdict).
 
   Returns:
@@ -364,9 +372,16 @@ def decide(
     if c.comparison == "slope_within":
       values = dict(measurements[c.measurements[0]])
     else:
-      values = {"a": list(measurements[c.measurements[0]])}
+      values = {"a": measurements[c.measurements[0]]}
       if len(c.measurements) > 1:
-        values["b"] = list(measurements[c.measurements[1]])
+        values["b"] = measurements[c.measurements[1]]
     decision = stats.decide(dict(c.test), values)
     out.append(Finding(c, decision, describe(c) if describe else ""))
+  family = [k for k, f in enumerate(out) if f.claim.kind == "empirical"]
+  if family:
+    alpha = min(out[k].decision.alpha for k in family)
+    adjusted, rejected = stats.holm([out[k].decision.p_value for k in family], alpha)
+    for k, p, r in zip(family, adjusted, rejected):
+      keep = bool(r) if out[k].decision.verdict == stats.SUPPORTED else None
+      out[k] = dataclasses.replace(out[k], holm_p=float(p), survives_holm=keep)
   return out

@@ -1,10 +1,10 @@
 """Figures from run outputs: lr × λ heat maps of a sweep workdir, and a generic line plot.
 
 Everything is drawn with matplotlib's Agg backend (no display needed) into small PNGs
-(100 dpi, well under 150 kB), from files the runs wrote, never inside a training step:
+(100 dpi, well under 150 kB), from files the runs wrote, never inside a training step::
 
->>> path = heatmap("runs/sweep")                      # runs/sweep/heatmap_test_accuracy.png
->>> line_plot({"adamw": (steps, losses)}, "train loss", "step", "loss", "loss.png", logy=True)
+  path = heatmap("runs/sweep")  # runs/sweep/heatmap_test_accuracy.png
+  line_plot({"adamw": (steps, losses)}, "train loss", "step", "loss", "loss.png", logy=True)
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from PIL import Image
 matplotlib.use("Agg")
 
 import numpy as np
+
+from wd_jax.study import stats
 
 DPI = 100
 _LABELS = {
@@ -109,6 +111,70 @@ def _subtitle(workdir: str) -> str:
     return ""
 
 
+def _panels(rows: Sequence[dict[str, Any]]):
+  """Each row's panel label: the optimizer and every grid field besides lr, λ and seed (e.g.
+  optimizer.kwargs.b1; the test metrics a selecting sweep reads for some rows sit among the
+  columns too but are not grid fields)."""
+  cols = list(rows[0])
+  extra = cols[cols.index("seed") + 1 : cols.index("loss")] if "seed" in cols else []
+  extra = [c for c in extra if c not in ("test_loss", "test_accuracy")]
+
+  def panel_of(r: dict[str, Any]) -> str:
+    parts = [str(r["optimizer"])]
+    parts += [f"{c.split('.')[-1]}={_fmt(r.get(c))}" for c in extra]
+    return ", ".join(parts)
+
+  return panel_of
+
+
+def _cells(rows, metric: str, panel: str, panel_of, lrs, wds):
+  """One panel's (λ × lr) cell means, CI half-widths, all-diverged mask and runs per cell."""
+  values: list[list[list[float]]] = [[[] for _ in lrs] for _ in wds]
+  seen = np.zeros((len(wds), len(lrs)))
+  div = np.zeros_like(seen)
+  for r in rows:
+    if panel_of(r) != panel:
+      continue
+    i, j = wds.index(r["weight_decay"]), lrs.index(r["learning_rate"])
+    seen[i, j] += 1
+    div[i, j] += bool(r["diverged"])
+    v = r.get(metric, math.nan)
+    if not r["diverged"] and isinstance(v, float) and math.isfinite(v):
+      values[i][j].append(v)
+  cells = [[mean_and_ci(v) for v in row] for row in values]
+  mean = np.array([[c[0] for c in row] for row in cells])
+  half = np.array([[c[1] for c in row] for row in cells])
+  return mean, half, (seen > 0) & (div == seen), int(seen.max()) if seen.size else 0
+
+
+def panel_axes(k: int):
+  """A figure with `k` panels, at most 4 per row (the rest hidden), constrained layout."""
+  ncols = min(k, 4)
+  nrows = math.ceil(k / ncols)
+  fig, axes = plt.subplots(
+    nrows,
+    ncols,
+    figsize=(1.4 + 3.6 * ncols, 0.5 + 3.4 * nrows),
+    dpi=DPI,
+    squeeze=False,
+    layout="constrained",
+  )
+  for ax in axes.flat[k:]:
+    ax.set_visible(False)
+  return fig, axes
+
+
+def _label_panel(ax, title: str, g, best, lrs, wds) -> None:
+  if best is not None:
+    i, j = best
+    ax.set_title(f"{title}: best {g[i, j]:.3g} at lr {lrs[j]:g}, λ {wds[i]:g}", fontsize=9)
+  else:
+    ax.set_title(f"{title}: every run diverged", fontsize=9)
+  log_x, log_y = min(lrs) > 0, min(wds) > 0
+  ax.set_xlabel("peak learning rate (per step" + (", log scale)" if log_x else ")"), fontsize=9)
+  ax.set_ylabel("weight decay λ (per step" + (", log scale)" if log_y else ")"), fontsize=9)
+
+
 def heatmap(
   workdir: str,
   metric: str = "test_accuracy",
@@ -145,85 +211,37 @@ def heatmap(
   if higher_is_better is None:
     higher_is_better = "accuracy" in metric
   out = out or os.path.join(workdir, f"heatmap_{metric}.png")
-  cols = list(rows[0])
-  # Grid fields other than lr, λ and seed (e.g. optimizer.kwargs.b1) get panels of their own; the
-  # test metrics a selecting sweep reads for some rows sit there too but are not grid fields.
-  extra = cols[cols.index("seed") + 1 : cols.index("loss")] if "seed" in cols else []
-  extra = [c for c in extra if c not in ("test_loss", "test_accuracy")]
-
-  def panel_of(r: dict[str, Any]) -> str:
-    parts = [str(r["optimizer"])]
-    parts += [f"{c.split('.')[-1]}={_fmt(r.get(c))}" for c in extra]
-    return ", ".join(parts)
-
-  optimizers = list(dict.fromkeys(panel_of(r) for r in rows))
+  panel_of = _panels(rows)
+  panels = list(dict.fromkeys(panel_of(r) for r in rows))
   lrs = sorted({r["learning_rate"] for r in rows})
   wds = sorted({r["weight_decay"] for r in rows})
-  grids, halves, dead, counts = {}, {}, {}, {}
-  for opt in optimizers:
-    values: list[list[list[float]]] = [[[] for _ in lrs] for _ in wds]
-    seen = np.zeros((len(wds), len(lrs)))
-    div = np.zeros_like(seen)
-    for r in rows:
-      if panel_of(r) != opt:
-        continue
-      i, j = wds.index(r["weight_decay"]), lrs.index(r["learning_rate"])
-      seen[i, j] += 1
-      div[i, j] += bool(r["diverged"])
-      v = r.get(metric, math.nan)
-      if not r["diverged"] and isinstance(v, float) and math.isfinite(v):
-        values[i][j].append(v)
-    cells = [[mean_and_ci(v) for v in row] for row in values]
-    grids[opt] = np.array([[c[0] for c in row] for row in cells])
-    halves[opt] = np.array([[c[1] for c in row] for row in cells])
-    dead[opt] = (seen > 0) & (div == seen)
-    counts[opt] = int(seen.max()) if seen.size else 0
-  norm, flat = heatmap_scale(list(grids.values()), list(halves.values()))
+  cells = {p: _cells(rows, metric, p, panel_of, lrs, wds) for p in panels}
+  norm, flat = heatmap_scale([c[0] for c in cells.values()], [c[1] for c in cells.values()])
   cmap = plt.get_cmap("viridis" if higher_is_better else "viridis_r")
-  k = len(optimizers)
-  ncols = min(k, 4)
-  nrows = math.ceil(k / ncols)
-  fig, axes = plt.subplots(
-    nrows,
-    ncols,
-    figsize=(1.4 + 3.6 * ncols, 0.5 + 3.4 * nrows),
-    dpi=DPI,
-    squeeze=False,
-    layout="constrained",
-  )
-  for ax in axes.flat[k:]:
-    ax.set_visible(False)
+  fig, axes = panel_axes(len(panels))
   mesh = None
-  for ax, opt in zip(axes.flat, optimizers):
-    g = grids[opt]
+  for ax, p in zip(axes.flat, panels):
+    mean, half, dead, _ = cells[p]
     mesh, best = heatmap_panel(
       ax,
       lrs,
       wds,
-      g,
+      mean,
       norm=norm,
       cmap=cmap,
-      half=halves[opt],
-      dead=dead[opt],
+      half=half,
+      dead=dead,
       higher_is_better=higher_is_better,
       annotate=len(lrs) * len(wds) <= 64,
     )
-    if best is not None:
-      i, j = best
-      ax.set_title(f"{opt}: best {g[i, j]:.3g} at lr {lrs[j]:g}, λ {wds[i]:g}", fontsize=9)
-    else:
-      ax.set_title(f"{opt}: every run diverged", fontsize=9)
-    log_x, log_y = min(lrs) > 0, min(wds) > 0
-    ax.set_xlabel("peak learning rate (per step" + (", log scale)" if log_x else ")"), fontsize=9)
-    ax.set_ylabel("weight decay λ (per step" + (", log scale)" if log_y else ")"), fontsize=9)
+    _label_panel(ax, p, mean, best, lrs, wds)
   label = _LABELS.get(metric, metric)
-  seeds = max(counts.values())
+  seeds = max(c[3] for c in cells.values())
   avg = f", mean ± 90% CI of {seeds} runs per cell" if seeds > 1 else ""
-  cbar = fig.colorbar(mesh, ax=list(axes.flat[:k]), shrink=0.95, pad=0.03)
+  cbar = fig.colorbar(mesh, ax=list(axes.flat[: len(panels)]), shrink=0.95, pad=0.03)
   cbar.set_label(label, fontsize=9)
   cbar.ax.tick_params(labelsize=8)
-  sub = _subtitle(workdir)
-  lines = [f"Sweep: {label}{avg}", sub, flat]
+  lines = [f"Sweep: {label}{avg}", _subtitle(workdir), flat]
   width = int(13 * fig.get_figwidth())  # characters of 10 pt text across the figure
   fig.suptitle("\n".join(textwrap.fill(t, width) for t in lines if t), fontsize=10)
   fig.savefig(out, dpi=DPI)
@@ -250,7 +268,7 @@ def heatmap_scale(
     figure when the scale was widened.
 
   Example:
-    >>> from wd_jax import report
+    >>> from wd_jax.study import report
     >>> norm, note = report.heatmap_scale([[[0.90, 0.91]]], [[[0.02, 0.02]]])  # 1 × 2 cells
     >>> round(norm.vmin, 3), round(norm.vmax, 3), note.startswith("flat")
     (0.885, 0.925, True)
@@ -340,29 +358,15 @@ def heatmap_panel(
           box = {"facecolor": "0.8", "edgecolor": "none", "pad": 1}
           ax.text(x, y, "diverged", ha="center", va="center", fontsize=7, color="0.1", bbox=box)
       elif annotate and np.isfinite(mean[i, j]):
-        rgb = cmap(norm(mean[i, j]))[:3]
-        dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.5
-        text = fmt(mean[i, j])
-        if half is not None and np.isfinite(half[i, j]):
-          text += f"\n±{fmt(half[i, j])}"
-        color = "white" if dark else "black"
-        ax.text(x, y, text, ha="center", va="center", fontsize=7, color=color, linespacing=1.0)
+        h = half[i, j] if half is not None else math.nan
+        _cell_text(ax, x, y, mean[i, j], h, cmap(norm(mean[i, j])), fmt)
   if outline is None and np.isfinite(mean).any():
     flat = np.nanargmax(mean) if higher_is_better else np.nanargmin(mean)
     outline = tuple(int(v) for v in np.unravel_index(flat, mean.shape))
   if outline is not None:
     i, j = outline
-    ax.add_patch(
-      Rectangle(
-        (xe[j], ye[i]),
-        xe[j + 1] - xe[j],
-        ye[i + 1] - ye[i],
-        fill=False,
-        edgecolor="red",
-        lw=2.2,
-        clip_on=False,
-      )
-    )
+    cell = (xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i]
+    ax.add_patch(Rectangle(*cell, fill=False, edgecolor="red", lw=2.2, clip_on=False))
   if log_x:
     ax.set_xscale("log")
   if log_y:
@@ -373,6 +377,14 @@ def heatmap_panel(
   ax.set_xlim(xe[0], xe[-1])
   ax.set_ylim(ye[0], ye[-1])
   return mesh, outline
+
+
+def _cell_text(ax, x, y, value, half, rgba, fmt) -> None:
+  """The value (and ``±`` its CI half-width) in white on dark cells, black on light ones."""
+  dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+  text = fmt(value) + (f"\n±{fmt(half)}" if np.isfinite(half) else "")
+  color = "white" if dark else "black"
+  ax.text(x, y, text, ha="center", va="center", fontsize=7, color=color, linespacing=1.0)
 
 
 def _fmt(v: Any) -> str:
@@ -470,24 +482,21 @@ def finish(fig, path: str, axes: Sequence[Any] = (), *, legend: bool = True, fon
 
 
 def mean_and_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float, int]:
-  """Mean, half-width of the two-sided (1−2α) t interval (NaN for one value) and n, over the
-  finite values (diverged runs are left out and counted by the caller)."""
-  from scipy import stats as sps
-
-  x = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
-  if x.size == 0:
-    return math.nan, math.nan, 0
-  if x.size == 1:
-    return float(x[0]), math.nan, 1
-  half = float(sps.t.ppf(1 - alpha, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-  return float(x.mean()), half, int(x.size)
+  """Mean, half-width of the two-sided (1−2α) t interval (`wd_jax.study.stats.t_interval`; NaN
+  for one value) and n, over the finite values (diverged runs are left out and counted by the
+  caller)."""
+  x = [v for v in values if v is not None and math.isfinite(v)]
+  if len(x) < 2:
+    return (float(x[0]) if x else math.nan), math.nan, len(x)
+  mean, lo, hi = stats.t_interval(x, alpha)
+  return mean, (hi - lo) / 2, len(x)
 
 
 def ci_errorbar(ax, x: Sequence[float], per_x: Sequence[Sequence[float]], **kw) -> None:
   """Means over seeds at each x with their (1−2α) t interval as error bars (α = 0.05: 90%)."""
-  stats = [mean_and_ci(v) for v in per_x]
-  means = np.array([s[0] for s in stats])
-  half = np.nan_to_num(np.array([s[1] for s in stats]))
+  cis = [mean_and_ci(v) for v in per_x]
+  means = np.array([s[0] for s in cis])
+  half = np.nan_to_num(np.array([s[1] for s in cis]))
   ax.errorbar(np.asarray(x, float), means, yerr=half, capsize=3, **kw)
 
 
@@ -508,9 +517,9 @@ def ci_band(
   m = np.asarray(per_seed, float)
   if log:
     m = np.log(np.where(m > 0, m, np.nan))
-  stats = [mean_and_ci(m[:, j]) for j in range(m.shape[1])]
-  mean = np.array([s[0] for s in stats])
-  half = np.nan_to_num(np.array([s[1] for s in stats]))
+  cis = [mean_and_ci(m[:, j]) for j in range(m.shape[1])]
+  mean = np.array([s[0] for s in cis])
+  half = np.nan_to_num(np.array([s[1] for s in cis]))
   lo, hi = mean - half, mean + half
   if log:
     mean, lo, hi = np.exp(mean), np.exp(lo), np.exp(hi)
@@ -533,7 +542,7 @@ def seed_series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray
     ``(steps, values)``: shapes ``(n,)`` and ``(seeds, n)``; both empty when no row has `key`.
 
   Example:
-    >>> from wd_jax import report
+    >>> from wd_jax.study import report
     >>> rows = [{"records": [{"step": 1, "x": 1.0}, {"step": 2, "x": 2.0}]},
     ...         {"records": [{"step": 1, "x": 3.0}]}]
     >>> report.seed_series(rows, "x")
@@ -551,3 +560,37 @@ def seed_series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray
   n = min(len(s) for s in series)
   steps = np.array([p[0] for p in series[0][:n]], float)
   return steps, np.array([[p[1] for p in s[:n]] for s in series], float)
+
+
+def forest(findings: Sequence[Any], path: str, xlabel: str, title: str = "") -> str:
+  """Each claim's effect and its (1−2α) interval on one axis (claims in the same unit), with the
+  claim's bound drawn at its margin: a picture of what was decided, claim by claim.
+
+  Args:
+    findings: `wd_jax.study.claims.Finding` objects (effects in one unit).
+    path: the PNG to write.
+    xlabel: the effect's unit.
+    title: the figure title.
+
+  Returns:
+    `path`.
+  """
+  fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.42 * len(findings)), dpi=DPI)
+  colour = {"supported": "#1a9850", "not supported": "#d73027", "inconclusive": "#777777"}
+  for k, f in enumerate(reversed(findings)):
+    d = f.decision
+    lo, hi = (v if math.isfinite(v) else d.effect for v in d.ci)
+    ax.plot([lo, hi], [k, k], color=colour[d.verdict], lw=2.5)
+    ax.plot([d.effect], [k], "o", color=colour[d.verdict], ms=5)
+    for bound in {-d.margin, d.margin} if d.comparison == "equivalent" else {d.margin}:
+      sign = -1.0 if d.comparison == "less" else 1.0
+      ax.plot([sign * bound] * 2, [k - 0.35, k + 0.35], color="black", lw=1, ls=":")
+  ax.axvline(0.0, color="0.6", lw=0.8)
+  ax.set_yticks(range(len(findings)), [f.claim.name for f in reversed(findings)], fontsize=7)
+  ax.set_xlabel(xlabel, fontsize=9)
+  if title:
+    ax.set_title(title, fontsize=9)
+  handles = [plt.Line2D([], [], color=c, lw=2.5, label=v) for v, c in colour.items()]
+  handles.append(plt.Line2D([], [], color="black", lw=1, ls=":", label="declared bound"))
+  ax.legend(handles=handles, fontsize=7, loc="best")
+  return finish(fig, path, [ax], legend=False)

@@ -173,6 +173,27 @@ def each(rules: Mapping[str, Rule]) -> Rule:
   return rule
 
 
+def section(rules: Mapping[str, Rule]) -> Rule:
+  """A sub-config whose fields are checked against `rules` (a study's ``tune``, ``confirm``)."""
+
+  def rule(where: str, value: Any) -> None:
+    if not hasattr(value, "keys"):
+      raise ValueError(f"{where} must be a config section, got {value!r}.")
+    check(value, rules, prefix=where)
+
+  return rule
+
+
+def mapping() -> Rule:
+  """A non-empty mapping of keyword arguments (e.g. a data loader's)."""
+
+  def rule(where: str, value: Any) -> None:
+    if not hasattr(value, "keys") or not len(value):
+      raise ValueError(f"{where} must be a non-empty mapping, got {value!r}.")
+
+  return rule
+
+
 def check(config: Any, fields: Mapping[str, Rule], *, prefix: str = "config") -> None:
   """Checks every declared field of `config`; `ValueError` naming the first bad one, or a field
   that is not declared (a typo on the command line). ``claims`` is checked by

@@ -1,4 +1,4 @@
-"""Verdicts on pre-registered claims from per-seed measurements (pure numpy/scipy, no I/O).
+"""Verdicts on pre-registered claims from per-seed (or seeds × items) measurements.
 
 Every claim of a study is declared before it runs: a comparison, a margin δ (or a range for a
 slope) and a level α. This module turns the per-seed values into one of three verdicts, with the
@@ -12,6 +12,13 @@ test of ``a`` against 0 (``a`` is already a difference, or a quantity compared t
 ``paired=False`` compares independent arms with Welch's t. A value that is not finite (a diverged
 run) drops its whole pair (or, unpaired, itself); ``Decision.dropped`` counts the drops and the
 detail sentence says so.
+
+**Seeds × test items.** Values of shape (seeds, items), e.g. each test item's accuracy in each
+seed's run (``test_items.npz``), are paired by seed *and* item, and the interval counts both as
+random: the crossed two-way random-effects estimate of `wd_jax.study._estimate.crossed_se_df`
+(the variance of the seed means plus the items' shared part, Satterthwaite's dof). A finite
+test set is a sample too: with it, a gap that the seeds agree on but that a few hundred items
+carry is not read as certain. n counts seeds; a seed with a non-finite value is dropped whole.
 
 **Interval.** Every verdict reads one interval: the two-sided (1−2α) Student-t confidence
 interval of the effect (90% at α = 0.05). Its lower bound is the one-sided α test of
@@ -76,34 +83,27 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
+from wd_jax.study import power as power_lib
 from wd_jax.study._estimate import (
   COMPARISONS,
-  _bounds,
-  _check_alpha,
-  _check_margin,
-  _check_range,
-  _interval,
-  _p_inside,
-  _Sample,
-  _slope_sample,
-  _two_arm_sample,
+  Sample,
   bootstrap_interval,
+  check_alpha,
+  check_margin,
+  check_range,
+  claim_bounds,
   holm,
+  interval,
+  p_inside,
   paired_differences,
+  per_item_slopes,
+  seeds_items_interval,
+  slope_sample,
   t_interval,
+  two_arm_sample,
+  verdict_codes,
 )
-from wd_jax.study._power import (
-  _CAP,
-  _TARGET_POWER,
-  _decisive_power,
-  _n_needed_design,
-  _power_inside,
-  n_needed,
-  power_one_sided,
-  power_tost,
-)
+from wd_jax.study.power import n_needed, power_one_sided, power_tost
 
 __all__ = [
   "COMPARISONS",
@@ -121,8 +121,10 @@ __all__ = [
   "multiple_claims_note",
   "n_needed",
   "paired_differences",
+  "per_item_slopes",
   "power_one_sided",
   "power_tost",
+  "seeds_items_interval",
   "t_interval",
 ]
 
@@ -176,15 +178,6 @@ class Decision:
   power_at: float = math.nan  # the true effect at which `power` is computed
 
 
-def _verdict_codes(lo, hi, bounds: tuple[float, float]) -> np.ndarray:
-  """+1 supported (CI strictly inside (L, H)), −1 not supported (CI clear of [L, H]), else 0."""
-  low, high = bounds
-  lo, hi = np.asarray(lo), np.asarray(hi)
-  inside = (lo > low) & (hi < high)
-  outside = (lo > high) | (hi < low)
-  return np.where(inside, 1, np.where(outside, -1, 0))
-
-
 def _num(x: float) -> str:
   return f"{x:+.3g}" if math.isfinite(x) else str(x)
 
@@ -199,17 +192,24 @@ def _claim_text(comparison: str, label: str, margin: float, bounds: tuple[float,
   return f"{label} in [{bounds[0]:g}, {bounds[1]:g}]"
 
 
-def _decision(
-  comparison: str,
-  sample: _Sample,
-  *,
-  label: str,
-  alpha: float,
-  margin: float,
-  bounds: tuple[float, float],
-  power_at: float,
-) -> Decision:
-  pct = f"{100 * (1 - 2 * alpha):.3g}%"
+def _undecided(sample: Sample, bounds: tuple[float, float], alpha: float) -> tuple[int | None, str]:
+  """An inconclusive verdict's n that would decide it, and the sentence that says so."""
+  needed = power_lib.n_to_decide(sample.effect, bounds, sample.design, alpha)
+  if needed is not None:
+    return needed, f"~{needed} {sample.unit} would decide it at the observed effect (80% power)"
+  decisive = power_lib.decisive_power(sample.effect, bounds, alpha)
+  design = sample.design
+  if decisive is None or (design.sd == 0 and design.floor == 0):
+    return None, "undecidable at the observed effect (it sits on the bound)"
+  if design.floor > 0 and decisive(design.floor, design.df(power_lib.CAP)) < power_lib.TARGET_POWER:
+    return None, (
+      f"more {sample.unit} alone would not decide it: the test items leave a standard error of "
+      f"{design.floor:.2g}; more test items would"
+    )
+  return None, f"more than {power_lib.CAP} {sample.unit} would be needed at the observed effect"
+
+
+def _decision(comparison, sample: Sample, label, alpha, margin, bounds, power_at) -> Decision:
   drop = f", {sample.dropped} dropped (not finite)" if sample.dropped else ""
   claim = _claim_text(comparison, label, margin, bounds)
   common = dict(
@@ -229,31 +229,27 @@ def _decision(
     return Decision(
       INCONCLUSIVE, ci=(-math.inf, math.inf), power=math.nan, n_needed=None, detail=detail, **common
     )
-  lo, hi = (float(v) for v in _interval(sample.effect, sample.se, sample.df, alpha))
-  code = int(_verdict_codes(lo, hi, bounds))
-  p = float(_p_inside(sample.effect, sample.se, sample.df, bounds))
-  power = (
-    _power_inside(*bounds, power_at, sample.se, sample.df, alpha)
-    if math.isfinite(power_at)
-    else math.nan
-  )
+  lo, hi = (float(v) for v in interval(sample.effect, sample.se, sample.df, alpha))
+  code = int(verdict_codes(lo, hi, bounds))
+  p = float(p_inside(sample.effect, sample.se, sample.df, bounds))
+  power = math.nan
+  if math.isfinite(power_at):
+    power = power_lib.power_inside(*bounds, power_at, sample.se, sample.df, alpha)
+  pct = f"{100 * (1 - 2 * alpha):.3g}%"
   head = f"{label} = {_num(sample.effect)} [{pct} CI {_num(lo)}, {_num(hi)}], {sample.how}{drop}"
-  needed = None
-  if code != 0:
-    tail = f"claim {claim}: {_VERDICTS[code]} (p = {p:.2g})"
-  else:
-    needed = _n_needed_design(sample.effect, bounds, sample.design, alpha, _TARGET_POWER, _CAP)
-    if needed is not None:
-      more = f"~{needed} {sample.unit} would decide it at the observed effect (80% power)"
-    elif sample.design.sd == 0 or _decisive_power(sample.effect, bounds, alpha) is None:
-      more = "undecidable at the observed effect (it sits on the bound)"
-    else:
-      more = f"more than {_CAP} {sample.unit} would be needed at the observed effect"
+  needed, tail = None, f"claim {claim}: {_VERDICTS[code]} (p = {p:.2g})"
+  if code == 0:
+    needed, more = _undecided(sample, bounds, alpha)
     at = f"power {power:.2f} at {_num(power_at)}" if math.isfinite(power) else "no spread"
-    tail = f"claim {claim}: {INCONCLUSIVE} (p = {p:.2g}); {at}; {more}"
-  common["p_value"] = p
+    tail = f"{tail}; {at}; {more}"
   return Decision(
-    _VERDICTS[code], ci=(lo, hi), power=power, n_needed=needed, detail=f"{head}; {tail}", **common
+    _VERDICTS[code],
+    ci=(lo, hi),
+    power=power,
+    n_needed=needed,
+    detail=f"{head}; {tail}",
+    p_value=p,
+    **common,
   )
 
 
@@ -261,25 +257,17 @@ def _label(b, names: tuple[str, str]) -> str:
   return names[0] if b is None else f"{names[0]}−{names[1]}"
 
 
-def _one_sided(
-  comparison, a, b, *, margin, alpha, paired, power_at, names, sign: float
-) -> Decision:
-  alpha = _check_alpha(alpha)
-  margin = _check_margin("margin", margin, positive=False)
-  sample = _two_arm_sample(a, b, paired)
-  bounds = _bounds(comparison, margin, math.nan, math.nan)
+def _one_sided(comparison, a, b, margin, alpha, paired, power_at, names) -> Decision:
+  alpha = check_alpha(alpha)
+  margin = check_margin("margin", margin, positive=False)
+  sample = two_arm_sample(a, b, paired)
+  bounds = claim_bounds(comparison, margin, math.nan, math.nan)
   if power_at is None:
     sd = sample.design.sd if sample.design is not None else math.nan
+    sign = 1.0 if comparison == "greater" else -1.0
     power_at = sign * (margin + sd) if sd > 0 else math.nan
-  return _decision(
-    comparison,
-    sample,
-    label=_label(b, names),
-    alpha=alpha,
-    margin=margin,
-    bounds=bounds,
-    power_at=float(power_at),
-  )
+  label = _label(b, names)
+  return _decision(comparison, sample, label, alpha, margin, bounds, float(power_at))
 
 
 def decide_greater(
@@ -300,7 +288,8 @@ def decide_greater(
   the margin; with margin 0, A is significantly below B); inconclusive otherwise.
 
   Args:
-    a: one value per seed of variant A (None / non-finite marks a diverged run).
+    a: one value per seed of variant A (None / non-finite marks a diverged run), or an array
+      seeds × test items (paired by seed and item; see the module docstring).
     b: one value per seed of variant B, or None for a one-sample test of a against 0.
     margin: δ ≥ 0, the smallest excess that counts.
     alpha: level of the one-sided test, in (0, 0.5).
@@ -324,17 +313,7 @@ def decide_greater(
   References:
     Student (1908); Welch (1947) for ``paired=False``.
   """
-  return _one_sided(
-    "greater",
-    a,
-    b,
-    margin=margin,
-    alpha=alpha,
-    paired=paired,
-    power_at=power_at,
-    names=names,
-    sign=1.0,
-  )
+  return _one_sided("greater", a, b, margin, alpha, paired, power_at, names)
 
 
 def decide_less(
@@ -353,7 +332,7 @@ def decide_less(
   significantly above B); inconclusive otherwise. [lo, hi] is the (1−2α) t interval of A − B.
 
   Args:
-    a: one value per seed of variant A.
+    a: one value per seed of variant A, or seeds × test items.
     b: one value per seed of variant B, or None for a one-sample test of a against 0.
     margin: δ ≥ 0, the smallest shortfall that counts.
     alpha: level of the one-sided test, in (0, 0.5).
@@ -372,17 +351,7 @@ def decide_less(
   References:
     Student (1908); Welch (1947) for ``paired=False``.
   """
-  return _one_sided(
-    "less",
-    a,
-    b,
-    margin=margin,
-    alpha=alpha,
-    paired=paired,
-    power_at=power_at,
-    names=names,
-    sign=-1.0,
-  )
+  return _one_sided("less", a, b, margin, alpha, paired, power_at, names)
 
 
 def decide_equivalent(
@@ -403,7 +372,7 @@ def decide_equivalent(
   margin are not enough: a wide interval is inconclusive.
 
   Args:
-    a: one value per seed of variant A.
+    a: one value per seed of variant A, or seeds × test items.
     b: one value per seed of variant B, or None for a one-sample test of a against 0.
     margin: δ > 0, the equivalence margin declared with the claim.
     alpha: level of each one-sided test, in (0, 0.5).
@@ -423,18 +392,11 @@ def decide_equivalent(
   References:
     Schuirmann (1987); Lakens (2017).
   """
-  alpha = _check_alpha(alpha)
-  margin = _check_margin("margin", margin, positive=True)
-  sample = _two_arm_sample(a, b, paired)
-  return _decision(
-    "equivalent",
-    sample,
-    label=_label(b, names),
-    alpha=alpha,
-    margin=margin,
-    bounds=(-margin, margin),
-    power_at=float(power_at),
-  )
+  alpha = check_alpha(alpha)
+  margin = check_margin("margin", margin, positive=True)
+  sample = two_arm_sample(a, b, paired)
+  label = _label(b, names)
+  return _decision("equivalent", sample, label, alpha, margin, (-margin, margin), float(power_at))
 
 
 def decide_slope(
@@ -482,18 +444,11 @@ def decide_slope(
   References:
     Student (1908); Schuirmann (1987) for the two one-sided tests.
   """
-  alpha = _check_alpha(alpha)
-  low, high = _check_range(low, high)
-  sample = _slope_sample(x, y, groups)
-  return _decision(
-    "slope_within",
-    sample,
-    label="slope",
-    alpha=alpha,
-    margin=(high - low) / 2,
-    bounds=(low, high),
-    power_at=float((low + high) / 2 if power_at is None else power_at),
-  )
+  alpha = check_alpha(alpha)
+  low, high = check_range(low, high)
+  sample = slope_sample(x, y, groups)
+  power_at = float((low + high) / 2 if power_at is None else power_at)
+  return _decision("slope_within", sample, "slope", alpha, (high - low) / 2, (low, high), power_at)
 
 
 _CLAIM_KEYS = {

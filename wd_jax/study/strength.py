@@ -12,7 +12,7 @@ grid strength in τ/T and convert it here to each optimizer's own λ:
   initialisation measured on a few batches of the run's own data and model;
 - SGD + coupled L2: λ·α per step, accumulated by the momentum buffer to λα/(1 − μ).
 
->>> from wd_jax import config as config_lib
+>>> from wd_jax.engine import config as config_lib
 >>> c = config_lib.base_config()
 >>> c.steps, c.optimizer.learning_rate = 1000, 1e-3
 >>> [round(x, 3) for x in weight_decays(c, "adamw", (4.0, 1.0, 0.25))]

@@ -1,13 +1,17 @@
-"""Power of the verdicts' tests and the n that decides a claim (behind `wd_jax.study.stats`).
+"""Power of the verdicts' tests and the n that decides a claim.
 
-One-sided tests: the noncentral t. Intervals inside (L, H) (TOST, slope ranges): the normal
-probability that the estimate lands inside (L + q·ŝe, H − q·ŝe), integrated exactly over the
-sampling distribution of the estimated se (no normal approximation). The public functions are
-re-exported by `wd_jax.study.stats`.
+One-sided tests: the noncentral t (`scipy.stats.nct`). Intervals inside (L, H) (TOST, slope
+ranges): the normal probability that the estimate lands inside (L + q·ŝe, H − q·ŝe), integrated
+exactly over the sampling distribution of the estimated se (no normal approximation). A design
+over seeds × test items has a floor: the standard error the items alone leave, which no number
+of seeds removes (`wd_jax.study._estimate.Design`). `power_one_sided`, `power_tost` and
+`n_needed` are re-exported by `wd_jax.study.stats`; `power_inside`, `decisive_power` and
+`n_to_decide` are what a verdict's detail reads.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -17,44 +21,72 @@ import scipy.stats
 
 from wd_jax.study._estimate import (
   COMPARISONS,
-  _bounds,
-  _check_alpha,
-  _check_margin,
-  _check_range,
-  _Design,
-  _t_quantile,
+  Design,
+  check_alpha,
+  check_margin,
+  check_range,
+  claim_bounds,
 )
 
-_TARGET_POWER = 0.8  # n_needed: the power an undecided claim should reach
-_CAP = 1000  # n_needed: the largest n searched (beyond it: undecidable at this effect)
+TARGET_POWER = 0.8  # n_needed: the power an undecided claim should reach
+CAP = 1000  # n_needed: the largest n searched (beyond it: undecidable at this effect)
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(128)
 
 
-def _power_above(shift: float, se: float, df: float, alpha: float) -> float:
-  """P(lo > bound) when the truth lies `shift` above the bound: the noncentral t tail."""
+@functools.lru_cache(maxsize=4096)
+def _quantile(alpha: float, df: float) -> float:
+  return float(scipy.stats.t.ppf(1.0 - alpha, df))
+
+
+def _t_quantile(alpha: float, df: float) -> float:
+  """t_{1−α, df}: the half-width factor of the (1−2α) CI (cached: n searches repeat it)."""
+  return _quantile(float(alpha), float(df))
+
+
+def power_above(shift: float, se: float, df: float, alpha: float) -> float:
+  """P(lo > bound) when the truth lies `shift` above the bound: the noncentral t tail.
+
+  Args:
+    shift: true effect minus the bound.
+    se: the estimate's standard error.
+    df: its t degrees of freedom.
+    alpha: the one-sided level.
+
+  Returns:
+    The probability.
+  """
   if se == 0:
     return 1.0 if shift > 0 else 0.0
-  return float(scipy.stats.nct.sf(_t_quantile(alpha, float(df)), df, shift / se))
+  return float(scipy.stats.nct.sf(_t_quantile(alpha, df), df, shift / se))
 
 
-def _power_inside(
-  low: float, high: float, true: float, se: float, df: float, alpha: float
-) -> float:
+def power_inside(low: float, high: float, true: float, se: float, df: float, alpha: float) -> float:
   """P(L < lo and hi < H) for a (1−2α) t interval whose estimate is N(true, se²).
 
   Given the estimated se ŝ = se·w (w² df ~ χ²_df), the interval is inside iff the estimate lies
   in (L + q ŝ, H − q ŝ), a normal probability; integrate it over the distribution of w. Agrees
   with adaptive quadrature to < 1e-5 for df from 1 to 2000 (tests/test_stats.py).
+
+  Args:
+    low: L (may be -inf).
+    high: H (may be inf).
+    true: the true effect.
+    se: the estimate's standard error.
+    df: its t degrees of freedom.
+    alpha: the level of each one-sided test.
+
+  Returns:
+    The probability.
   """
   if not math.isfinite(low) and not math.isfinite(high):
     return 1.0
   if not math.isfinite(low):
-    return _power_above(high - true, se, df, alpha)
+    return power_above(high - true, se, df, alpha)
   if not math.isfinite(high):
-    return _power_above(true - low, se, df, alpha)
+    return power_above(true - low, se, df, alpha)
   if se == 0:
     return 1.0 if low < true < high else 0.0
-  q = _t_quantile(alpha, float(df))
+  q = _t_quantile(alpha, df)
   w_max = (high - low) / (2.0 * q * se)  # beyond it the interval is wider than (L, H)
   # Integrate over u = P(W ≤ w) (Gauss–Legendre): smooth in u, and no narrow χ peak to miss.
   u_max = float(scipy.special.gammainc(df / 2, w_max**2 * df / 2))
@@ -101,12 +133,12 @@ def power_one_sided(
   References:
     Student (1908); the noncentral t, e.g. Lakens (2017) for its use in planning.
   """
-  alpha = _check_alpha(alpha)
+  alpha = check_alpha(alpha)
   _check_design(sd, n)
   if n < 2:
     return 0.0
-  design = _Design(float(sd), "paired" if paired else "unpaired")
-  return _power_above(float(effect), design.se(n), design.df(n), alpha)
+  design = Design(float(sd), "paired" if paired else "unpaired")
+  return power_above(float(effect), design.se(n), design.df(n), alpha)
 
 
 def power_tost(
@@ -143,26 +175,35 @@ def power_tost(
   References:
     Schuirmann (1987); Lakens (2017).
   """
-  alpha = _check_alpha(alpha)
-  _check_margin("margin", margin, positive=True)
+  alpha = check_alpha(alpha)
+  check_margin("margin", margin, positive=True)
   _check_design(sd, n)
   if n < 2:
     return 0.0
-  design = _Design(float(sd), "paired" if paired else "unpaired")
-  return _power_inside(-margin, margin, float(true_effect), design.se(n), design.df(n), alpha)
+  design = Design(float(sd), "paired" if paired else "unpaired")
+  return power_inside(-margin, margin, float(true_effect), design.se(n), design.df(n), alpha)
 
 
-def _decisive_power(
+def decisive_power(
   effect: float, bounds: tuple[float, float], alpha: float
 ) -> Callable[[float, float], float] | None:
-  """P(the verdict `effect` points to) as a function of (se, df); None on a bound."""
+  """P(the verdict `effect` points to) as a function of (se, df); None on a bound.
+
+  Args:
+    effect: the true effect (e.g. the observed one).
+    bounds: the claim as (L, H).
+    alpha: the level.
+
+  Returns:
+    ``power(se, df)``: of "supported" when `effect` lies inside (L, H), else of "not supported".
+  """
   low, high = bounds
   if low < effect < high:
-    return lambda se, df: _power_inside(low, high, effect, se, df, alpha)
+    return lambda se, df: power_inside(low, high, effect, se, df, alpha)
   if effect > high:
-    return lambda se, df: _power_above(effect - high, se, df, alpha)  # lo > H: not supported
+    return lambda se, df: power_above(effect - high, se, df, alpha)  # lo > H: not supported
   if effect < low:
-    return lambda se, df: _power_above(low - effect, se, df, alpha)  # hi < L: not supported
+    return lambda se, df: power_above(low - effect, se, df, alpha)  # hi < L: not supported
   return None
 
 
@@ -180,13 +221,33 @@ def _smallest_n(power: Callable[[int], float], n_min: int, target: float, cap: i
   return lo
 
 
-def _n_needed_design(
-  effect: float, bounds: tuple[float, float], design: _Design, alpha: float, target: float, cap: int
+def n_to_decide(
+  effect: float,
+  bounds: tuple[float, float],
+  design: Design,
+  alpha: float,
+  target: float = TARGET_POWER,
+  cap: int = CAP,
 ) -> int | None:
-  decisive = _decisive_power(effect, bounds, alpha)
+  """The smallest n at which `design` reaches the verdict `effect` points to with probability
+  ≥ `target` (`decisive_power`), or None (on a bound, or beyond `cap`; over seeds × items also
+  when the items' floor alone keeps the power below `target`).
+
+  Args:
+    effect: the true effect.
+    bounds: the claim as (L, H).
+    design: how se and dof grow with n.
+    alpha: the level.
+    target: the power to reach.
+    cap: the largest n searched.
+
+  Returns:
+    n or None.
+  """
+  decisive = decisive_power(effect, bounds, alpha)
   if decisive is None:
     return None
-  if design.sd == 0:
+  if design.sd == 0 and design.floor == 0:
     return design.n_min
   return _smallest_n(lambda n: decisive(design.se(n), design.df(n)), design.n_min, target, cap)
 
@@ -201,8 +262,8 @@ def n_needed(
   low: float | None = None,
   high: float | None = None,
   paired: bool = True,
-  target: float = _TARGET_POWER,
-  cap: int = _CAP,
+  target: float = TARGET_POWER,
+  cap: int = CAP,
 ) -> int | None:
   """The smallest n (≥ 2) that reaches a decided verdict with probability ≥ `target`.
 
@@ -236,7 +297,7 @@ def n_needed(
     Lakens (2017), Equivalence tests: a practical primer for t tests, correlations, and
     meta-analyses (power and sample size of one-sided tests and TOST).
   """
-  alpha = _check_alpha(alpha)
+  alpha = check_alpha(alpha)
   if comparison not in COMPARISONS:
     raise ValueError(f"comparison must be one of {COMPARISONS}, got {comparison!r}.")
   _check_design(sd, 2)
@@ -245,9 +306,9 @@ def n_needed(
   if not isinstance(cap, int) or cap < 2:
     raise ValueError(f"cap must be an int ≥ 2, got {cap!r}.")
   if comparison == "slope_within":
-    low, high = _check_range(low, high)
+    low, high = check_range(low, high)
   else:
-    _check_margin("margin", margin, positive=comparison == "equivalent")
-  bounds = _bounds(comparison, margin, low, high)
-  design = _Design(float(sd), "paired" if paired else "unpaired")
-  return _n_needed_design(float(effect), bounds, design, alpha, target, cap)
+    check_margin("margin", margin, positive=comparison == "equivalent")
+  bounds = claim_bounds(comparison, margin, low, high)
+  design = Design(float(sd), "paired" if paired else "unpaired")
+  return n_to_decide(float(effect), bounds, design, alpha, target, cap)
