@@ -112,7 +112,7 @@ def adamw_recipe(
   if coupling != "corrected" or not corrected_layers:
     return wd_jax.adamw(
       learning_rate,
-      weight_decay,
+      weight_decay=weight_decay,
       coupling=coupling,
       peak_learning_rate=peak_learning_rate,
       mask=mask,
@@ -121,13 +121,20 @@ def adamw_recipe(
   others = wd_jax.regex_mask([(corrected_layers, 0.0)], default=mask)
   inner = wd_jax.adamw(
     learning_rate,
-    weight_decay,
+    weight_decay=weight_decay,
     coupling="corrected",
     peak_learning_rate=peak_learning_rate,
     mask=normalised,
   )
+  # The inner optimizer decays the corrected leaves and this wrapper the others: disjoint masks,
+  # so each leaf decays once (allow_base_decay says the inner decay is meant).
   return wd_jax.with_weight_decay(
-    inner, weight_decay, learning_rate=learning_rate, coupling="lr", mask=others
+    inner,
+    weight_decay,
+    learning_rate=learning_rate,
+    coupling="lr",
+    mask=others,
+    allow_base_decay=True,
   )
 
 

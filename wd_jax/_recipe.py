@@ -14,6 +14,8 @@ from wd_jax import validation
 from wd_jax.decoupled import with_weight_decay
 
 ScalarOrSchedule = float | optax.Schedule
+# Integers that set shapes or loop counts cannot be traced.
+STATIC_HINT = " (under optax.inject_hyperparams pass it in static_args)"
 AMSGRAD = ("optax", "torch")
 
 

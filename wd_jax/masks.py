@@ -172,7 +172,7 @@ def default_mask(params: Any) -> Any:
   Example:
     >>> wd_jax.default_mask({"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)})
     {'bias': False, 'kernel': True}
-    >>> opt = wd_jax.adamw(1e-3, 0.1, mask=wd_jax.default_mask)
+    >>> opt = wd_jax.adamw(1e-3, weight_decay=0.1, mask=wd_jax.default_mask)
 
   References:
     He et al., "Bag of tricks for image classification with convolutional neural

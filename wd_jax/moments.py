@@ -453,7 +453,7 @@ def l2_share(opt_state: Any) -> chex.Array:
     >>> _, state = opt.update({"w": jnp.array([1.0, 1.0])}, opt.init(p), p)
     >>> print(f"{float(wd_jax.l2_share(state)):.3f}")  # ‖m_l2‖ / (‖m_loss‖ + ‖m_l2‖)
     0.442
-    >>> opt = wd_jax.adamw(1e-3, 0.1)
+    >>> opt = wd_jax.adamw(1e-3, weight_decay=0.1)
     >>> print(wd_jax.l2_share(opt.init({"w": jnp.ones(2)})))
     0.0
 

@@ -26,9 +26,11 @@ import optax
 
 from wd_jax import validation
 from wd_jax._recipe import ScalarOrSchedule, adam_direction, check_adam, decayed, second_argument
+from wd_jax.factored import adafactor
 from wd_jax.masks import Mask
 from wd_jax.moments import scale_by_adam_l2, scale_by_adam_stable
-from wd_jax.other_optimizers import adafactor, adan, lamb, lion, muon, schedule_free_adamw
+from wd_jax.other_optimizers import adan, lamb, lion, muon
+from wd_jax.schedule_free import schedule_free_adamw
 from wd_jax.transforms import add_l2
 
 

@@ -141,7 +141,7 @@ def normalized_weight_decay(
     >>> lam = wd_jax.normalized_weight_decay(0.05, batch_size=128, train_size=50_000, epochs=100)
     >>> print(f"{lam:.3g}")
     0.000253
-    >>> opt = wd_jax.adamw(1e-3, lam, coupling="schedule")
+    >>> opt = wd_jax.adamw(1e-3, weight_decay=lam, coupling="schedule")
 
   References:
     Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019 (the appendix

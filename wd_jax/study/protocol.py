@@ -305,7 +305,9 @@ def run_cells(
   from wd_jax.engine.runlog import read_metrics
 
   points = [{**fields_of(c), "seed": int(s)} for c in cells for s in seeds]
-  select = (lambda rows: list(range(len(rows)))) if read_test else None
+  # Confirm reads every run's test split; tune reads none (the sweep's default would read its
+  # best row's).
+  select = (lambda rows: list(range(len(rows)))) if read_test else (lambda rows: [])
   rows = sweep.run_sweep(
     run,
     points,
@@ -334,7 +336,7 @@ def item_outcomes(run: Any, states: Sequence[Any], split: str = "val") -> list[d
 
   Args:
     run: the run config the states were trained under (its dataset and validation split).
-    states: final `TrainState`s (host arrays), None for a run that has none.
+    states: final ``TrainState`` objects (host arrays), None for a run that has none.
     split: ``"val"`` or ``"test"``.
 
   Returns:
