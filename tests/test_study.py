@@ -267,6 +267,18 @@ def test_a_changed_claim_is_refused_naming_the_digest_and_the_field(tmp_path):
     preregistration.check_same(p, "config.claims", edited, "claims")
 
 
+def test_a_field_added_since_is_the_same_run_only_at_the_value_its_absence_means(tmp_path):
+  p = preregistration.write(str(tmp_path / "p.json"), {"run": {"optimizer": {"name": "adamw"}}})
+  absent = {"optimizer.allow_unused_mask_rules": False}
+  now = {"optimizer": {"name": "adamw", "allow_unused_mask_rules": False}}
+  with pytest.raises(ValueError, match="allow_unused_mask_rules: False now, '<absent>'"):
+    preregistration.check_same(p, "config.run", now, "run")  # no default declared: a change
+  preregistration.check_same(p, "config.run", now, "run", absent)  # what its absence meant
+  now["optimizer"]["allow_unused_mask_rules"] = True
+  with pytest.raises(ValueError, match="allow_unused_mask_rules: True now, False"):
+    preregistration.check_same(p, "config.run", now, "run", absent)
+
+
 def test_a_workdir_keeps_the_digest_it_was_started_on(tmp_path):
   a = preregistration.write(str(tmp_path / "a.json"), {"claims": 1})
   b = preregistration.write(str(tmp_path / "b.json"), {"claims": 2})

@@ -34,6 +34,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from wd_jax.engine import config as engine_config
 from wd_jax.engine.runlog import write_atomic
 from wd_jax.study import preregistration, protocol, report, schema
 
@@ -271,7 +272,9 @@ def open_confirm(config: Any, workdir: str) -> preregistration.Preregistration:
   """
   prereg = preregistration.read(config.preregistration)
   preregistration.check_same(prereg, "config.claims", config.claims, "claims")
-  preregistration.check_same(prereg, "config.run", run_record(config), "run")
+  preregistration.check_same(
+    prereg, "config.run", run_record(config), "run", engine_config.ABSENT_MEANS
+  )
   check_fresh(prereg.body["tune"], config.confirm, prereg.body["rules"]["min_confirm_seeds"])
   preregistration.bind(workdir, prereg)
   return prereg

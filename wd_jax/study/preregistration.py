@@ -198,7 +198,9 @@ def provenance(prereg: Preregistration) -> str:
   return f"committed in {commit[:12]}"
 
 
-def check_same(prereg: Preregistration, what: str, declared: Any, key: str) -> None:
+def check_same(
+  prereg: Preregistration, what: str, declared: Any, key: str, absent_means: Any = None
+) -> None:
   """Refuses a config whose `declared` part differs from the pre-registration's ``body[key]``.
 
   Args:
@@ -206,6 +208,9 @@ def check_same(prereg: Preregistration, what: str, declared: Any, key: str) -> N
     what: the config field, for the message (e.g. ``"config.claims"``).
     declared: that field's value now.
     key: where the pre-registration keeps it.
+    absent_means: dotted field -> value, for fields added to the config after the
+      pre-registration was written: its lacking the field means that value (e.g. the engine's
+      `ABSENT_MEANS`); any other value now is a difference.
 
   Returns:
     None; it raises on a difference.
@@ -227,6 +232,8 @@ def check_same(prereg: Preregistration, what: str, declared: Any, key: str) -> N
     Nosek, Ebersole, DeHaven & Mellor, "The preregistration revolution", PNAS 2018.
   """
   now, then = _jsonable(declared), prereg.body.get(key)
+  for dotted, value in (absent_means or {}).items():
+    then = _with_default(then, dotted.split("."), _jsonable(value))
   if now == then:
     return
   where = _first_difference(now, then)
@@ -235,6 +242,18 @@ def check_same(prereg: Preregistration, what: str, declared: Any, key: str) -> N
     "pre-registered claim or configuration is never changed in place: edit the config and run "
     "the tune phase again (a new pre-registration, a new digest)."
   )
+
+
+def _with_default(tree: Any, keys: list[str], value: Any) -> Any:
+  """`tree` with ``value`` at the path `keys` where the path's last key is absent."""
+  if not isinstance(tree, dict):
+    return tree
+  head, rest = keys[0], keys[1:]
+  if not rest:
+    return tree if head in tree else {**tree, head: value}
+  if head not in tree:
+    return tree
+  return {**tree, head: _with_default(tree[head], rest, value)}
 
 
 def _first_difference(now: Any, then: Any, path: str = "") -> str:
