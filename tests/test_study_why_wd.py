@@ -86,6 +86,26 @@ def _records(curve):
   return [{"step": int(s), "loss": float(y)} for s, y in zip(STEPS, curve)]
 
 
+def test_drop_schedule_and_old_records():
+  """The engine's "drop" lr schedule: the peak until lr_drop_fraction of the steps, then ×
+  lr_drop_factor; a pre-registration written before these fields existed still matches."""
+  from wd_jax.engine import config as config_lib
+
+  c = config_lib.base_config()
+  c.steps, c.optimizer.learning_rate, c.optimizer.lr_schedule = 10, 0.4, "drop"
+  c.optimizer.lr_drop_fraction, c.optimizer.lr_drop_factor = 0.3, 0.25
+  config_lib.validate(c)
+  lr = [float(config_lib.learning_rate_schedule(c)(t)) for t in range(10)]
+  np.testing.assert_allclose(lr, [0.4] * 3 + [0.1] * 7)
+  for field in ("lr_drop_fraction", "lr_drop_factor"):
+    assert (
+      config_lib.ABSENT_MEANS[f"optimizer.{field}"] == config_lib.base_config().optimizer[field]
+    )
+  c.optimizer.lr_drop_factor = 1.5
+  with pytest.raises(ValueError, match="lr_drop_factor"):
+    config_lib.validate(c)
+
+
 def test_window_mean_and_value_at():
   recs = _records(STEPS.astype(float))
   assert why_wd.window_mean(recs, 20, 50) == pytest.approx(np.mean(np.arange(21, 51)))
