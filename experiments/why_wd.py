@@ -379,6 +379,8 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 def work(config) -> int:
   """Configuration-steps the phase trains (its progress line's total)."""
+  if config.get("task") not in TASKS:
+    return 0  # :bf16, refused by `run`
   if config.phase == "tune":
     cells = len(config.tune.learning_rates) * (len(config.tune.tau_over_T) + 1)
     return cells * len(config.tune.seeds) * config.run.steps
