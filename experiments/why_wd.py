@@ -270,7 +270,7 @@ def intro(config) -> str:
       f"5% warmup then cosine. Training loss windows: steps {e0:.0%}–{e1:.0%} (before the lr "
       f"decays below α/2) and {l0:.0%}–{l1:.0%} (the end), the mean batch loss per seed, "
       "paired by seed (every arm sees the same batches). Test: the held-out tail of the fresh "
-      "draw, loss summed per sequence."
+      "draw, the mean loss per character of each test window (the items)."
     )
   d = r.optimizer.lr_drop_fraction
   return (
