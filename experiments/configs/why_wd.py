@@ -9,11 +9,12 @@
 
 **LLM part** (default, task "lm"): the character-level pre-LN Transformer on the standard
 library's sources, trained for about one epoch with AdamW (decoupled, λ × α_t: torch AdamW), 5%
-warmup then cosine. Batches are random windows of the training stream (with replacement), so
-at one epoch each step's loss is mostly on characters not yet seen: the training loss per
-window of steps is (close to) the online loss, not a memorisation score. Tune: λ = 0 over the
-lr grid and AdamW over lr × τ/T, selected on validation loss; confirm: λ = 0 at the tuned
-decay's lr (``none@matched``, the paper's comparison: same lr, ± decay), λ = 0 at its own
+warmup then cosine. Batches are random windows of the training stream drawn with
+replacement: at step t a share 1 − exp(−t/T) of a batch's characters was held by an earlier
+window (~63% at the end), so the training loss per window of steps is near the online loss,
+not equal to it; the held-out loss is the clean check. Tune: λ = 0 over the lr grid and AdamW
+over lr × τ/T, selected on validation loss; confirm: λ = 0 at the tuned decay's lr
+(``none@matched``, the paper's comparison: same lr, ± decay), λ = 0 at its own
 tuned lr, the tuned ("moderate") λ and a "large" λ (× `large_factor`, the paper's 0.1 → 0.3),
 on fresh seeds and files disjoint from the tuning draw's.
 
@@ -66,7 +67,7 @@ NEVER_REGULARIZER = ABSTRACT + (
 
 def lm_claims() -> ml_collections.ConfigDict:
   """The LLM part's claims. Training loss: the mean batch loss over a window of steps, per seed
-  (one epoch: the online loss); seeds share their batches across arms (paired)."""
+  (about one epoch: near the online loss); seeds share their batches across arms (paired)."""
   m = lambda tag, what: f"lm/{tag}/{what}"
   out = {}
   for arm in ("moderate", "large"):
