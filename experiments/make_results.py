@@ -37,13 +37,15 @@ STUDIES = (
   "l1_vs_l2",
   "ridge",
   "coupling",
+  "why_wd",
 )
 # A study's variants shown after its default run: variant -> the heading above it.
 EXTRA = {
   "l2_pollution": {
     "replicate": "Replication: the same pre-registration on other seeds and another data draw",
     "char_lm": "Second task: a character-level Transformer (LayerNorm, embeddings)",
-  }
+  },
+  "why_wd": {"vision": "Vision part: an over-parameterised MLP, SGD with a step lr drop"},
 }
 
 _RUNS_DIR = flags.DEFINE_string("runs_dir", "runs/results", "Where the study workdirs live.")

@@ -18,17 +18,21 @@ from wd_jax.schedules import early_weight_decay, late_weight_decay
 
 DATASETS = ("mnist1d", "digits", "linear_regression", "teacher_student", "cifar10", "char_corpus")
 MODELS = ("mlp", "cnn1d", "resnet", "transformer")
-LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
+LR_SCHEDULES = ("constant", "cosine", "warmup_cosine", "drop")
 WD_SCHEDULES = ("constant", "early", "late")
 MASKS = ("all", "default", "rules")
 PARALLEL = ("none", "pmap", "sharded")
 
 
-
 # Fields added to the config after runs and pre-registrations were recorded without them, with
 # the value their absence means (the engine reads each with this default): a record without the
 # field and a config holding this value describe the same run.
-ABSENT_MEANS = {"optimizer.allow_unused_mask_rules": False}
+ABSENT_MEANS = {
+  "optimizer.allow_unused_mask_rules": False,
+  "optimizer.lr_drop_fraction": 0.5,
+  "optimizer.lr_drop_factor": 0.1,
+}
+
 
 def base_config() -> ml_collections.ConfigDict:
   """Defaults for every field; experiment configs override a few of them."""
@@ -46,6 +50,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 1e-4  # λ; what multiplies it depends on name/coupling (README table)
   c.optimizer.lr_schedule = "warmup_cosine"
   c.optimizer.warmup_fraction = 0.05  # of all steps
+  # lr_schedule "drop": the peak lr until lr_drop_fraction of the steps, then × lr_drop_factor
+  # (the step decay of the vision literature; no warmup).
+  c.optimizer.lr_drop_fraction = 0.5
+  c.optimizer.lr_drop_factor = 0.1
   c.optimizer.wd_schedule = "constant"
   c.optimizer.wd_switch_fraction = 0.5  # early: on before it; late: on from it
   c.optimizer.mask = "default"  # all | default (ndim >= 2) | rules
@@ -151,10 +159,15 @@ def _check_counts(config: ml_collections.ConfigDict) -> None:
   _positive_int("seed", config.seed, allow_zero=True)
   if config.seed > MAX_SEED:
     raise ValueError(f"config.seed must be an int <= {MAX_SEED} (2**32 - 2), got {config.seed}.")
-  for name, upper_inclusive in (("warmup_fraction", False), ("wd_switch_fraction", True)):
+  for name, upper_inclusive in (
+    ("warmup_fraction", False),
+    ("wd_switch_fraction", True),
+    ("lr_drop_fraction", True),
+    ("lr_drop_factor", True),
+  ):
     validation.check_number(
       f"config.optimizer.{name}",
-      config.optimizer[name],
+      config.optimizer.get(name, ABSENT_MEANS.get(f"optimizer.{name}", 0.0)),
       lower=0.0,
       upper=1.0,
       upper_inclusive=upper_inclusive,
@@ -247,6 +260,9 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, peak: Any = None) 
   warmup = int(o.warmup_fraction * steps)
   if o.lr_schedule == "constant":
     shape = optax.constant_schedule(1.0)
+  elif o.lr_schedule == "drop":
+    drop = round(o.get("lr_drop_fraction", 0.5) * steps)
+    shape = optax.piecewise_constant_schedule(1.0, {drop: o.get("lr_drop_factor", 0.1)})
   elif o.lr_schedule == "cosine" or not warmup:
     shape = optax.cosine_decay_schedule(1.0, steps)
   else:
