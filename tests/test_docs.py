@@ -228,6 +228,11 @@ def test_every_public_function_documents_its_sections():
 # guide's bullet that reports it, the verdict both give). When a study is run again and a verdict
 # changes, the guide must change with it.
 GUIDE_VERDICTS = (
+  ("**stabilised_above_none**", "during the large-lr", "supported"),
+  ("**no_gain_before_drop**", "decay gives no validation gain before", "supported"),
+  ("**gain_after_drop**", "it ends better on test after the drop", "supported"),
+  ("**moderate_lower_at_end**", "moderate λ ends with a lower training loss", "supported"),
+  ("**moderate_higher_before_decay**", "its training loss being higher before", "inconclusive"),
   ("**adamw_beats_adam**", "Tuned AdamW ends better than tuned plain Adam", "supported"),
   ("**adamw_beats_adam_l2**", "AdamW ends better than Adam+L2 on", "supported"),
   ("**adamw_ties_adam_l2**", "end within 0.01 of each other", "not supported"),
