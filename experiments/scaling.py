@@ -84,7 +84,7 @@ def cell_run(config, phase: str, size: int, width: int, lr: float | None = None,
   run.dataset.kwargs = {**dict(run.dataset.kwargs), "num_train": size + val}
   run.dataset.validation_fraction = val / (size + val)
   run.model.kwargs = {**dict(run.model.kwargs), "widths": (width, width)}
-  run.steps = int(round(s["epochs"] * size / run.batch_size))
+  run.steps = round(s["epochs"] * size / run.batch_size)
   run.log_every = run.eval_every = run.checkpoint_every = run.steps
   if lr is not None:
     run.optimizer.learning_rate = lr
@@ -386,7 +386,7 @@ def slope_table(config, values) -> str:
 
 def cell_table(est) -> str:
   rows = []
-  for name, e in est.items():
+  for e in est.values():
     ok = np.isfinite(e["log_lam"])
     m, lo, hi = stats.t_interval(e["log_lam"][ok], 0.05)
     tm, tlo, thi = stats.t_interval(e["log_tau"][ok], 0.05)
