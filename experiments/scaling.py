@@ -91,6 +91,11 @@ def cell_run(config, phase: str, size: int, width: int, lr: float | None = None,
   return run
 
 
+def log_tau_epoch(lr: float, log_lam, iterations: float):
+  """log τ_epoch = −log η − log λ − log(iterations per epoch)."""
+  return -math.log(lr) - log_lam - math.log(iterations)
+
+
 def tau_epoch(run, lr: float, lam: float) -> float:
   """τ_epoch = 1/(η λ · iterations per epoch), η the peak lr (inf for λ = 0)."""
   return math.inf if not lam else 1.0 / (lr * lam * iterations_per_epoch(run))
@@ -243,7 +248,7 @@ def estimates(config, prereg, rows) -> dict[str, dict[str, Any]]:
     log_lam = np.array([f[0] for f in fits])
     run = cell_run(config, "confirm", c0["size"], c0["width"], setup=setup)
     lr = c0["learning_rate"]
-    log_tau = -math.log(lr) - log_lam - math.log(iterations_per_epoch(run))
+    log_tau = log_tau_epoch(lr, log_lam, iterations_per_epoch(run))
     out[name] = {
       "rule": c0["rule"],
       "size": c0["size"],
