@@ -37,6 +37,7 @@ STUDIES = (
   "l1_vs_l2",
   "ridge",
   "coupling",
+  "scaling",
 )
 # A study's variants shown after its default run: variant -> the heading above it.
 EXTRA = {
