@@ -49,8 +49,9 @@ def measurement_names(config) -> list[str]:
   out = []
   for rule in config.rules:
     for axis in AXES:
-      for m in ("lam_slope", "tau_slope", "lr_slope", "nearer_zero", "identity"):
+      for m in ("lam_slope", "tau_slope", "lr_slope", "nearer_zero", "toward_tau_constant"):
         out.append(f"{rule}/{axis}/{m}")
+      out.append(f"{rule}/{axis}/identity")
       out += [f"{rule}/{axis}/tau_points", f"{rule}/{axis}/lam_points"]
   return out
 
@@ -265,7 +266,8 @@ def estimates(config, prereg, rows) -> dict[str, dict[str, Any]]:
 
 def measure(config, est) -> dict[str, Any]:
   """Per rule and axis: per-seed slopes of log λ*, log τ* (and the constant log η) on log n or
-  log w; |b_λ| − |b_τ|; the identity b_τ + b_λ + b_η (+1 on size); the points for slope claims."""
+  log w; |b_λ| − |b_τ|; t − 1/2 (t = b_λ / h, h the τ-constant prediction of b_λ); the identity
+  b_τ + b_λ + b_η (+1 on size); the points for slope claims."""
   out: dict[str, Any] = {}
   n_seeds = len(config.confirm.seeds)
   for rule in config.rules:
@@ -281,6 +283,10 @@ def measure(config, est) -> dict[str, Any]:
       out[f"{p}/lam_slope"], out[f"{p}/tau_slope"] = b_lam, b_tau
       out[f"{p}/lr_slope"] = np.full(n_seeds, b_lr)
       out[f"{p}/nearer_zero"] = np.abs(b_lam) - np.abs(b_tau)
+      # t = b_λ / h, h the τ-constant prediction of b_λ (λ-constant predicts 0); τ's slope is
+      # nearer 0 than λ's exactly when t > 1/2. Undefined where the two predictions meet.
+      h = -(1.0 + b_lr) if axis == "size" else -b_lr
+      out[f"{p}/toward_tau_constant"] = (b_lam / h if abs(h) > 0.1 else b_lam * np.nan) - 0.5
       out[f"{p}/identity"] = b_tau + b_lam + b_lr + (1.0 if axis == "size" else 0.0)
       groups = np.repeat(np.arange(n_seeds), len(mine))
       for what, y in (("tau", tau), ("lam", lam)):
@@ -349,21 +355,19 @@ INTRO = (
   "tuned lr's slope."
 )
 
-PREDICTIONS = {
-  ("fixed", "size"): ("−1", "0", "0", "−1"),
-  ("mup", "size"): ("−1", "0", "0", "−1"),
-  ("fixed", "width"): ("0", "0", "0", "0"),
-  ("mup", "width"): ("+1", "0", "0", "+1"),
-}
-
 
 def slope_table(config, values) -> str:
   rows = []
-  ci = lambda v: "{:+.2f} [{:+.2f}, {:+.2f}]".format(*stats.t_interval(v[np.isfinite(v)], 0.05))
+
+  def ci(v):
+    v = v[np.isfinite(v)]
+    return "{:+.2f} [{:+.2f}, {:+.2f}]".format(*stats.t_interval(v, 0.05)) if v.size else "—"
+
   for rule in config.rules:
     for axis in AXES:
       p = f"{rule}/{axis}"
-      w_lam, w_tau, c_lam, c_tau = PREDICTIONS[(rule, axis)]
+      b_lr = values[f"{p}/lr_slope"][0]
+      h = -(1.0 + b_lr) if axis == "size" else -b_lr  # b_λ if τ is constant; λ-constant: 0
       rows.append(
         [
           rule,
@@ -372,8 +376,9 @@ def slope_table(config, values) -> str:
           ci(values[f"{p}/tau_slope"]),
           f"{values[f'{p}/lr_slope'][0]:+.2f}",
           ci(values[f"{p}/nearer_zero"]),
-          f"{w_lam} / {c_lam}",
-          f"{w_tau} / {c_tau}",
+          ci(values[f"{p}/toward_tau_constant"] + 0.5),
+          f"{h:+.2f} / 0",
+          f"0 / {h:+.2f}",
         ]
       )
   head = [

@@ -92,9 +92,12 @@ def test_slopes_when_best_lambda_falls_as_one_over_size():
     np.testing.assert_allclose(v[f"{rule}/size/lam_slope"], -1.0, atol=1e-9)
     np.testing.assert_allclose(v[f"{rule}/size/tau_slope"], 0.0, atol=1e-9)
     np.testing.assert_allclose(v[f"{rule}/size/nearer_zero"], 1.0, atol=1e-9)
+    np.testing.assert_allclose(v[f"{rule}/size/toward_tau_constant"], 0.5, atol=1e-9)
     np.testing.assert_allclose(v[f"{rule}/size/identity"], 0.0, atol=1e-9)
     np.testing.assert_allclose(v[f"{rule}/width/tau_slope"], 0.0, atol=1e-9)
   np.testing.assert_allclose(v["mup/width/lam_slope"], 1.0, atol=1e-9)
+  np.testing.assert_allclose(v["mup/width/toward_tau_constant"], 0.5, atol=1e-9)
+  assert np.all(np.isnan(v["fixed/width/toward_tau_constant"]))  # the predictions meet at 0
   np.testing.assert_allclose(v["mup/width/lr_slope"], -1.0, atol=1e-9)
   np.testing.assert_allclose(v["fixed/width/lam_slope"], 0.0, atol=1e-9)
 
