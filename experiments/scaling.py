@@ -335,7 +335,10 @@ def confirm(config, workdir: str) -> dict[str, Any]:
         "Slopes over seeds (90% t interval; predictions: W&A τ constant / λ constant)",
         slope_table(config, values),
       ),
-      ("Per cell: best λ* and τ*_epoch (geometric mean over seeds, 90% interval)", cell_table(est)),
+      (
+        "Per cell: best λ* and τ*_epoch (geometric mean over seeds, 90% interval)",
+        cell_table(est, prereg),
+      ),
     ],
     figures=[figure(config, est, workdir)],
     preregistered=phases.describe_prereg(prereg),
@@ -387,16 +390,18 @@ def slope_table(config, values) -> str:
     "b_λ",
     "b_τ",
     "b_η (tuned lr)",
-    "|b_λ| − |b_τ|",
-    "b_λ predicted",
-    "b_τ predicted",
+    "abs(b_λ) − abs(b_τ)",
+    "t = b_λ / h",
+    "b_λ predicted (τ const / λ const)",
+    "b_τ predicted (τ const / λ const)",
   ]
   return study.markdown_table(head, rows)
 
 
-def cell_table(est) -> str:
+def cell_table(est, prereg) -> str:
   rows = []
-  for e in est.values():
+  for name, e in est.items():
+    edges = "; ".join(prereg.body["selection"][name]["edges"]) or "interior"
     ok = np.isfinite(e["log_lam"])
     m, lo, hi = stats.t_interval(e["log_lam"][ok], 0.05)
     tm, tlo, thi = stats.t_interval(e["log_tau"][ok], 0.05)
@@ -411,10 +416,11 @@ def cell_table(est) -> str:
         f"{math.exp(tm):.3g} [{math.exp(tlo):.3g}, {math.exp(thi):.3g}]",
         f"{e['edges']} of {ok.size}",
         f"{best:.4f}",
+        edges,
       ]
     )
   head = ["rule", "n", "width", "lr", "λ*", "τ*_epoch", "argmax on grid edge", "best test acc"]
-  return study.markdown_table(head, rows)
+  return study.markdown_table([*head, "tune pick on its grid's edge"], rows)
 
 
 def figure(config, est, workdir: str) -> tuple[str, str]:
