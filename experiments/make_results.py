@@ -38,6 +38,7 @@ STUDIES = (
   "ridge",
   "coupling",
   "why_wd",
+  "scaling",
 )
 # A study's variants shown after its default run: variant -> the heading above it.
 EXTRA = {
