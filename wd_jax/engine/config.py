@@ -24,11 +24,11 @@ MASKS = ("all", "default", "rules")
 PARALLEL = ("none", "pmap", "sharded")
 
 
-
 # Fields added to the config after runs and pre-registrations were recorded without them, with
 # the value their absence means (the engine reads each with this default): a record without the
 # field and a config holding this value describe the same run.
 ABSENT_MEANS = {"optimizer.allow_unused_mask_rules": False}
+
 
 def base_config() -> ml_collections.ConfigDict:
   """Defaults for every field; experiment configs override a few of them."""
