@@ -283,6 +283,28 @@ def quartiles(a: np.ndarray) -> tuple[float, float, float]:
   return float(q25), float(q50), float(q75)
 
 
+def time_rounds(runners: list, mode: str, rounds: int, steps: int) -> tuple[dict, list]:
+  """Compiles and warms up every variant, then times `rounds` rounds of `steps` steps, each
+  round in a fresh random order; the seconds per variant and each round's order."""
+  t0 = time.perf_counter()
+  for r in runners:
+    r.run(1)
+  print(f"compiled {len(runners)} variants in {time.perf_counter() - t0:.1f}s")
+  rng = np.random.default_rng([_SEED.value, MODES.index(mode)])
+  for _ in range(_WARMUP.value):
+    for i in rng.permutation(len(runners)):
+      runners[i].run(steps)
+  names = [r.name for r in runners]
+  times = {n: [] for n in names}
+  orders = []
+  for _ in range(rounds):
+    order = rng.permutation(len(runners))
+    orders.append([names[i] for i in order])
+    for i in order:
+      times[names[i]].append(runners[i].run(steps))
+  return times, orders
+
+
 def run_mode(
   mode: str, rounds: int, steps: int, pkey: jax.Array, x: jax.Array, y: jax.Array
 ) -> dict[str, Any]:
@@ -299,23 +321,7 @@ def run_mode(
   names = [r.name for r in runners]
   reference = {name: ref for name, (_, ref) in table.items()}
 
-  # Compile (first call) and warm up every variant before anything is timed.
-  t0 = time.perf_counter()
-  for r in runners:
-    r.run(1)
-  print(f"compiled {len(runners)} variants in {time.perf_counter() - t0:.1f}s")
-  rng = np.random.default_rng([_SEED.value, MODES.index(mode)])
-  for _ in range(_WARMUP.value):
-    for i in rng.permutation(len(runners)):
-      runners[i].run(steps)
-
-  times = {n: [] for n in names}
-  orders = []
-  for _ in range(rounds):
-    order = rng.permutation(len(runners))
-    orders.append([names[i] for i in order])
-    for i in order:
-      times[names[i]].append(runners[i].run(steps))
+  times, orders = time_rounds(runners, mode, rounds, steps)
 
   final_loss = {r.name: r.check_finite() for r in runners}
 

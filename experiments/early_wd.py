@@ -24,7 +24,6 @@ import numpy as np
 
 from wd_jax import study
 from wd_jax.engine import config as config_lib
-from wd_jax.study import claims as claims_lib
 from wd_jax.study import lr_strength, phases, protocol, report, schema, stats, strength
 from wd_jax.study import scale_invariant as si
 
@@ -182,17 +181,11 @@ def measure(config, rows, cells) -> dict[str, Any]:
 
 def confirm(config, workdir: str) -> dict[str, Any]:
   """Confirm phase: the pre-registered cells only, on fresh seeds and a fresh draw."""
-  prereg = phases.open_confirm(config, workdir)
-  study.begin(config, workdir)
-  cells = prereg.body["cells"]
-  runs = {a: arm_run(config, a, "confirm") for a in cells}
-  rows = phases.confirm_arms(runs, prereg, config, workdir)
+  prereg, cells, rows = phases.start_confirm(config, workdir, arm_run)
   for arm_rows in rows.values():
     si.add_norms(arm_rows)
   values = measure(config, rows, cells)
-  fmt = lambda v: f"{np.nanmean(v):.4f}" if np.ndim(v) == 2 else study.fmt(v, 4)
-  said = lambda c: "; ".join(f"{m}: {fmt(values[m])}" for m in c.measurements)
-  findings = claims_lib.decide(claims_lib.parse(config.claims), values, said)
+  findings = study.decide_claims(config, values)
   diverged = phases.write_run_lines(workdir, rows, cells, {"final_log_norm": final_log_norm})
   w = cells["whole"][0]
   intro = INTRO.format(
@@ -286,17 +279,12 @@ def figure(config, values, rows, cells, workdir: str) -> tuple[str, str]:
   return caption, path
 
 
-def run(config, workdir: str) -> dict[str, Any]:
-  study.check(config, workdir, FIELDS, measurement_names)
-  return tune(config, workdir) if config.phase == "tune" else confirm(config, workdir)
+run = study.two_phases(tune, confirm, FIELDS, measurement_names)
 
 
 def work(config) -> int:
   """Configuration-steps the phase trains (its progress line's total)."""
-  if config.phase == "tune":
-    cells = len(config.tune.learning_rates) * (len(config.tune.tau_over_T) + 1)
-    return cells * len(config.tune.seeds) * config.run.steps
-  return (len(arms(config)) + 1) * len(config.confirm.seeds) * config.run.steps
+  return phases.work(config, confirm_cells=len(arms(config)) + 1)
 
 
 if __name__ == "__main__":

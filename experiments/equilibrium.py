@@ -26,7 +26,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from wd_jax import study
-from wd_jax.study import claims as claims_lib
 from wd_jax.study import phases, protocol, report, schema, stats
 from wd_jax.study import scale_invariant as si
 
@@ -165,15 +164,12 @@ def measure(summ) -> dict[str, Any]:
 
 
 def run_phase(config, workdir: str, phase: str):
+  if phase == "confirm":
+    return phases.start_confirm(config, workdir, variant_run)
   cells = cells_of(config)
   runs = {v: variant_run(config, v, phase) for v in cells}
-  if phase == "tune":
-    study.begin(config, workdir)
-    rows = phases.tune_arms(runs, cells, config, workdir)
-    return None, cells, rows
-  prereg = phases.open_confirm(config, workdir)
   study.begin(config, workdir)
-  return prereg, prereg.body["cells"], phases.confirm_arms(runs, prereg, config, workdir)
+  return None, cells, phases.tune_arms(runs, cells, config, workdir)
 
 
 def tune(config, workdir: str) -> dict[str, Any]:
@@ -199,8 +195,7 @@ def confirm(config, workdir: str) -> dict[str, Any]:
   prereg, cells, rows = run_phase(config, workdir, "confirm")
   summ = summarize(config, rows, cells)
   values = measure(summ)
-  said = lambda c: "; ".join(f"{m}: {study.fmt(values[m], 4)}" for m in c.measurements)
-  findings = claims_lib.decide(claims_lib.parse(config.claims), values, said)
+  findings = study.decide_claims(config, values)
   diverged = phases.write_run_lines(workdir, rows, cells)
   study.write_summary(
     workdir,

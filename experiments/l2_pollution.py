@@ -188,15 +188,9 @@ def measure(config, rows, cells) -> dict[str, Any]:
 
 def confirm(config, workdir: str) -> dict[str, Any]:
   """Confirm phase: the pre-registered cells only, on fresh seeds and a fresh draw."""
-  prereg = phases.open_confirm(config, workdir)
-  study.begin(config, workdir)
-  cells = prereg.body["cells"]
-  runs = {a: arm_run(config, a, "confirm") for a in cells}
-  rows = phases.confirm_arms(runs, prereg, config, workdir)
+  prereg, cells, rows = phases.start_confirm(config, workdir, arm_run)
   values = measure(config, rows, cells)
-  fmt = lambda v: f"{np.nanmean(v):.4f}" if np.ndim(v) == 2 else study.fmt(v, 4)
-  said = lambda c: "; ".join(f"{m}: {fmt(values[m])}" for m in c.measurements)
-  findings = claims_lib.decide(claims_lib.parse(config.claims), values, said)
+  findings = study.decide_claims(config, values)
   turns = {
     "turn_active": lambda r: turn(r["learning_rate"], True)(r),
     "turn_run": lambda r: turn(r["learning_rate"], False)(r),
@@ -324,17 +318,12 @@ def figures(config, rows, cells, findings, values, workdir) -> list[tuple[str, s
   return out
 
 
-def run(config, workdir: str) -> dict[str, Any]:
-  study.check(config, workdir, FIELDS, measurement_names)
-  return tune(config, workdir) if config.phase == "tune" else confirm(config, workdir)
+run = study.two_phases(tune, confirm, FIELDS, measurement_names)
 
 
 def work(config) -> int:
   """Configuration-steps the phase trains (its progress line's total)."""
-  if config.phase == "tune":
-    cells = len(config.tune.learning_rates) * (len(config.tune.tau_over_T) + 1)
-    return cells * len(config.arms) * len(config.tune.seeds) * config.run.steps
-  return (len(config.arms) + 7) * len(config.confirm.seeds) * config.run.steps
+  return phases.work(config, confirm_cells=len(config.arms) + 7, tune_arms=len(config.arms))
 
 
 if __name__ == "__main__":

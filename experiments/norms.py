@@ -31,7 +31,6 @@ from wd_jax import study
 from wd_jax.engine import data as data_lib
 from wd_jax.engine import experiment, sweep
 from wd_jax.engine.runlog import read_metrics
-from wd_jax.study import claims as claims_lib
 from wd_jax.study import lr_strength, phases, protocol, report, schema, stats, strength
 from wd_jax.study import scale_invariant as si
 
@@ -207,9 +206,7 @@ def confirm(config, workdir: str) -> dict[str, Any]:
   cells = prereg.body["cells"]
   rows = {a: confirm_arm(config, a, cells[a], workdir) for a in ARMS}
   values = measure(config, rows, cells)
-  fmt = lambda v: f"{np.nanmean(v):.4f}" if np.ndim(v) == 2 else study.fmt(v, 4)
-  said = lambda c: "; ".join(f"{m}: {fmt(values[m])}" for m in c.measurements)
-  findings = claims_lib.decide(claims_lib.parse(config.claims), values, said)
+  findings = study.decide_claims(config, values)
   extra = {"sharpness": lambda r: r["sharpness"], "abs_sharpness": lambda r: r["abs_sharpness"]}
   extra["final_norm"] = lambda r: si.value_at(r["records"], si.KEY)
   diverged = phases.write_run_lines(workdir, rows, cells, extra)
@@ -294,17 +291,12 @@ def figure(config, values, rows, workdir: str) -> tuple[str, str]:
   return caption, path
 
 
-def run(config, workdir: str) -> dict[str, Any]:
-  study.check(config, workdir, FIELDS, measurement_names)
-  return tune(config, workdir) if config.phase == "tune" else confirm(config, workdir)
+run = study.two_phases(tune, confirm, FIELDS, measurement_names)
 
 
 def work(config) -> int:
   """Configuration-steps the phase trains (its progress line's total)."""
-  if config.phase == "tune":
-    cells = len(config.tune.learning_rates) * (len(config.tune.tau_over_T) + 1)
-    return cells * len(config.tune.seeds) * config.run.steps
-  return len(ARMS) * len(config.confirm.seeds) * config.run.steps
+  return phases.work(config, confirm_cells=len(ARMS))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Small problems the optimizer tests share (float64 unless asked otherwise)."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 
 def teacher_problem(seed: int = 0, steps: int = 120, batch: int = 32):
@@ -24,6 +26,29 @@ def teacher_loss(p, x, y):
   """½ mean squared error of the `teacher_problem` MLP."""
   out = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
   return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=-1))
+
+
+teacher_grad = jax.jit(jax.grad(teacher_loss))  # one compile shared by every test
+
+
+def train_teacher(opt, params, xs, ys):
+  """Final params (numpy float64) after one jitted `opt` step per `teacher_problem` batch.
+
+  λ stays a Python float inside `opt`, as users pass it: a traced float64 λ would
+  promote float32 schedule products to float64 and hide a float32 rounding of c_t·λ.
+  """
+
+  @jax.jit
+  def update(p, s, g):
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  p = jax.tree.map(jnp.asarray, params)
+  s = opt.init(p)
+  for x, y in zip(xs, ys):
+    p, s = update(p, s, teacher_grad(p, x, y))
+  chex.assert_trees_all_equal_dtypes(p, jax.tree.map(jnp.asarray, params))  # still float64
+  return jax.tree.map(np.asarray, p)
 
 
 def nested_params(seed: int = 0, dtype=jnp.float64):

@@ -24,6 +24,7 @@ import filelock
 import jax
 import numpy as np
 import pytest
+import studies
 
 from wd_jax.engine import checkpoint as checkpoint_lib
 from wd_jax.engine import runlog, train, workdir
@@ -355,15 +356,14 @@ def test_the_auto_record_ignores_malformed_entries_and_keeps_concurrent_writes(t
 
 
 def _sweep_cmd(wd):
-  return [
-    sys.executable,
-    os.path.join(ROOT, "experiments", "sweep.py"),
-    f"--config={os.path.join(ROOT, 'experiments', 'configs', 'sweep_mnist1d_mlp.py')}:smoke",
-    f"--workdir={wd}",
+  return studies.script_cmd(
+    "sweep.py",
+    "sweep_mnist1d_mlp.py:smoke",
+    wd,
     "--config.sweep.strategy=processes",
     "--config.sweep.num_workers=2",
     "--config.base.steps=100000",
-  ]
+  )
 
 
 def _children(pid):

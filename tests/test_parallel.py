@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import studies
 
 from wd_jax.engine import parallel, train
 from wd_jax.engine.runlog import read_metrics
@@ -123,18 +124,17 @@ def _free_port():
 def _launch_two(workdir, *extra, devices_per_process=2):
   """Two processes with `devices_per_process` CPU devices each: one mesh over 127.0.0.1."""
   port = _free_port()
-  cmd = [
-    sys.executable,
-    os.path.join(ROOT, "experiments", "train.py"),
-    f"--config={os.path.join(ROOT, 'experiments/configs/mnist1d_mlp.py')}:smoke",
-    f"--workdir={workdir}",
+  cmd = studies.script_cmd(
+    "train.py",
+    "mnist1d_mlp.py:smoke",
+    workdir,
     "--config.parallel=sharded",
     "--config.optimizer.name=adam_l2",
     "--config.optimizer.weight_decay=0.05",
     f"--coordinator_address=127.0.0.1:{port}",
     "--num_processes=2",
     *extra,
-  ]
+  )
   flags = f"--xla_force_host_platform_device_count={devices_per_process}"
   env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   procs = []

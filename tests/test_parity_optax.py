@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 from problems import teacher_loss, teacher_problem
+from problems import train_teacher as _train
 
 import wd_jax
 
@@ -70,29 +71,6 @@ def _grad_np(p, x, y):
   d_out = (h @ p["w2"] + p["b2"] - y) / x.shape[0]
   d_z = (d_out @ p["w2"].T) * (1 - h**2)
   return {"w1": x.T @ d_z, "b1": d_z.sum(0), "w2": h.T @ d_out, "b2": d_out.sum(0)}
-
-
-_grad_jax = jax.jit(jax.grad(_loss_jax))  # one compile shared by every test
-
-
-def _train(opt, params, xs, ys):
-  """Final params (numpy float64) after one `opt` step per batch.
-
-  λ stays a Python float inside `opt`, as users pass it: a traced float64 λ would
-  promote float32 schedule products to float64 and hide a float32 rounding of c_t·λ.
-  """
-
-  @jax.jit
-  def update(p, s, g):
-    u, s = opt.update(g, s, p)
-    return optax.apply_updates(p, u), s
-
-  p = jax.tree.map(jnp.asarray, params)
-  s = opt.init(p)
-  for x, y in zip(xs, ys):
-    p, s = update(p, s, _grad_jax(p, x, y))
-  chex.assert_trees_all_equal_dtypes(p, jax.tree.map(jnp.asarray, params))  # still float64
-  return jax.tree.map(np.asarray, p)
 
 
 _MEMO = {}
@@ -174,7 +152,8 @@ def test_adamw_lr_matches_optax_adamw(lr_kind, masked):
     ys,
   )
   theirs = _memo(
-    ("optax.adamw", lr_kind, masked), lambda: _train(_optax_adamw(lr, wd, mask), params, xs, ys)
+    ("optax.adamw", lr_kind, masked),
+    lambda: _train(_optax_adamw(lr, wd, mask), params, xs, ys),
   )
   _assert_close(ours, theirs, rtol=OPTAX_RTOL, atol=OPTAX_ATOL)
   assert _moved(ours, _no_decay(lr, params, xs, ys)) > MIN_EFFECT
@@ -219,7 +198,8 @@ def test_adam_l2_matches_optax_chain(variant, masked):
   mask = wd_jax.default_mask if masked else None
   ours = _train(ADAM_L2_VARIANTS[variant](lr, wd, mask), params, xs, ys)
   theirs = _memo(
-    ("optax adam l2", lr_kind, masked), lambda: _train(_optax_adam_l2(lr, wd, mask), params, xs, ys)
+    ("optax adam l2", lr_kind, masked),
+    lambda: _train(_optax_adam_l2(lr, wd, mask), params, xs, ys),
   )
   _assert_close(ours, theirs, rtol=OPTAX_RTOL, atol=OPTAX_ATOL)
   assert _moved(ours, _no_decay(lr, params, xs, ys)) > MIN_EFFECT

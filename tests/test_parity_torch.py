@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from problems import teacher_loss, teacher_problem
+from problems import teacher_grad, teacher_loss, teacher_problem, train_teacher
 
 import wd_jax
 
@@ -43,25 +43,6 @@ _loss_jax = teacher_loss
 def _loss_torch(p, x, y):
   out = torch.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
   return 0.5 * torch.mean(torch.sum((out - y) ** 2, dim=-1))
-
-
-_grad_jax = jax.jit(jax.grad(_loss_jax))  # one compile shared by every test
-
-
-def _run_jax(opt, params, xs, ys):
-  """Final params (numpy float64) after one `opt` step per batch."""
-
-  @jax.jit
-  def update(p, s, g):
-    u, s = opt.update(g, s, p)
-    return optax.apply_updates(p, u), s
-
-  p = jax.tree.map(jnp.asarray, params)
-  s = opt.init(p)
-  for x, y in zip(xs, ys):
-    p, s = update(p, s, _grad_jax(p, x, y))
-  chex.assert_trees_all_equal_dtypes(p, jax.tree.map(jnp.asarray, params))  # still float64
-  return jax.tree.map(np.asarray, p)
 
 
 def _run_torch(make_opt, params, xs, ys, *, peak, lrs, wd, masked):
@@ -225,7 +206,7 @@ def test_matches_torch(name, lr_kind):
     make_torch, params, xs, ys, peak=peak, lrs=lrs, wd=wd, masked=masked
   )
 
-  ours = _run_jax(make_jax(lr, wd, mask), params, xs, ys)
+  ours = train_teacher(make_jax(lr, wd, mask), params, xs, ys)
   theirs = run_torch(wd, masked)
   print(f"max |wd_jax - torch| = {_max_abs_diff(ours, theirs):.3e}")
   chex.assert_trees_all_close(ours, theirs, atol=atol, rtol=0)
@@ -252,7 +233,7 @@ def test_optax_amsgrad_is_not_torchs():
     wd=0.1,
     masked=False,
   )
-  optax_rule = _run_jax(wd_jax.adamw(1e-2, weight_decay=0.1, amsgrad=True), params, xs, ys)
+  optax_rule = train_teacher(wd_jax.adamw(1e-2, weight_decay=0.1, amsgrad=True), params, xs, ys)
   apart = _max_abs_diff(optax_rule, theirs)
   print(f"max |optax's AMSGrad - torch's| = {apart:.3e} after {STEPS} steps")
   assert apart > 1e-2
@@ -261,7 +242,7 @@ def test_optax_amsgrad_is_not_torchs():
 def test_torch_and_jax_gradients_agree():
   """The two losses are the same function: equal gradients at the initial params."""
   params, xs, ys = _problem()
-  g_jax = _grad_jax(jax.tree.map(jnp.asarray, params), xs[0], ys[0])
+  g_jax = teacher_grad(jax.tree.map(jnp.asarray, params), xs[0], ys[0])
   tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
   _loss_torch(tp, torch.from_numpy(xs[0]), torch.from_numpy(ys[0])).backward()
   g_torch = {k: v.grad.numpy() for k, v in tp.items()}
@@ -392,7 +373,7 @@ def test_recipe_matches_torch(name, monkeypatch):
   if name == "adafactor":  # torch's relative step min(α_t, 1/√t) must bind for part of the run
     t = np.arange(1, STEPS + 1)
     assert np.any(1 / np.sqrt(t) < lrs[:STEPS]) and np.any(1 / np.sqrt(t) > lrs[:STEPS])
-  ours = _run_jax(make(lr, wd), params, xs, ys)
+  ours = train_teacher(make(lr, wd), params, xs, ys)
   theirs = _run_torch_recipe(kind, params, xs, ys, peak=peak, lrs=lrs, wd=wd, **kwargs)
   diff = _max_abs_diff(ours, theirs)
   print(f"{name}: max |wd_jax - torch| = {diff:.3e} after {STEPS} steps")

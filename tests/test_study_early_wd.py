@@ -1,28 +1,20 @@
 """The early/late weight-decay study's smoke config end to end: tune writes a pre-registration,
 confirm reads it, runs the critical-period curve and decides every claim."""
 
-import json
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
+import studies
 
 from wd_jax.engine.config import override
 from wd_jax.study import preregistration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import early_wd  # noqa: E402
-from configs import early_wd as early_wd_config  # noqa: E402
+early_wd = studies.study("early_wd")
 
 
 def _config(tmp_path, phase):
-  cfg = early_wd_config.get_config("smoke")
-  cfg.preregistration = str(tmp_path / "early_wd.json")
-  cfg.phase = phase
-  return cfg
+  return studies.smoke_config("early_wd", tmp_path, phase)
 
 
 def test_smoke_tune_then_confirm(tmp_path):
@@ -42,15 +34,9 @@ def test_smoke_tune_then_confirm(tmp_path):
   assert received["late_50"] < received["late_25"] < received["whole"]
 
   cfg = _config(tmp_path, "confirm")
-  workdir = str(tmp_path / "confirm")
-  out = early_wd.run(cfg, workdir)
-  with open(os.path.join(workdir, "summary.md")) as f:
-    summary = f.read()
-  assert summary.count("**Verdict**") == len(out["findings"]) == len(cfg.claims)
+  out, summary, lines = studies.run_confirm(early_wd, cfg, tmp_path)
   assert prereg.digest in summary
   assert "(critical_period.png)" in summary
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    lines = [json.loads(x) for x in f]
   assert len(lines) == sum(len(c) for c in cells.values()) * len(cfg.confirm.seeds)
   assert all(x["test_accuracy"] is not None for x in lines)  # every run's test read once
   v = out["values"]

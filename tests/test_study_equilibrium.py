@@ -2,26 +2,19 @@
 confirm decides them), its window statistics on hand-made records, and its config checks."""
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
+import studies
 
 from wd_jax.engine.config import override
 from wd_jax.study import preregistration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import equilibrium  # noqa: E402
-from configs import equilibrium as equilibrium_config  # noqa: E402
+equilibrium = studies.study("equilibrium")
 
 
 def _config(tmp_path, phase):
-  cfg = equilibrium_config.get_config("smoke")
-  cfg.preregistration = str(tmp_path / "equilibrium.json")
-  cfg.phase = phase
-  return cfg
+  return studies.smoke_config("equilibrium", tmp_path, phase)
 
 
 def test_smoke_tune_then_confirm(tmp_path):
@@ -32,15 +25,11 @@ def test_smoke_tune_then_confirm(tmp_path):
   assert set(body["tune"]["diagnostics"]) == {"adamw_a", "sgdm_a"}
 
   cfg = _config(tmp_path, "confirm")
-  workdir = str(tmp_path / "confirm")
-  out = equilibrium.run(cfg, workdir)
-  with open(os.path.join(workdir, "summary.md")) as f:
-    summary = f.read()
+  out, summary, lines = studies.run_confirm(equilibrium, cfg, tmp_path)
   # The precondition, then angle and norm per setting, each decided.
-  assert summary.count("**Verdict**") == len(out["findings"]) == 1 + 2 * len(cfg.settings)
+  assert len(out["findings"]) == 1 + 2 * len(cfg.settings)
   assert "(equilibrium.png)" in summary
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    assert len(f.readlines()) == len(cfg.settings) * len(cfg.confirm.seeds)
+  assert len(lines) == len(cfg.settings) * len(cfg.confirm.seeds)
   v = out["values"]
   for name, *_ in cfg.settings:
     assert len(v[f"{name}/log_angle_ratio"]) == len(cfg.confirm.seeds)
@@ -66,7 +55,7 @@ def _records(norms, angle=0.02, pred_angle=0.04, pred_norm=2.0):
 
 
 def test_window_statistics_by_hand():
-  cfg = equilibrium_config.get_config("smoke")
+  cfg = studies.smoke_config("equilibrium")
   cfg.run.steps, cfg.window = 30, 0.9
   row = {"records": _records((4.0, 3.0, 2.0))}
   s = equilibrium.window_stats(cfg, row, shrink=0.1)

@@ -17,6 +17,7 @@ from configs import coupling as coupling_config  # noqa: E402
 from configs import lr_wd_grid as grid_config  # noqa: E402
 
 from wd_jax.study import (  # noqa: E402
+  lr_ridge,
   protocol,
   report,
   stats,
@@ -56,21 +57,19 @@ def test_ridge_slope_of_an_exact_quadratic():
   x, y = rng.uniform(-2, 0, 40), rng.uniform(-4, 0, 40)
   for slope in (-1.0, 0.0, 0.7):
     z = 1.0 - 0.3 * (y - (slope * x - 1.0)) ** 2 - 0.05 * x**2  # ridge y* = slope·x − 1
-    assert lr_wd_grid.ridge_slope(x, y, z) == pytest.approx(slope, abs=1e-9)
-  assert math.isnan(lr_wd_grid.ridge_slope(x, y, 0.3 * y**2))  # convex in y: no ridge
-  assert math.isnan(lr_wd_grid.ridge_slope(x[:5], y[:5], x[:5]))  # too few points
+    assert lr_ridge.ridge_slope(x, y, z) == pytest.approx(slope, abs=1e-9)
+  assert math.isnan(lr_ridge.ridge_slope(x, y, 0.3 * y**2))  # convex in y: no ridge
+  assert math.isnan(lr_ridge.ridge_slope(x[:5], y[:5], x[:5]))  # too few points
 
 
 @pytest.mark.parametrize("exponent", [-1.0, -0.5, 0.0])
 def test_the_ridge_recovers_the_exponent_of_best_wd_against_lr(exponent):
   scores, log_lam = _synthetic(LRS, TAUS, exponent, seeds=4, noise=0.005)
-  a = lr_wd_grid.analyse(scores, log_lam, LRS)
+  a = lr_ridge.analyse(scores, log_lam, LRS)
   assert all(abs(s - exponent) < 0.15 for s in a["slopes"]), a["slopes"]
   assert all(abs(s - exponent) < 0.25 for s in a["argmax_slopes"]), a["argmax_slopes"]
   # The "schedule" view of the same runs (λ_s = α·λ_lr) has a slope larger by exactly 1.
-  sched = lr_wd_grid.analyse(
-    scores, lr_wd_grid.view_log_lambda("adamw_schedule", log_lam, LRS), LRS
-  )
+  sched = lr_ridge.analyse(scores, lr_ridge.view_log_lambda("adamw_schedule", log_lam, LRS), LRS)
   assert np.allclose(np.subtract(sched["slopes"], a["slopes"]), 1.0, atol=1e-9)
 
 
@@ -78,7 +77,7 @@ def test_ridge_claims_tell_minus_one_from_zero():
   claim = {"comparison": "equivalent", "margin": 0.5, "alpha": 0.05}
   for exponent in (-1.0, 0.0):
     scores, log_lam = _synthetic(LRS, TAUS, exponent, seeds=5, noise=0.005)
-    slopes = lr_wd_grid.analyse(scores, log_lam, LRS)["slopes"]
+    slopes = lr_ridge.analyse(scores, log_lam, LRS)["slopes"]
     for p in (-1.0, 0.0):
       d = stats.decide(claim, {"a": [s - p for s in slopes]})
       want = stats.SUPPORTED if p == exponent else stats.NOT_SUPPORTED
@@ -90,7 +89,7 @@ def test_unreachable_cells_and_a_dead_lr_are_left_out_without_warnings():
   log_lam[-3:, 0] = np.nan  # Adam+L2 cannot reach the three strongest strengths at the lowest lr
   scores[:, -3:, 0] = np.nan
   scores[:, :, 1] = np.nan  # every run diverged at the second lr
-  a = lr_wd_grid.analyse(scores, log_lam, LRS)  # no warning (warnings are errors here)
+  a = lr_ridge.analyse(scores, log_lam, LRS)  # no warning (warnings are errors here)
   assert np.isnan(a["best_log10_wd"][:, 1]).all()
   assert all(abs(s + 1.0) < 0.2 for s in a["slopes"])
   assert not a["region"][:, 1].any()
@@ -99,14 +98,14 @@ def test_unreachable_cells_and_a_dead_lr_are_left_out_without_warnings():
 def test_best_log_wd_parabola_edges_ties_and_nan():
   x = [0.0, 1.0, 2.0, 3.0]
   # An exact parabola peaked at 1.3 is recovered exactly.
-  assert lr_wd_grid.best_log_wd(x, [-((v - 1.3) ** 2) for v in x]) == (pytest.approx(1.3), True)
-  assert lr_wd_grid.best_log_wd(x, [4.0, 3.0, 2.0, 1.0]) == (0.0, False)  # edge: censored
-  assert lr_wd_grid.best_log_wd(x, [1.0, 2.0, 2.0, 1.0])[0] == pytest.approx(1.5)  # tie: between
-  assert lr_wd_grid.best_log_wd(x, [math.nan, 1.0, math.nan, 0.0]) == (1.0, True)  # NaN = worst
-  est, interior = lr_wd_grid.best_log_wd(x, [math.nan] * 4)
+  assert lr_ridge.best_log_wd(x, [-((v - 1.3) ** 2) for v in x]) == (pytest.approx(1.3), True)
+  assert lr_ridge.best_log_wd(x, [4.0, 3.0, 2.0, 1.0]) == (0.0, False)  # edge: censored
+  assert lr_ridge.best_log_wd(x, [1.0, 2.0, 2.0, 1.0])[0] == pytest.approx(1.5)  # tie: between
+  assert lr_ridge.best_log_wd(x, [math.nan, 1.0, math.nan, 0.0]) == (1.0, True)  # NaN = worst
+  est, interior = lr_ridge.best_log_wd(x, [math.nan] * 4)
   assert math.isnan(est) and not interior
   with pytest.raises(ValueError, match="increasing"):
-    lr_wd_grid.best_log_wd([1.0, 0.0], [0.0, 1.0])
+    lr_ridge.best_log_wd([1.0, 0.0], [0.0, 1.0])
 
 
 def test_grad_norm_rise_and_strength_matched_weight_decays():

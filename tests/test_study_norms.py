@@ -1,31 +1,22 @@
 """The norms study's smoke config end to end (tune writes a pre-registration, confirm reads it),
 and its random labels."""
 
-import json
-import os
-import sys
-
 import numpy as np
 import pytest
+import studies
 
 from wd_jax.engine.config import override
 from wd_jax.study import preregistration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import norms  # noqa: E402
-from configs import norms as norms_config  # noqa: E402
+norms = studies.study("norms")
 
 
 def _config(tmp_path, phase):
-  cfg = norms_config.get_config("smoke")
-  cfg.preregistration = str(tmp_path / "norms.json")
-  cfg.phase = phase
-  return cfg
+  return studies.smoke_config("norms", tmp_path, phase)
 
 
 def test_random_labels_replace_every_training_label_and_keep_the_test_labels():
-  cfg = norms_config.get_config("smoke")
+  cfg = studies.smoke_config("norms")
   true, rand = (norms.dataset(cfg, arm, "confirm") for arm in ("true_none", "random_none"))
   again = norms.dataset(cfg, "random_early", "confirm")
   np.testing.assert_array_equal(rand.y_train, again.y_train)  # one draw, shared by the arms
@@ -47,14 +38,8 @@ def test_smoke_tune_then_confirm(tmp_path):
   assert cells["true_none"][0]["weight_decay"] == cells["random_none"][0]["weight_decay"] == 0.0
 
   cfg = _config(tmp_path, "confirm")
-  workdir = str(tmp_path / "confirm")
-  out = norms.run(cfg, workdir)
-  with open(os.path.join(workdir, "summary.md")) as f:
-    summary = f.read()
-  assert summary.count("**Verdict**") == len(out["findings"]) == len(cfg.claims)
+  out, summary, lines = studies.run_confirm(norms, cfg, tmp_path)
   assert "(norms_and_sharpness.png)" in summary
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    lines = [json.loads(x) for x in f]
   assert len(lines) == len(norms.ARMS) * len(cfg.confirm.seeds)
   for x in lines:
     assert x["test_accuracy"] is not None and x["sharpness"] > 0 and x["abs_sharpness"] > 0

@@ -9,6 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import studies
 
 from wd_jax.engine import config, data, sweep, train
 from wd_jax.engine.runlog import read_metrics
@@ -310,12 +311,7 @@ def test_heatmap_and_line_plot(tmp_path, sequential_sweep):
 
 def test_experiment_smoke_end_to_end_selects_on_validation_and_reads_test_once(tmp_path):
   workdir = str(tmp_path / "sweep")
-  cmd = [
-    sys.executable,
-    os.path.join(ROOT, "experiments", "sweep.py"),
-    f"--config={os.path.join(ROOT, 'experiments/configs/sweep_mnist1d_mlp.py')}:smoke",
-    f"--workdir={workdir}",
-  ]
+  cmd = studies.script_cmd("sweep.py", "sweep_mnist1d_mlp.py:smoke", workdir)
   subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
   for name in ("results.csv", "summary.md", "heatmap_val_accuracy.png", "strategy.json"):
     assert os.path.exists(os.path.join(workdir, name)), name

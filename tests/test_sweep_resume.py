@@ -16,12 +16,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import warnings
 
 import numpy as np
 import pytest
+import studies
 
 from wd_jax.engine import config, runlog, sweep
 from wd_jax.engine.sweep import records, shards, tuning
@@ -222,17 +222,16 @@ def test_sigterm_on_a_processes_sweep_writes_the_runs_its_workers_finished(tmp_p
   """experiments/sweep.py, 2 workers: each trains a 40-step run, then a 10^7-step one; the
   signal comes once both short runs are recorded. Exit 143, their two rows written."""
   wd = tmp_path / "sweep"
-  cmd = [
-    sys.executable,
-    os.path.join(ROOT, "experiments", "sweep.py"),
-    f"--config={os.path.join(ROOT, 'experiments', 'configs', 'sweep_mnist1d_mlp.py')}:smoke",
-    f"--workdir={wd}",
+  cmd = studies.script_cmd(
+    "sweep.py",
+    "sweep_mnist1d_mlp.py:smoke",
+    wd,
     "--config.sweep.strategy=processes",
     "--config.sweep.num_workers=2",
     "--config.base.diagnostics_every=0",
     "--config.grid.learning_rate=(1e-3,)",
     "--config.grid.steps=(40,10000000)",  # fields in name order: cells 0 and 1 are short
-  ]
+  )
   p = subprocess.Popen(cmd, env=dict(os.environ, JAX_PLATFORMS="cpu"), stderr=subprocess.PIPE)
   names = ["0-lr=0.001_steps=40_wd=0.0001", "1-lr=0.001_steps=40_wd=0.1"]
   short = [wd / "runs" / name / records.COMPLETION for name in names]

@@ -94,6 +94,17 @@ def decayed(base, weight_decay, learning_rate, coupling, peak_learning_rate, mas
   )
 
 
+def scaled_and_decayed(
+  direction, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, ref
+):
+  """`decayed` around ``chain(direction, scale_by_learning_rate(α))``: the base optimizer of
+  most recipes is a direction scaled by the learning rate."""
+  base = optax.chain(direction, optax.scale_by_learning_rate(learning_rate))
+  return decayed(
+    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, ref
+  )
+
+
 @contextlib.contextmanager
 def second_argument(recipe: str, argument: str, decay: str = "weight_decay"):
   """Adds, to a `ValueError` about `argument`, that it is the recipe's second positional

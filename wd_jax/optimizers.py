@@ -25,7 +25,13 @@ from typing import Any
 import optax
 
 from wd_jax import validation
-from wd_jax._recipe import ScalarOrSchedule, adam_direction, check_adam, decayed, second_argument
+from wd_jax._recipe import (
+  ScalarOrSchedule,
+  adam_direction,
+  check_adam,
+  scaled_and_decayed,
+  second_argument,
+)
 from wd_jax.factored import adafactor
 from wd_jax.masks import Mask
 from wd_jax.moments import scale_by_adam_l2, scale_by_adam_stable
@@ -198,12 +204,9 @@ def adamw(
   validation.check_learning_rate(learning_rate)
   with second_argument("adamw", "b1"):
     check_adam(b1, b2, eps, eps_root, nesterov, amsgrad)
-  base = optax.chain(
-    adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
-    optax.scale_by_learning_rate(learning_rate),
-  )
-  return decayed(
-    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  direction = adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad)
+  return scaled_and_decayed(
+    direction, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
 
@@ -391,11 +394,9 @@ def sgdw(
     Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019 (SGDW).
   """
   _check_sgd(learning_rate, momentum)
-  base = optax.chain(
-    _momentum(momentum, nesterov, accumulator_dtype), optax.scale_by_learning_rate(learning_rate)
-  )
-  return decayed(
-    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  direction = _momentum(momentum, nesterov, accumulator_dtype)
+  return scaled_and_decayed(
+    direction, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
 

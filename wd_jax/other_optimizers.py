@@ -18,6 +18,7 @@ from wd_jax._recipe import (
   check_adam,
   decayed,
   renamed,
+  scaled_and_decayed,
   second_argument,
 )
 from wd_jax.decoupled import DecayDirectionState
@@ -78,12 +79,9 @@ def lion(
   with second_argument("lion", "b1"):
     validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  base = optax.chain(
-    optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
-    optax.scale_by_learning_rate(learning_rate),
-  )
-  return decayed(
-    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  direction = optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype)
+  return scaled_and_decayed(
+    direction, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
 
@@ -144,12 +142,9 @@ def adan(
       validation.check_number(name, b, lower=0.0, upper=1.0, allow_schedule=False)
   validation.check_number("eps", eps, lower=0.0, allow_schedule=False)
   validation.check_number("eps_root", eps_root, lower=0.0, allow_schedule=False)
-  base = optax.chain(
-    optax.scale_by_adan(b1=b1, b2=b2, b3=b3, eps=eps, eps_root=eps_root),
-    optax.scale_by_learning_rate(learning_rate),
-  )
-  return decayed(
-    base, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
+  direction = optax.scale_by_adan(b1=b1, b2=b2, b3=b3, eps=eps, eps_root=eps_root)
+  return scaled_and_decayed(
+    direction, weight_decay, learning_rate, coupling, peak_learning_rate, mask, cautious, reference
   )
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from wd_jax import validation
-from wd_jax._recipe import STATIC_HINT, ScalarOrSchedule, decayed, second_argument
+from wd_jax._recipe import STATIC_HINT, ScalarOrSchedule, scaled_and_decayed, second_argument
 from wd_jax.masks import Mask
 
 
@@ -105,11 +105,10 @@ def schedule_free_adamw(
     if peak_learning_rate is None and validation.is_host_number(learning_rate):
       peak_learning_rate = learning_rate
     lr = _warmup(learning_rate, warmup_steps)
-  base = optax.chain(
-    optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),
-    optax.scale_by_learning_rate(lr),
+  direction = optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True)
+  inner = scaled_and_decayed(
+    direction, weight_decay, lr, coupling, peak_learning_rate, mask, cautious, reference
   )
-  inner = decayed(base, weight_decay, lr, coupling, peak_learning_rate, mask, cautious, reference)
   return _schedule_free(inner, lr, b1, weight_lr_power, state_dtype)
 
 

@@ -96,15 +96,16 @@ def late_weight_decay(weight_decay: float, from_step: int) -> optax.Schedule:
     from_step: the first step with decay.
 
   Returns:
-    An optax schedule ``count -> λ_t``.
+    The complement of `early_weight_decay` at the same step, an optax schedule.
 
   Raises:
-    ValueError: a negative λ or a step that is not a non-negative int.
+    ValueError: as `early_weight_decay`.
 
   Example:
     >>> lam = wd_jax.late_weight_decay(0.1, from_step=100)
-    >>> print([round(float(lam(t)), 6) for t in (0, 99, 100)])
-    [0.0, 0.0, 0.1]
+    >>> early = wd_jax.early_weight_decay(0.1, until_step=100)
+    >>> print([round(float(lam(t) + early(t)), 6) for t in (0, 99, 100)])  # early's complement
+    [0.1, 0.1, 0.1]
 
   References:
     Golatkar, Achille & Soatto, "Time matters in regularizing deep networks", NeurIPS 2019.

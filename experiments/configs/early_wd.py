@@ -123,22 +123,29 @@ def claims() -> ml_collections.ConfigDict:
   )
 
 
-def mnist1d_run(steps: int) -> ml_collections.ConfigDict:
-  """The MNIST-1D LayerNorm-MLP run with SGD + coupled L2 (its draw and schedule set later)."""
+def mnist1d_layernorm_mlp(steps: int) -> ml_collections.ConfigDict:
+  """The MNIST-1D LayerNorm-MLP run of `steps` steps, evaluated once at the end (its optimizer,
+  logging cadence and draw set by the study)."""
   c = base_config()
   c.dataset.name = "mnist1d"
   c.dataset.validation_fraction = 4000 / 7600  # 4,000 validation, 3,600 training sequences
   c.model.name = "mlp"
   c.model.kwargs = {"widths": (128, 128), "norm": "layer"}
-  c.optimizer.name = "sgd_l2"  # coupled: λθ enters the momentum buffer, then × α_t
-  c.optimizer.kwargs = {"momentum": 0.9}
-  c.optimizer.learning_rate = 0.2  # peak (5% warmup, then cosine); tuned
   c.optimizer.mask = "default"  # kernels decayed; LayerNorm scales/biases and the head bias not
   c.steps = steps
   c.batch_size = 128
   c.eval_batch_size = 2000
-  c.log_every = c.diagnostics_every = max(steps // 40, 1)  # the norm trajectories
   c.eval_every = c.checkpoint_every = steps
+  return c
+
+
+def mnist1d_run(steps: int) -> ml_collections.ConfigDict:
+  """The MNIST-1D LayerNorm-MLP run with SGD + coupled L2 (its draw and schedule set later)."""
+  c = mnist1d_layernorm_mlp(steps)
+  c.optimizer.name = "sgd_l2"  # coupled: λθ enters the momentum buffer, then × α_t
+  c.optimizer.kwargs = {"momentum": 0.9}
+  c.optimizer.learning_rate = 0.2  # peak (5% warmup, then cosine); tuned
+  c.log_every = c.diagnostics_every = max(steps // 40, 1)  # the norm trajectories
   c.per_leaf_diagnostics = False  # the scale-invariant norms are logged regardless
   return c
 
@@ -147,6 +154,13 @@ def mnist1d_draw(seed: int, num_test: int) -> dict:
   """A draw of MNIST-1D: 7,600 training sequences (4,000 of them carved for validation) and
   `num_test` test sequences."""
   return {"seed": seed, "num_train": 7600, "num_test": num_test}
+
+
+def smoke_phases() -> tuple[dict, dict]:
+  """The smoke variants' tune and confirm seeds and draws (400 training, 600 test sequences)."""
+  small = {"num_train": 400, "num_test": 600}
+  tune = {"seeds": (0, 1), "dataset": {"seed": 1, **small}}
+  return tune, {"seeds": (10, 11, 12), "dataset": {"seed": 2, **small}, "min_seeds": 3}
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
@@ -169,9 +183,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.switches = (0.25, 0.5)
     c.resamples = 50
     lrs, taus = (0.1, 0.2), (1.0, 1 / 16)
-    small = {"num_train": 400, "num_test": 600}
-    tune = {"seeds": (0, 1), "dataset": {"seed": 1, **small}}
-    confirm = {"seeds": (10, 11, 12), "dataset": {"seed": 2, **small}, "min_seeds": 3}
+    tune, confirm = smoke_phases()
   else:
     raise ValueError(f"variant must be 'default' or 'smoke', got {variant!r}.")
   c.tune = ml_collections.ConfigDict({**tune, "learning_rates": lrs, "tau_over_T": taus})

@@ -41,8 +41,8 @@ import math
 import os
 
 import ml_collections
+from configs.early_wd import mnist1d_layernorm_mlp, smoke_phases
 
-from wd_jax.engine.config import base_config
 from wd_jax.study.claims import claim, declare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -97,19 +97,10 @@ def claims(settings) -> ml_collections.ConfigDict:
 
 def mnist1d_run(steps: int) -> ml_collections.ConfigDict:
   """The constant-lr LayerNorm-MLP run (its optimizer set per variant, its draw per phase)."""
-  c = base_config()
-  c.dataset.name = "mnist1d"
-  c.dataset.validation_fraction = 4000 / 7600  # 4,000 validation, 3,600 training sequences
-  c.model.name = "mlp"
-  c.model.kwargs = {"widths": (128, 128), "norm": "layer"}
+  c = mnist1d_layernorm_mlp(steps)
   c.optimizer.lr_schedule = "constant"  # an equilibrium needs a fixed α
   c.optimizer.warmup_fraction = 0.0
-  c.optimizer.mask = "default"  # kernels decayed; LayerNorm scales/biases and the head bias not
-  c.steps = steps
-  c.batch_size = 128
-  c.eval_batch_size = 2000
   c.log_every = c.diagnostics_every = max(steps // 60, 1)  # one step's angle and norms, per leaf
-  c.eval_every = c.checkpoint_every = steps
   c.per_leaf_diagnostics = True  # angular_update/<path>, param_norm/<path>
   return c
 
@@ -140,9 +131,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.run.dataset.validation_fraction = 0.5
     c.run.log_every = c.run.diagnostics_every = 5
     c.settings = (("adamw_a", "adamw", 0.1, 1.0), ("sgdm_a", "sgdm", 0.5, 0.02))
-    small = {"num_train": 400, "num_test": 600}
-    tune = {"seeds": (0, 1), "dataset": {"seed": 1, **small}}
-    confirm = {"seeds": (10, 11, 12), "dataset": {"seed": 2, **small}, "min_seeds": 3}
+    tune, confirm = smoke_phases()
   else:
     raise ValueError(f"variant must be 'default' or 'smoke', got {variant!r}.")
   c.tune = ml_collections.ConfigDict(tune)

@@ -37,7 +37,7 @@ relative sharpness 0.0009, 0.0008, 0.011, 0.022; absolute sharpness 0.035, 0.051
 import os
 
 import ml_collections
-from configs.early_wd import mnist1d_draw, mnist1d_run
+from configs.early_wd import mnist1d_draw, mnist1d_run, smoke_phases
 
 from wd_jax.study.claims import claim, declare
 
@@ -148,9 +148,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.resamples = 50
     c.sharpness = ml_collections.ConfigDict({"radius": 0.05, "directions": 2, "examples": 100})
     lrs, taus = (0.1, 0.2), (1.0, 1 / 16)
-    small = {"num_train": 400, "num_test": 600}
-    tune = {"seeds": (0, 1), "dataset": {"seed": 1, **small}}
-    confirm = {"seeds": (10, 11, 12), "dataset": {"seed": 2, **small}, "min_seeds": 3}
+    tune, confirm = smoke_phases()
   else:
     raise ValueError(f"variant must be 'default' or 'smoke', got {variant!r}.")
   c.tune = ml_collections.ConfigDict({**tune, "learning_rates": lrs, "tau_over_T": taus})

@@ -324,19 +324,11 @@ def build(
       or a model that cannot train on the data.
 
   Example:
-    >>> import numpy as np
     >>> from wd_jax.engine import config, data, train
-    >>> rng = np.random.default_rng(0)
-    >>> x = rng.normal(size=(256, 8)).astype(np.float32)
-    >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
-    >>> ds = data.from_arrays(x[:200], y[:200], x[200:], y[200:])
-    >>> cfg = config.base_config()
-    >>> cfg.model.name, cfg.model.kwargs = "mlp", {"widths": (16,)}
-    >>> cfg.steps, cfg.batch_size, cfg.optimizer.learning_rate = 40, 32, 1e-2
-    >>> cfg.log_every, cfg.diagnostics_every, cfg.eval_every, cfg.checkpoint_every = 20, 20, 40, 40
-    >>> exp = train.build(cfg, data=ds)
+    >>> cfg = config.override(config.base_config(), {"model.name": "mlp", "batch_size": 32})
+    >>> exp = train.build(cfg, data=data.digits())  # sklearn's 8×8 digits
     >>> exp.dataset.input_shape, int(exp.init_state.step), sorted(exp.init_state.params)
-    ((8,), 0, ['head', 'hidden'])
+    ((8, 8, 1), 0, ['head', 'hidden'])
 
   References:
     Flax NNX (``nnx.split`` / ``nnx.merge``: the module as a graph definition and a state

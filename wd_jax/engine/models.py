@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from wd_jax import masks
+
 __all__ = [
   "CNN1D",
   "MLP",
@@ -43,22 +45,6 @@ PathParts = tuple[Any, ...]
 # torch's BatchNorm momentum 0.1 (flax's default 0.99 averages over ~100 steps, too slow for
 # the few-hundred-step runs of this project).
 _BN_MOMENTUM = 0.9
-
-
-def _path_parts(path: Sequence[Any]) -> PathParts:
-  """A `tree_flatten_with_path` key path of an NNX state -> module path, e.g. ('head', 'kernel')."""
-  parts = []
-  for key in path:
-    if isinstance(key, jax.tree_util.DictKey):
-      parts.append(key.key)
-    elif isinstance(key, jax.tree_util.SequenceKey):
-      parts.append(key.idx)
-    elif isinstance(key, jax.tree_util.GetAttrKey):
-      if key.name != "value":  # the array inside an nnx.Variable node
-        parts.append(key.name)
-    else:
-      parts.append(str(key))
-  return tuple(parts)
 
 
 class _Model(nnx.Module):
@@ -78,9 +64,10 @@ class _Model(nnx.Module):
       An ``nnx.State`` with the tree structure of ``nnx.state(self, nnx.Param)`` whose leaves
       are Python bools; it can be passed as an optax ``mask`` or to ``wd_jax`` masks.
     """
-    invariant = self._scale_invariant_paths()
+    # Paths named as wd_jax.masks names them (so a mask rule and this mask agree on a path).
+    invariant = {tuple(str(p) for p in parts) for parts in self._scale_invariant_paths()}
     return jax.tree_util.tree_map_with_path(
-      lambda path, _: _path_parts(path) in invariant, nnx.state(self, nnx.Param)
+      lambda path, _: masks.path_names(path) in invariant, nnx.state(self, nnx.Param)
     )
 
 

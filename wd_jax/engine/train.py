@@ -156,14 +156,12 @@ def fit(
   Example:
     >>> import numpy as np
     >>> from wd_jax.engine import config, data, train
-    >>> rng = np.random.default_rng(0)
-    >>> x = rng.normal(size=(256, 8)).astype(np.float32)
-    >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
+    >>> x = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int32)  # your arrays: a task an MLP learns in a few steps
     >>> ds = data.from_arrays(x[:200], y[:200], x[200:], y[200:])
     >>> cfg = config.base_config()
-    >>> cfg.model.name, cfg.model.kwargs = "mlp", {"widths": (16,)}
-    >>> cfg.steps, cfg.batch_size, cfg.optimizer.learning_rate = 40, 32, 1e-2
-    >>> cfg.log_every, cfg.diagnostics_every, cfg.eval_every, cfg.checkpoint_every = 20, 20, 40, 40
+    >>> cfg.model.name, cfg.steps, cfg.batch_size, cfg.optimizer.learning_rate = "mlp", 40, 32, 1e-2
+    >>> cfg.checkpoint_every = 40  # log, diagnose, evaluate at the defaults (steps/20, steps/5)
     >>> import os, tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...   result = train.fit(cfg, os.path.join(tmp, "run"), data=ds, verbose=False)

@@ -180,6 +180,25 @@ def check(config, workdir: str, fields, measurement_names) -> list[claims.Claim]
   return declared
 
 
+def decide_claims(config, values: dict[str, Any]) -> list[claims.Finding]:
+  """The config's claims decided from the measurements `values` (`claims.decide`), each finding
+  saying what it measured: a seeds × items array by its mean, per-seed values by `fmt`."""
+  fmt_one = lambda v: f"{np.nanmean(v):.4f}" if np.ndim(v) == 2 else fmt(v, 4)
+  said = lambda c: "; ".join(f"{m}: {fmt_one(values[m])}" for m in c.measurements)
+  return claims.decide(claims.parse(config.claims), values, said)
+
+
+def two_phases(tune, confirm, fields, measurement_names):
+  """The ``run(config, workdir)`` of a two-phase study: `check`, then `tune` or `confirm` by
+  ``config.phase``."""
+
+  def run(config, workdir: str) -> dict[str, Any]:
+    check(config, workdir, fields, measurement_names)
+    return tune(config, workdir) if config.phase == "tune" else confirm(config, workdir)
+
+  return run
+
+
 def check_workdir(workdir: str) -> None:
   """Refuses a workdir that already holds a finished study (before anything is computed)."""
   if os.path.exists(os.path.join(workdir, "summary.md")):

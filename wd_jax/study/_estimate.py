@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -563,3 +563,35 @@ def holm(p_values: Sequence[float], alpha: float) -> tuple[np.ndarray, np.ndarra
   adjusted = np.empty(k)
   adjusted[order] = stepped
   return adjusted, adjusted <= alpha
+
+
+# Which keys of a declared claim and of its values belong to each comparison.
+_CLAIM_KEYS = {
+  "greater": {"margin", "paired", "power_at"},
+  "less": {"margin", "paired", "power_at"},
+  "equivalent": {"margin", "paired", "power_at"},
+  "slope_within": {"low", "high", "power_at"},
+}
+_VALUE_KEYS = {"greater": {"a", "b"}, "less": {"a", "b"}, "equivalent": {"a", "b"}}
+_VALUE_KEYS["slope_within"] = {"x", "y", "groups"}
+_STATS_KEYS = {"comparison", "alpha", "names"}.union(*_CLAIM_KEYS.values())
+
+
+def check_claim_keys(claim: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+  """`stats.decide`'s key check: a known comparison, and no claim or values key of another
+  comparison; returns the comparison."""
+  if "comparison" not in claim:
+    raise ValueError(f"claim needs the key 'comparison' (one of {COMPARISONS}); got {dict(claim)}.")
+  comparison = claim["comparison"]
+  if comparison not in COMPARISONS:
+    raise ValueError(f"claim['comparison'] must be one of {COMPARISONS}, got {comparison!r}.")
+  for key in claim:
+    if key in _STATS_KEYS and key not in _CLAIM_KEYS[comparison] | {"comparison", "alpha", "names"}:
+      raise ValueError(f"claim key {key!r} does not apply to a {comparison!r} claim.")
+  for key in values:
+    if key not in _VALUE_KEYS[comparison]:
+      raise ValueError(
+        f"values key {key!r} does not apply to a {comparison!r} claim "
+        f"(expected {sorted(_VALUE_KEYS[comparison])})."
+      )
+  return comparison

@@ -214,55 +214,70 @@ def parse(claims: Any) -> list[Claim]:
   """
   if claims is None or not len(claims):
     raise ValueError("config.claims is empty: a study declares its claims before it runs.")
-  out = []
-  for name, c in dict(claims).items():
-    where = f"config.claims.{name}"
-    c = c.to_dict() if hasattr(c, "to_dict") else dict(c)
-    for key in c:
-      if key not in _DECLARED:
-        raise ValueError(f"{where}: unknown key {key!r}; a claim declares {list(_DECLARED)}.")
-    for key in ("statement", "source", "comparison"):
-      if not isinstance(c.get(key), str) or not c.get(key):
-        raise ValueError(f"{where}.{key} must be a non-empty string, got {c.get(key)!r}.")
-    kind = c.get("kind", "empirical")
-    if kind not in KINDS:
-      raise ValueError(f"{where}.kind must be one of {list(KINDS)}, got {kind!r}.")
-    comparison = c["comparison"]
-    if comparison not in stats.COMPARISONS:
-      raise ValueError(
-        f"{where}.comparison must be one of {stats.COMPARISONS}, got {comparison!r}."
-      )
-    if comparison == "slope_within":
-      if not isinstance(c.get("measure"), str):
-        raise ValueError(f"{where}.measure must name the measurement of a slope_within claim.")
-      for key in ("low", "high"):
-        if not isinstance(c.get(key), (int, float)) or not math.isfinite(c[key]):
-          raise ValueError(f"{where}.{key} must be a finite number, got {c.get(key)!r}.")
-      if c["low"] >= c["high"]:
-        raise ValueError(f"{where}: low {c['low']} must be below high {c['high']}.")
-      used = (c["measure"],)
-    else:
-      if not isinstance(c.get("a"), str):
-        raise ValueError(f"{where}.a must name the measurement of arm A, got {c.get('a')!r}.")
-      if "b" in c and not isinstance(c["b"], str):
-        raise ValueError(f"{where}.b must name a measurement, got {c['b']!r}.")
-      used = (c["a"], c["b"]) if "b" in c else (c["a"],)
-      margin = c.get("margin", 0.0)
-      if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
-        raise ValueError(f"{where}.margin must be a finite number >= 0, got {margin!r}.")
-      if comparison == "equivalent" and not margin > 0:
-        raise ValueError(f"{where}.margin must be > 0 for an equivalent claim, got {margin!r}.")
-    alpha = c.get("alpha", 0.05)
-    if not isinstance(alpha, float) or not 0 < alpha < 0.5:
-      raise ValueError(f"{where}.alpha must be a float in (0, 0.5), got {alpha!r}.")
-    test = {k: v for k, v in c.items() if k not in ("statement", "source", "kind", "a", "b")}
-    test.pop("measure", None)
-    if "names" in test:
-      test["names"] = tuple(test["names"])
-    out.append(
-      Claim(name, c["statement"], c["source"], kind, types.MappingProxyType(test), tuple(used))
+  return [_parse_one(name, c) for name, c in dict(claims).items()]
+
+
+def _parse_one(name: str, c: Any) -> Claim:
+  """One declaration -> its `Claim`: the shared keys, then the comparison's own."""
+  where = f"config.claims.{name}"
+  c = c.to_dict() if hasattr(c, "to_dict") else dict(c)
+  kind = _check_common(where, c)
+  if c["comparison"] == "slope_within":
+    used = _check_slope(where, c)
+  else:
+    used = _check_arms(where, c)
+  alpha = c.get("alpha", 0.05)
+  if not isinstance(alpha, float) or not 0 < alpha < 0.5:
+    raise ValueError(f"{where}.alpha must be a float in (0, 0.5), got {alpha!r}.")
+  test = {k: v for k, v in c.items() if k not in ("statement", "source", "kind", "a", "b")}
+  test.pop("measure", None)
+  if "names" in test:
+    test["names"] = tuple(test["names"])
+  return Claim(name, c["statement"], c["source"], kind, types.MappingProxyType(test), used)
+
+
+def _check_common(where: str, c: Mapping[str, Any]) -> str:
+  """The keys every claim shares (known keys, the three strings, kind, comparison); its kind."""
+  for key in c:
+    if key not in _DECLARED:
+      raise ValueError(f"{where}: unknown key {key!r}; a claim declares {list(_DECLARED)}.")
+  for key in ("statement", "source", "comparison"):
+    if not isinstance(c.get(key), str) or not c.get(key):
+      raise ValueError(f"{where}.{key} must be a non-empty string, got {c.get(key)!r}.")
+  kind = c.get("kind", "empirical")
+  if kind not in KINDS:
+    raise ValueError(f"{where}.kind must be one of {list(KINDS)}, got {kind!r}.")
+  if c["comparison"] not in stats.COMPARISONS:
+    raise ValueError(
+      f"{where}.comparison must be one of {stats.COMPARISONS}, got {c['comparison']!r}."
     )
-  return out
+  return kind
+
+
+def _check_slope(where: str, c: Mapping[str, Any]) -> tuple[str, ...]:
+  """A slope_within claim's measure and bounds; the measurement it reads."""
+  if not isinstance(c.get("measure"), str):
+    raise ValueError(f"{where}.measure must name the measurement of a slope_within claim.")
+  for key in ("low", "high"):
+    if not isinstance(c.get(key), (int, float)) or not math.isfinite(c[key]):
+      raise ValueError(f"{where}.{key} must be a finite number, got {c.get(key)!r}.")
+  if c["low"] >= c["high"]:
+    raise ValueError(f"{where}: low {c['low']} must be below high {c['high']}.")
+  return (c["measure"],)
+
+
+def _check_arms(where: str, c: Mapping[str, Any]) -> tuple[str, ...]:
+  """A comparison's arms (a, and b if any) and margin; the measurements it reads."""
+  if not isinstance(c.get("a"), str):
+    raise ValueError(f"{where}.a must name the measurement of arm A, got {c.get('a')!r}.")
+  if "b" in c and not isinstance(c["b"], str):
+    raise ValueError(f"{where}.b must name a measurement, got {c['b']!r}.")
+  margin = c.get("margin", 0.0)
+  if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+    raise ValueError(f"{where}.margin must be a finite number >= 0, got {margin!r}.")
+  if c["comparison"] == "equivalent" and not margin > 0:
+    raise ValueError(f"{where}.margin must be > 0 for an equivalent claim, got {margin!r}.")
+  return (c["a"], c["b"]) if "b" in c else (c["a"],)
 
 
 def check(claims: Any, available: Iterable[str]) -> list[Claim]:
@@ -318,14 +333,11 @@ class Finding:
 
   Example:
     >>> from wd_jax.study import claims
-    >>> declared = claims.declare(decay_helps=claims.claim(
-    ...   "AdamW ends with a higher test accuracy than Adam+L2.", "Loshchilov & Hutter 2019",
-    ...   "greater", a="adamw/test_accuracy", b="adam_l2/test_accuracy"))
-    >>> values = {"adamw/test_accuracy": [0.91, 0.93, 0.92],
-    ...           "adam_l2/test_accuracy": [0.89, 0.90, 0.90]}
-    >>> (finding,) = claims.decide(claims.parse(declared), values)
-    >>> finding.claim.name, finding.decision.verdict
-    ('decay_helps', 'supported')
+    >>> helps = claims.claim("A ends higher than B.", "a paper", "greater", a="a", b="b")
+    >>> (finding,) = claims.decide(claims.parse(claims.declare(helps=helps)),
+    ...                            {"a": [0.91, 0.93, 0.92], "b": [0.89, 0.90, 0.90]})
+    >>> finding.claim.name, finding.decision.verdict, finding.survives_holm
+    ('helps', 'supported', True)
   """
 
   claim: Claim

@@ -28,12 +28,13 @@ import json
 import math
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from wd_jax import study as study_lib
 from wd_jax.engine import config as engine_config
 from wd_jax.engine.runlog import write_atomic
 from wd_jax.study import preregistration, protocol, report, schema
@@ -118,6 +119,15 @@ def check_fresh(tune: Mapping[str, Any], confirm: Any, min_seeds: int) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Tune.
+
+
+def work(config: Any, confirm_cells: int, tune_arms: int = 1) -> int:
+  """Configuration-steps the phase trains (its progress line's total): a tune phase over
+  learning rates × (τ/T values + no decay) per arm and seed; a confirm phase's cells per seed."""
+  if config.phase == "tune":
+    cells = len(config.tune.learning_rates) * (len(config.tune.tau_over_T) + 1)
+    return cells * tune_arms * len(config.tune.seeds) * config.run.steps
+  return confirm_cells * len(config.confirm.seeds) * config.run.steps
 
 
 def tune_arms(
@@ -278,6 +288,21 @@ def open_confirm(config: Any, workdir: str) -> preregistration.Preregistration:
   check_fresh(prereg.body["tune"], config.confirm, prereg.body["rules"]["min_confirm_seeds"])
   preregistration.bind(workdir, prereg)
   return prereg
+
+
+def start_confirm(config: Any, workdir: str, arm_run: Callable[[Any, str, str], Any]):
+  """`open_confirm`, then the workdir begun (`wd_jax.study.begin`) and every pre-registered
+  arm's cells run on the confirm draw (`confirm_arms`; ``arm_run(config, arm, "confirm")`` is
+  the arm's run config).
+
+  Returns:
+    (the pre-registration, its cells by arm, the rows by arm).
+  """
+  prereg = open_confirm(config, workdir)
+  study_lib.begin(config, workdir)
+  cells = prereg.body["cells"]
+  runs = {arm: arm_run(config, arm, "confirm") for arm in cells}
+  return prereg, cells, confirm_arms(runs, prereg, config, workdir)
 
 
 def confirm_arms(

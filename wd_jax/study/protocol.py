@@ -16,7 +16,9 @@ are chosen on it — the configuration whose mean validation metric over the see
 test split is then read once, for the chosen configuration's seeds only (`selector` is the
 ``select`` callback of `wd_jax.engine.sweep.run_sweep`, which evaluates nothing else on test).
 Configurations a claim names in advance (e.g. "at the largest λ") are chosen by the declaration,
-not by data, so they may be read on test too (`fixed`).
+not by data, so they may be read on test too (`fixed`). Why selection reads validation only:
+Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
+performance evaluation", JMLR 2010.
 """
 
 from __future__ import annotations
@@ -55,18 +57,14 @@ def configurations(rows: Sequence[Row], by: Sequence[str]) -> list[dict[str, Any
 
   Example:
     >>> from wd_jax.study import protocol
-    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
-    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
-    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
-    ... ]
+    >>> rows = [{"weight_decay": wd, "seed": s, "val_accuracy": a}  # one per (λ, seed)
+    ...         for wd, s, a in [(1e-4, 0, 0.8), (1e-4, 1, 0.82), (1e-2, 1, 0.84), (1e-2, 0, 0.85)]]
     >>> protocol.configurations(rows, ("weight_decay",))
     [{'weight_decay': 0.0001}, {'weight_decay': 0.01}]
 
+
   References:
-    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
-    performance evaluation", JMLR 2010.
+    Cawley & Talbot, JMLR 2010 (module docstring): the configurations a selection ranks.
   """
   seen: list[dict[str, Any]] = []
   for r in rows:
@@ -88,18 +86,14 @@ def rows_of(rows: Sequence[Row], values: Mapping[str, Any]) -> list[Row]:
 
   Example:
     >>> from wd_jax.study import protocol
-    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
-    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
-    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
-    ... ]
+    >>> rows = [{"weight_decay": wd, "seed": s, "val_accuracy": a}  # one per (λ, seed)
+    ...         for wd, s, a in [(1e-4, 0, 0.8), (1e-4, 1, 0.82), (1e-2, 1, 0.84), (1e-2, 0, 0.85)]]
     >>> [r["seed"] for r in protocol.rows_of(rows, {"weight_decay": 1e-2})]
     [0, 1]
 
+
   References:
-    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
-    performance evaluation", JMLR 2010.
+    Cawley & Talbot, JMLR 2010 (module docstring): the seeds a selection averages.
   """
   return sorted((r for r in rows if _matches(r, values)), key=lambda r: r["seed"])
 
@@ -116,18 +110,14 @@ def score(rows: Sequence[Row], metric: str) -> float:
 
   Example:
     >>> from wd_jax.study import protocol
-    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
-    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
-    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
-    ... ]
+    >>> rows = [{"weight_decay": wd, "seed": s, "val_accuracy": a}  # one per (λ, seed)
+    ...         for wd, s, a in [(1e-4, 0, 0.8), (1e-4, 1, 0.82), (1e-2, 1, 0.84), (1e-2, 0, 0.85)]]
     >>> round(protocol.score(protocol.rows_of(rows, {"weight_decay": 1e-2}), "val_accuracy"), 3)
     0.845
 
+
   References:
-    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
-    performance evaluation", JMLR 2010.
+    Cawley & Talbot, JMLR 2010 (module docstring): the score a selection ranks.
   """
   vals = [r.get(metric, math.nan) for r in rows]
   if any(r.get("diverged") for r in rows) or not all(math.isfinite(v) for v in vals):
@@ -156,18 +146,14 @@ def select_best(
 
   Example:
     >>> from wd_jax.study import protocol
-    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
-    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
-    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
-    ... ]
+    >>> rows = [{"weight_decay": wd, "seed": s, "val_accuracy": a}  # one per (λ, seed)
+    ...         for wd, s, a in [(1e-4, 0, 0.8), (1e-4, 1, 0.82), (1e-2, 1, 0.84), (1e-2, 0, 0.85)]]
     >>> protocol.select_best(rows, by=("weight_decay",), metric="val_accuracy")
     {'weight_decay': 0.01}
 
+
   References:
-    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
-    performance evaluation", JMLR 2010.
+    Cawley & Talbot, JMLR 2010 (module docstring): selection on validation.
   """
   if not metric.startswith("val_"):
     raise ValueError(f"selection reads the validation split only: metric {metric!r} is not val_*.")
@@ -200,21 +186,17 @@ def selector(
 
   Example:
     >>> from wd_jax.study import protocol
-    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
-    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
-    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
-    ... ]
+    >>> rows = [{"weight_decay": wd, "seed": s, "val_accuracy": a}  # one per (λ, seed)
+    ...         for wd, s, a in [(1e-4, 0, 0.8), (1e-4, 1, 0.82), (1e-2, 1, 0.84), (1e-2, 0, 0.85)]]
     >>> select = protocol.selector(by=("weight_decay",))
     >>> select(rows)  # every seed of the best λ on validation
     [2, 3]
     >>> protocol.selector(by=("weight_decay",), fixed=[{"weight_decay": 1e-4}])(rows)
     [0, 1, 2, 3]
 
+
   References:
-    Cawley & Talbot, "On over-fitting in model selection and subsequent selection bias in
-    performance evaluation", JMLR 2010.
+    Cawley & Talbot, JMLR 2010 (module docstring): the test split read once, after selection.
   """
 
   def select(rows: Sequence[Row]) -> list[int]:
@@ -244,12 +226,8 @@ def per_seed(rows: Sequence[Row], key: str, values: Mapping[str, Any] | None = N
 
   Example:
     >>> from wd_jax.study import protocol
-    >>> rows = [  # sweep rows: one per (λ, seed), validation metrics only
-    ...   {"weight_decay": 1e-4, "seed": 0, "val_accuracy": 0.80, "diverged": False},
-    ...   {"weight_decay": 1e-4, "seed": 1, "val_accuracy": 0.82, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 1, "val_accuracy": 0.84, "diverged": False},
-    ...   {"weight_decay": 1e-2, "seed": 0, "val_accuracy": 0.85, "diverged": False},
-    ... ]
+    >>> rows = [{"weight_decay": wd, "seed": s, "val_accuracy": a}  # one per (λ, seed)
+    ...         for wd, s, a in [(1e-4, 0, 0.8), (1e-4, 1, 0.82), (1e-2, 1, 0.84), (1e-2, 0, 0.85)]]
     >>> protocol.per_seed(rows, "val_accuracy", {"weight_decay": 1e-2})
     [0.85, 0.84]
 

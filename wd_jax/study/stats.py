@@ -89,6 +89,7 @@ from wd_jax.study._estimate import (
   Sample,
   bootstrap_interval,
   check_alpha,
+  check_claim_keys,
   check_margin,
   check_range,
   claim_bounds,
@@ -332,13 +333,9 @@ def decide_less(
   significantly above B); inconclusive otherwise. [lo, hi] is the (1−2α) t interval of A − B.
 
   Args:
-    a: one value per seed of variant A, or seeds × test items.
-    b: one value per seed of variant B, or None for a one-sample test of a against 0.
+    a, b, alpha, paired, names: as `decide_greater`.
     margin: δ ≥ 0, the smallest shortfall that counts.
-    alpha: level of the one-sided test, in (0, 0.5).
-    paired: a[i], b[i] share seed i (default); False: independent arms (Welch).
     power_at: true effect at which `Decision.power` is computed; default −margin − one sd.
-    names: labels of A and B in the detail.
 
   Returns:
     The `Decision`.
@@ -451,17 +448,6 @@ def decide_slope(
   return _decision("slope_within", sample, "slope", alpha, (high - low) / 2, (low, high), power_at)
 
 
-_CLAIM_KEYS = {
-  "greater": {"margin", "paired", "power_at"},
-  "less": {"margin", "paired", "power_at"},
-  "equivalent": {"margin", "paired", "power_at"},
-  "slope_within": {"low", "high", "power_at"},
-}
-_VALUE_KEYS = {"greater": {"a", "b"}, "less": {"a", "b"}, "equivalent": {"a", "b"}}
-_VALUE_KEYS["slope_within"] = {"x", "y", "groups"}
-_STATS_KEYS = {"comparison", "alpha", "names"}.union(*_CLAIM_KEYS.values())
-
-
 def decide(claim: Mapping[str, Any], values: Mapping[str, Any]) -> Decision:
   """The verdict on a declared claim: dispatch to `decide_greater`, ..., `decide_slope`.
 
@@ -492,38 +478,11 @@ def decide(claim: Mapping[str, Any], values: Mapping[str, Any]) -> Decision:
   """
   if hasattr(claim, "to_dict"):  # an ml_collections.ConfigDict
     claim = claim.to_dict()
-  if "comparison" not in claim:
-    raise ValueError(f"claim needs the key 'comparison' (one of {COMPARISONS}); got {dict(claim)}.")
-  comparison = claim["comparison"]
-  if comparison not in COMPARISONS:
-    raise ValueError(f"claim['comparison'] must be one of {COMPARISONS}, got {comparison!r}.")
-  for key in claim:
-    if key in _STATS_KEYS and key not in _CLAIM_KEYS[comparison] | {"comparison", "alpha", "names"}:
-      raise ValueError(f"claim key {key!r} does not apply to a {comparison!r} claim.")
-  for key in values:
-    if key not in _VALUE_KEYS[comparison]:
-      raise ValueError(
-        f"values key {key!r} does not apply to a {comparison!r} claim "
-        f"(expected {sorted(_VALUE_KEYS[comparison])})."
-      )
+  comparison = check_claim_keys(claim, values)
   alpha = claim.get("alpha", 0.05)
   power_at = claim.get("power_at")
   if comparison == "slope_within":
-    for key in ("low", "high"):
-      if key not in claim:
-        raise ValueError(f"a slope_within claim needs the key {key!r}.")
-    for key in ("x", "y"):
-      if key not in values:
-        raise ValueError(f"values for a slope_within claim need the key {key!r}.")
-    return decide_slope(
-      values["x"],
-      values["y"],
-      low=claim["low"],
-      high=claim["high"],
-      alpha=alpha,
-      groups=values.get("groups"),
-      power_at=power_at,
-    )
+    return _decide_declared_slope(claim, values, alpha, power_at)
   if "a" not in values:
     raise ValueError(f"values for a {comparison!r} claim need the key 'a'.")
   names = tuple(claim.get("names", ("A", "B")))
@@ -537,6 +496,27 @@ def decide(claim: Mapping[str, Any], values: Mapping[str, Any]) -> Decision:
   fn = decide_greater if comparison == "greater" else decide_less
   return fn(
     values["a"], values.get("b"), margin=claim.get("margin", 0.0), power_at=power_at, **common
+  )
+
+
+def _decide_declared_slope(
+  claim: Mapping[str, Any], values: Mapping[str, Any], alpha: float, power_at: Any
+) -> Decision:
+  """`decide_slope` on a declared slope_within claim, its required keys checked."""
+  for key in ("low", "high"):
+    if key not in claim:
+      raise ValueError(f"a slope_within claim needs the key {key!r}.")
+  for key in ("x", "y"):
+    if key not in values:
+      raise ValueError(f"values for a slope_within claim need the key {key!r}.")
+  return decide_slope(
+    values["x"],
+    values["y"],
+    low=claim["low"],
+    high=claim["high"],
+    alpha=alpha,
+    groups=values.get("groups"),
+    power_at=power_at,
   )
 
 

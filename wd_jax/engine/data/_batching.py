@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wd_jax import validation
 from wd_jax.engine.data._dataset import (
   Dataset,
-  check_int,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -54,8 +54,8 @@ def sample_batch(
   Returns:
     (x_batch, y_batch): (batch_size, ...) each; (batch_size, seq_len) int32 for a language model.
   """
-  check_int("batch_size", batch_size)
-  check_int("seq_len", seq_len, minimum=0)
+  validation.check_int("batch_size", batch_size, lower=1)
+  validation.check_int("seq_len", seq_len, lower=0)
   if seq_len == 0:
     idx = jax.random.randint(key, (batch_size,), 0, x.shape[0], dtype=jnp.int32)
     return x[idx], y[idx]
@@ -106,7 +106,7 @@ def make_batch_fn(dataset: Dataset, batch_size: int, split: str = "train") -> Ba
   Raises:
     ValueError: `batch_size` is not a positive int, or `split` is unknown.
   """
-  check_int("batch_size", batch_size)
+  validation.check_int("batch_size", batch_size, lower=1)
   x, y = dataset.split(split)
   return BatchSampler(x=x, y=y, batch_size=int(batch_size), seq_len=int(dataset.seq_len))
 
@@ -144,9 +144,9 @@ def eval_batches(
   Raises:
     ValueError: bad `batch_size`, `split` or `max_lm_batches` (raised at the call, not lazily).
   """
-  check_int("batch_size", batch_size)
+  validation.check_int("batch_size", batch_size, lower=1)
   if max_lm_batches is not None:
-    check_int("max_lm_batches", max_lm_batches)
+    validation.check_int("max_lm_batches", max_lm_batches, lower=1)
   x, y = dataset.split(split)
   lm = dataset.task == "language_model"
   if lm:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
 import numpy as np
+
+from wd_jax import validation
 
 TASKS = ("classification", "regression", "language_model")
 SPLITS = ("train", "val", "test")
@@ -115,23 +116,22 @@ class Dataset:
 # Argument checks (fail when the loader is called, name the argument and the value).
 
 
-def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
 def check_fraction(name: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-    raise ValueError(f"{name} must be a number in (0, 1), got {value!r}.")
-  if not 0.0 < float(value) < 1.0:
-    raise ValueError(f"{name} must be in (0, 1), got {value!r}.")
+  """`value` in (0, 1), both ends open: `wd_jax.validation.check_number`'s rule."""
+  validation.check_number(
+    name,
+    value,
+    lower=0.0,
+    lower_inclusive=False,
+    upper=1.0,
+    upper_inclusive=False,
+    allow_schedule=False,
+  )
 
 
 def check_nonnegative(name: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-    raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-  if not (math.isfinite(float(value)) and value >= 0):
-    raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+  """`value` a finite number >= 0: `wd_jax.validation.check_number`'s rule."""
+  validation.check_number(name, value, lower=0.0, allow_schedule=False)
 
 
 def _to_device(*arrays: np.ndarray) -> tuple[jax.Array, ...]:
@@ -198,7 +198,7 @@ def with_validation_split(dataset: Dataset, fraction: float, seed: int = 0) -> D
     performance evaluation", JMLR 2010 (why selection reads a validation split, not test).
   """
   check_fraction("validation_fraction", fraction)
-  check_int("validation_seed", seed, minimum=0)
+  validation.check_int("validation_seed", seed, lower=0)
   if dataset.has_validation:
     raise ValueError(f"dataset {dataset.name!r} already has a validation split.")
   x, y = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
@@ -229,6 +229,22 @@ def with_validation_split(dataset: Dataset, fraction: float, seed: int = 0) -> D
   meta = dict(dataset.meta)
   meta["validation"] = {"fraction": float(fraction), "seed": int(seed), "size": int(n_val)}
   return dataclasses.replace(dataset, x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va, meta=meta)
+
+
+def _num_classes(y_train: np.ndarray, y_test: np.ndarray, num_classes: int | None) -> int:
+  """The class count of integer labels >= 0: `num_classes`, or 1 + the largest label."""
+  for split, ya in (("train", y_train), ("test", y_test)):
+    if not np.issubdtype(ya.dtype, np.integer):
+      raise ValueError(f"from_arrays: y_{split} must hold integer labels, got {ya.dtype}.")
+  labels = np.concatenate([y_train.ravel(), y_test.ravel()])
+  if labels.size and labels.min() < 0:
+    raise ValueError(f"from_arrays: labels must be >= 0, got {labels.min()}.")
+  inferred = int(labels.max()) + 1 if labels.size else 0
+  if num_classes is None:
+    return inferred
+  if num_classes < inferred:
+    raise ValueError(f"num_classes={num_classes} but the labels go up to {inferred - 1}.")
+  return num_classes
 
 
 def from_arrays(
@@ -289,17 +305,7 @@ def from_arrays(
         f"{xa.shape} and {ya.shape}."
       )
   if task in ("classification", "language_model"):
-    for split, ya in (("train", arrays[1]), ("test", arrays[3])):
-      if not np.issubdtype(ya.dtype, np.integer):
-        raise ValueError(f"from_arrays: y_{split} must hold integer labels, got {ya.dtype}.")
-    labels = np.concatenate([arrays[1].ravel(), arrays[3].ravel()])
-    if labels.size and labels.min() < 0:
-      raise ValueError(f"from_arrays: labels must be >= 0, got {labels.min()}.")
-    inferred = int(labels.max()) + 1 if labels.size else 0
-    if num_classes is None:
-      num_classes = inferred
-    elif num_classes < inferred:
-      raise ValueError(f"num_classes={num_classes} but the labels go up to {inferred - 1}.")
+    num_classes = _num_classes(arrays[1], arrays[3], num_classes)
     arrays[1], arrays[3] = arrays[1].astype(np.int32), arrays[3].astype(np.int32)
   else:
     num_classes = 0

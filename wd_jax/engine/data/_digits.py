@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from wd_jax import validation
 from wd_jax.engine.data._dataset import (
   Dataset,
   check_fraction,
-  check_int,
   on_device,
 )
 
@@ -30,7 +30,7 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   from sklearn.model_selection import train_test_split
 
   check_fraction("test_fraction", test_fraction)
-  check_int("seed", seed, minimum=0)
+  validation.check_int("seed", seed, lower=0)
   raw = load_digits()
   images = (np.asarray(raw.images, np.float64) / 16.0).astype(np.float32)[..., None]
   labels = np.asarray(raw.target, np.int32)

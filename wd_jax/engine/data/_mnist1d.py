@@ -7,9 +7,9 @@ import random
 
 import numpy as np
 
+from wd_jax import validation
 from wd_jax.engine.data._dataset import (
   Dataset,
-  check_int,
   on_device,
 )
 
@@ -64,9 +64,9 @@ def mnist1d(seed: int = 0, num_train: int = 4000, num_test: int = 1000) -> Datas
     A classification `Dataset`: x (N, 40) float32, standardised by the train set's global
     (scalar) mean and std; y (N,) int32 in [0, 10). `meta` holds `seed`, `mean` and `std`.
   """
-  check_int("seed", seed, minimum=0)
-  check_int("num_train", num_train)
-  check_int("num_test", num_test)
+  validation.check_int("seed", seed, lower=0)
+  validation.check_int("num_train", num_train, lower=1)
+  validation.check_int("num_test", num_test, lower=1)
   if (num_train + num_test) % 10:
     raise ValueError(
       f"num_train + num_test must be a multiple of 10 (one tenth per class), got "

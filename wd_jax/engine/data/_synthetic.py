@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from wd_jax import validation
 from wd_jax.engine.data._dataset import (
   Dataset,
-  check_int,
   check_nonnegative,
   on_device,
 )
@@ -42,12 +42,12 @@ def linear_regression(
     A regression `Dataset`: x (N, dim) float32, y (N,) float32, `num_classes=0`.
     `meta["w_true"]` is w* as a float64 numpy array (dim,); `meta["noise"]` the noise level.
   """
-  check_int("num_examples", num_examples)
-  check_int("dim", dim)
+  validation.check_int("num_examples", num_examples, lower=1)
+  validation.check_int("dim", dim, lower=1)
   check_nonnegative("noise", noise)
-  check_int("seed", seed, minimum=0)
+  validation.check_int("seed", seed, lower=0)
   num_test = num_examples if num_test is None else num_test
-  check_int("num_test", num_test)
+  validation.check_int("num_test", num_test, lower=1)
   rng = np.random.default_rng(seed)
   w_true = rng.normal(size=(dim,)) / math.sqrt(dim)
   x = rng.normal(size=(num_examples + num_test, dim))
@@ -117,13 +117,13 @@ def teacher_student(
     A classification `Dataset`: x (N, dim) float32 ~ N(0, I), y (N,) int32.
     `meta["teacher"]` holds the float64 numpy weights `{"w1", "w2", "b2"}`.
   """
-  check_int("num_examples", num_examples)
-  check_int("dim", dim)
-  check_int("hidden", hidden)
-  check_int("num_classes", num_classes, minimum=2)
-  check_int("seed", seed, minimum=0)
+  validation.check_int("num_examples", num_examples, lower=1)
+  validation.check_int("dim", dim, lower=1)
+  validation.check_int("hidden", hidden, lower=1)
+  validation.check_int("num_classes", num_classes, lower=2)
+  validation.check_int("seed", seed, lower=0)
   num_test = num_examples if num_test is None else num_test
-  check_int("num_test", num_test)
+  validation.check_int("num_test", num_test, lower=1)
   rng = np.random.default_rng(seed)
   w1 = rng.normal(size=(dim, hidden)) / math.sqrt(dim)
   w2 = rng.normal(size=(hidden, num_classes)) / math.sqrt(hidden)

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from wd_jax import validation
 from wd_jax.engine.data._dataset import (
   Dataset,
   check_fraction,
-  check_int,
   on_device,
 )
 
@@ -113,10 +113,10 @@ def char_corpus(
     FileNotFoundError: a path does not exist.
     ValueError: the corpus is empty, or a split has fewer than seq_len + 1 characters.
   """
-  check_int("seq_len", seq_len)
+  validation.check_int("seq_len", seq_len, lower=1)
   check_fraction("test_fraction", test_fraction)
   if max_chars is not None:
-    check_int("max_chars", max_chars)
+    validation.check_int("max_chars", max_chars, lower=1)
   if paths is None:
     paths = _default_corpus_paths()
   elif isinstance(paths, (str, os.PathLike)):

@@ -179,16 +179,10 @@ def run_sweep(
     runlog.Interrupted: SIGTERM/SIGINT stopped the sweep after writing the finished runs.
 
   Example:
-    >>> import numpy as np
     >>> from wd_jax.engine import config, data, sweep
-    >>> rng = np.random.default_rng(0)
-    >>> x = rng.normal(size=(256, 8)).astype(np.float32)
-    >>> y = (x[:, 0] > 0).astype(np.int32)  # a task an MLP learns in a few steps
-    >>> ds = data.from_arrays(x[:200], y[:200], x[200:], y[200:])
-    >>> cfg = config.base_config()
-    >>> cfg.model.name, cfg.model.kwargs = "mlp", {"widths": (16,)}
-    >>> cfg.steps, cfg.batch_size, cfg.optimizer.learning_rate = 40, 32, 1e-2
-    >>> cfg.log_every, cfg.diagnostics_every, cfg.eval_every, cfg.checkpoint_every = 20, 20, 40, 40
+    >>> ds = data.teacher_student(256, dim=8, num_classes=2, num_test=64)
+    >>> cfg = config.override(config.base_config(), {
+    ...   "model.name": "mlp", "model.kwargs": {"widths": (16,)}, "steps": 40, "batch_size": 32})
     >>> import os, tempfile
     >>> grid = {"weight_decay": [1e-4, 1e-2], "seed": [0, 1]}
     >>> with tempfile.TemporaryDirectory() as tmp:
