@@ -34,7 +34,6 @@ ABSENT_MEANS = {
 }
 
 
-
 def base_config() -> ml_collections.ConfigDict:
   """Defaults for every field; experiment configs override a few of them."""
   c = ml_collections.ConfigDict()
