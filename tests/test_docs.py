@@ -237,8 +237,6 @@ GUIDE_VERDICTS = (
   ("**mnist1d_adaptivity_is_not_the_harm**", "Taking λθ out of v alone", "inconclusive"),
   ("**mnist1d_unpreconditioned_decay_is_not_harmed**", "one global √v̄ (AdamS)", "supported"),
   ("**mnist1d_adamw_beats_tuned**", "AdamW ends better than Adam+L2 on", "supported"),
-  ("**adam_l2_reaches_ridge**", "Full-batch Adam+L2 converges to the closed-form", "supported"),
-  ("**adamw_misses_ridge**", "AdamW's decay is not L2 regularisation", "supported"),
   ("**mlp_adam_l2_ridge**", "Adam+L2's best λ does not move with α", "supported"),
   ("**mlp_adamw_schedule_ridge**", "schedule-coupled AdamW's best λ follows α", "inconclusive"),
   ("**mlp_ln_adamw_ridge**", "lr-coupled AdamW's best λ scales as 1/α", "inconclusive"),
