@@ -148,9 +148,9 @@ def test_the_installed_command_trains_sweeps_and_runs_a_study_from_an_empty_dire
   assert out.returncode == 0, out.stderr[-3000:]
   with open(runs / "s" / "results.csv") as f:
     assert len(f.read().strip().splitlines()) == 1 + 2  # header + 2 configurations
-  out = _run(
-    [wd_jax_cmd, "study", "l1_vs_l2", "--config=l1_vs_l2:smoke", f"--workdir={runs}/r"], empty
-  )
+  study = ["study", "l1_vs_l2", "--config=l1_vs_l2:smoke", "--config.phase=tune"]
+  prereg = f"--config.preregistration={runs}/l1_vs_l2.json"  # not into the installed package
+  out = _run([wd_jax_cmd, *study, prereg, f"--workdir={runs}/r"], empty)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"wrote {runs}/r/summary.md" in out.stdout
   assert sorted(os.listdir(empty)) == ["runs"]  # nothing else written where it ran
