@@ -150,8 +150,9 @@ def prune(params, fraction: float):
 
 
 def outcomes(run, rows, split: str, fractions=None) -> None:
-  """Scores each row's final state on `split` per item (``row[split + "_items"]``), pruned to
-  ``fractions[i]`` when given; sets ``zero_fraction``; drops the state."""
+  """Scores each row's final state on `split` per item (``row[split + "_items"]``, its mean
+  ``row[split + "_accuracy"]``), pruned to ``fractions[i]`` when given; sets
+  ``zero_fraction``; drops the state."""
   states = []
   for i, r in enumerate(rows):
     s = None if r["diverged"] else r["state"]
@@ -161,6 +162,7 @@ def outcomes(run, rows, split: str, fractions=None) -> None:
     states.append(s)
   for r, items in zip(rows, protocol.item_outcomes(run, states, split)):
     r[f"{split}_items"] = items
+    r[f"{split}_accuracy"] = float(np.mean(items["accuracy"])) if items else math.nan
     r.pop("state", None)
 
 
