@@ -118,7 +118,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   teacher = {"num_train": 150, "num_val": 500, "dim": 400, "nonzeros": 10, "noise": 0.5}
   grids = {
     "prox_weight_decays": (5e-4, 1e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3),  # λ of ‖θ‖₁ on the mean loss
-    "l2_weight_decays": (0.0, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3),  # λ of ½‖θ‖²
+    "l2_weight_decays": (0.0, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2),  # λ of ½‖θ‖²
     "lasso_weight_decays": tuple(0.005 * 2**i for i in range(8)),  # 0.005 … 0.64
     "ridge_weight_decays": tuple(0.01 * 2**i for i in range(12)),  # 0.01 … 20.48
   }
