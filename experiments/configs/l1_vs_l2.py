@@ -23,6 +23,12 @@ exact recovery sets in, Wainwright 2009), label noise σ = 0.5, 500 validation s
 teacher per seed. Lasso (ISTA through `wd_jax.prox_l1`, 3,000 steps of 1/L) keeps its nonzeros;
 ridge (closed form = coupled L2's fixed point) keeps its k largest |θ| (it is told k). λ of each
 selected on the validation samples' squared error.
+
+Measured (pre-registration 550e588f, confirm on 10 fresh seeds × 10,000 test items and 10 fresh
+teachers; tune 6.5 min, confirm 5.8 min wall on 2 cores at load ~10-15, 2.0 and 1.5 min of CPU):
+at 66% exact zeros, L2 + pruning 0.541 vs prox L1 0.471 test accuracy (prox − L2 −0.070 [90% CI
+−0.080, −0.059]); lasso support F1 0.26 (67 nonzeros at its validation-selected λ) vs ridge + top
+k 0.81; precision at k 1.00 vs 0.81 (+0.19 [+0.13, +0.25]).
 """
 
 import os
