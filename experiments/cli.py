@@ -3,7 +3,7 @@
   wd-jax train --config=mnist1d_mlp:smoke --workdir=runs/smoke
   wd-jax sweep --config=sweep_mnist1d_mlp:smoke --workdir=runs/sweep
   wd-jax study --list
-  wd-jax study ridge --workdir=runs/ridge          # its own config; or --config=ridge:smoke
+  wd-jax study norms --workdir=runs/norms          # its own config; or --config=norms:smoke
   wd-jax configs                                   # the shipped configs, by name
 
 Each command runs the script of this folder it names (train.py, sweep.py, <study>.py) the way

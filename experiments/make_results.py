@@ -1,7 +1,7 @@
 """Runs every study's default config and writes docs/RESULTS.md with its figures.
 
   python experiments/make_results.py --runs_dir=runs/results          # run what is missing, write
-  python experiments/make_results.py --runs_dir=runs/results --only=l2_pollution,ridge
+  python experiments/make_results.py --runs_dir=runs/results --only=l2_pollution,norms
 
 A study whose workdir already has a summary.md is not run again (delete it to rerun). Each
 study runs as its own process (the command a reader would type) and its wall time on this
@@ -35,7 +35,6 @@ STUDIES = (
   "norms",
   "equilibrium",
   "l1_vs_l2",
-  "ridge",
   "coupling",
   "why_wd",
   "scaling",

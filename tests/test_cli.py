@@ -133,7 +133,7 @@ def test_the_studies_listed_are_the_scripts_with_a_config_of_their_name():
 @pytest.mark.parametrize(
   "args, message",
   [
-    (["study", "ridg"], "no study 'ridg'; did you mean ridge?"),
+    (["study", "norm"], "no study 'norm'; did you mean norms?"),
     (["trian"], "no command 'trian'; did you mean train?"),
     (["train", "--config=mnist1d_mpl"], "shipped config 'mnist1d_mpl'; did you mean mnist1d_mlp?"),
     (["train", "--config=nope.py"], "flag --config=nope.py: no config file 'nope.py'"),
@@ -173,7 +173,7 @@ def test_the_checkout_scripts_help_lists_the_config_fields_with_their_defaults(s
   assert "--[no]print_config:" in out.stdout
 
 
-@pytest.mark.parametrize("study", ["ridge", "l2_pollution"])
+@pytest.mark.parametrize("study", ["early_wd", "l2_pollution"])
 def test_a_study_help_lists_its_own_configs_fields_and_exits_0(study):
   out = _wd_jax("study", study, "--help")
   assert out.returncode == 0, out.stderr[-2000:]

@@ -60,7 +60,7 @@ def test_an_engine_module_without_its_extra_names_the_extra(module, hidden, extr
   [
     (["train"], "flax", "engine"),
     (["sweep"], "scipy", "studies"),
-    (["study", "ridge"], "matplotlib", "studies"),
+    (["study", "norms"], "matplotlib", "studies"),
   ],
 )
 def test_the_command_without_an_extra_names_it_in_one_line(tmp_path, command, hidden, extra):
@@ -148,7 +148,9 @@ def test_the_installed_command_trains_sweeps_and_runs_a_study_from_an_empty_dire
   assert out.returncode == 0, out.stderr[-3000:]
   with open(runs / "s" / "results.csv") as f:
     assert len(f.read().strip().splitlines()) == 1 + 2  # header + 2 configurations
-  out = _run([wd_jax_cmd, "study", "ridge", "--config=ridge:smoke", f"--workdir={runs}/r"], empty)
+  study = ["study", "l1_vs_l2", "--config=l1_vs_l2:smoke", "--config.phase=tune"]
+  prereg = f"--config.preregistration={runs}/l1_vs_l2.json"  # not into the installed package
+  out = _run([wd_jax_cmd, *study, prereg, f"--workdir={runs}/r"], empty)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"wrote {runs}/r/summary.md" in out.stdout
   assert sorted(os.listdir(empty)) == ["runs"]  # nothing else written where it ran
@@ -167,7 +169,7 @@ print("absent" if importlib.util.find_spec("experiments") is None else "checkout
   [
     (["train", "--help"], "steps = 6000"),  # mnist1d_mlp's fields, shown without --config
     (["sweep", "--help"], "grid.learning_rate = (0.001, 0.003, 0.01, 0.03)"),
-    (["study", "ridge", "--help"], "weight_decays = "),
+    (["study", "early_wd", "--help"], "resamples = 200"),
     (["train", "--config=mnist1d_mlp:smoke", "--config.steps=7", "--print_config"], "steps = 7"),
   ],
 )

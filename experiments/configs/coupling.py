@@ -12,10 +12,10 @@ layers followed by normalisation only (`corrected_layers`, the conv kernels); ev
 leaf (the head) keeps the "lr" coupling, as Defazio et al. do. At one τ/T, "lr" and "schedule"
 are the same update (λ_lr·α = λ_schedule), so "schedule" is left out of the default.
 Default: sklearn digits, a narrow BatchNorm ResNet (widths 4, 8) whose conv kernels are
-scale-invariant, AdamW at peak lr 3e-3, 1500 steps of batch 64, τ/T ∈ {1/4, 1/16, 1/64}, seeds
-10-13 (the pilot ran seeds 0-1). 10% of the training data is held out for validation; the test
-split is read for each coupling's selected strength and for the strong one. The runtime and the
-measured verdicts are in experiments/README.md.
+scale-invariant, AdamW at peak lr 3e-3, 1500 steps of batch 64, τ/T ∈ {2, 1, 1/2, 1/4, 1/16,
+1/64}, seeds 10-13 (the pilot ran seeds 0-1). 10% of the training data is held out for
+validation; the test split is read for each coupling's selected strength and for the strong one.
+The runtime and the measured verdicts are in experiments/README.md.
 """
 
 import ml_collections
@@ -204,7 +204,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.couplings = ("lr", "constant", "corrected")
   c.strategy = "vmap"  # every coupling × strength × seed is one vmapped program
-  c.tau_over_T = (0.25, 0.0625, STRONG)  # each coupling's strength is selected among these
+  # Each coupling's strength is selected among these. The first grid (1/4, 1/16, 1/64) put every
+  # coupling's pick on its weak edge, 1/4: the grid now runs to τ/T = 2, weaker by factors of 2.
+  c.tau_over_T = (2.0, 1.0, 0.5, 0.25, 0.0625, STRONG)
   c.strong = STRONG  # the strong strength the rise claims are read at, named in advance
   # AdamC corrects the layers followed by normalisation only; other decayed leaves keep "lr".
   c.corrected_layers = r".*conv/kernel"
