@@ -2,26 +2,19 @@
 (tune writes a pre-registration, confirm reads it)."""
 
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
+import studies
 
 from wd_jax.engine.config import override
 from wd_jax.study import preregistration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import l1_vs_l2  # noqa: E402
-from configs import l1_vs_l2 as l1_config  # noqa: E402
+l1_vs_l2 = studies.study("l1_vs_l2")
 
 
 def _config(path, phase):
-  cfg = l1_config.get_config("smoke")
-  cfg.preregistration = str(path / "l1_vs_l2.json")
-  cfg.phase = phase
-  return cfg
+  return studies.smoke_config("l1_vs_l2", path, phase)
 
 
 def test_pruning_zeroes_the_smallest_kernel_weights_globally_and_never_a_bias():
@@ -49,7 +42,7 @@ def test_support_scores_by_hand():
 
 
 def test_a_teacher_draw_has_k_nonzero_weights_and_is_fresh_per_seed():
-  cfg = l1_config.get_config("smoke")
+  cfg = studies.smoke_config("l1_vs_l2")
   t = cfg.teacher
   p = l1_vs_l2.teacher_problem(t, 1, 0)
   assert p["x"].shape == (t.num_train, t.dim) and p["x_val"].shape == (t.num_val, t.dim)

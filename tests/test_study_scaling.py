@@ -2,25 +2,19 @@
 cell, confirm reads it and decides every claim), and its slope measurement on a synthetic case."""
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
+import studies
 
 from wd_jax.study import preregistration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import scaling  # noqa: E402
-from configs import scaling as scaling_config  # noqa: E402
+scaling = studies.study("scaling")
+scaling_config = studies.study("configs.scaling")
 
 
 def _config(folder, phase):
-  cfg = scaling_config.get_config("smoke")
-  cfg.preregistration = str(folder / "scaling.json")
-  cfg.phase = phase
-  return cfg
+  return studies.smoke_config("scaling", folder, phase)
 
 
 @pytest.fixture(scope="module")
