@@ -34,6 +34,11 @@ ABSENT_MEANS = {
 }
 
 
+def _added_field(optimizer: Any, name: str) -> Any:
+  """An `ABSENT_MEANS` field of config.optimizer: its value, or what its absence means."""
+  return optimizer.get(name, ABSENT_MEANS[f"optimizer.{name}"])
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Defaults for every field; experiment configs override a few of them."""
   c = ml_collections.ConfigDict()
@@ -205,7 +210,7 @@ def _check_mask_rules(o: ml_collections.ConfigDict) -> None:
       f"config.optimizer.mask_rules is set but config.optimizer.mask={o.mask!r} ignores it: set "
       "config.optimizer.mask='rules' (or remove the rules)."
     )
-  if not isinstance(o.get("allow_unused_mask_rules", False), bool):
+  if not isinstance(_added_field(o, "allow_unused_mask_rules"), bool):
     raise ValueError(
       "config.optimizer.allow_unused_mask_rules must be True or False, got "
       f"{o.allow_unused_mask_rules!r}."
@@ -261,8 +266,8 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, peak: Any = None) 
   if o.lr_schedule == "constant":
     shape = optax.constant_schedule(1.0)
   elif o.lr_schedule == "drop":
-    drop = round(o.get("lr_drop_fraction", 0.5) * steps)
-    shape = optax.piecewise_constant_schedule(1.0, {drop: o.get("lr_drop_factor", 0.1)})
+    drop = round(_added_field(o, "lr_drop_fraction") * steps)
+    shape = optax.piecewise_constant_schedule(1.0, {drop: _added_field(o, "lr_drop_factor")})
   elif o.lr_schedule == "cosine" or not warmup:
     shape = optax.cosine_decay_schedule(1.0, steps)
   else:
@@ -292,7 +297,7 @@ def mask_from_config(config: ml_collections.ConfigDict):
   return regex_mask(
     [tuple(r) for r in o.mask_rules],
     default=default_mask,
-    allow_unused_rules=bool(o.get("allow_unused_mask_rules", False)),
+    allow_unused_rules=bool(_added_field(o, "allow_unused_mask_rules")),
   )
 
 
